@@ -1,0 +1,144 @@
+//! The IDX format of the MNIST family: a big-endian header (two zero bytes, a type code, a
+//! rank) followed by one big-endian `u32` per dimension and the data. Files may be gzipped.
+
+use std::io::Read;
+use std::path::Path;
+
+use flate2::read::GzDecoder;
+
+use crate::error::Error;
+
+/// An IDX array of unsigned bytes (the only element type the MNIST family uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdxArray {
+    /// Dimensions, outermost first.
+    pub dims: Vec<usize>,
+    /// Elements in row-major order; `data.len()` is the product of `dims`.
+    pub data: Vec<u8>,
+}
+
+/// Largest IDX payload accepted, to refuse absurd headers before allocating.
+const MAX_ELEMENTS: usize = 1 << 31;
+
+/// Reads an IDX file of `u8` elements, gunzipping it when it starts with the gzip magic.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read; [`Error::Idx`] when the header is not IDX,
+/// the element type is not `u8`, or the data is shorter or longer than the header says.
+pub fn read_idx(path: &Path) -> Result<IdxArray, Error> {
+    let raw = std::fs::read(path).map_err(|source| Error::Io {
+        action: "cannot read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        GzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| Error::Idx {
+                path: path.to_path_buf(),
+                reason: format!("corrupt gzip stream: {e}"),
+            })?;
+        out
+    } else {
+        raw
+    };
+    parse_idx(&bytes).map_err(|reason| Error::Idx {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
+    let [0, 0, kind, rank, rest @ ..] = bytes else {
+        return Err("too short for an IDX header (expected 00 00 type rank)".to_string());
+    };
+    if *kind != 0x08 {
+        return Err(format!(
+            "element type 0x{kind:02x} is not unsigned byte (0x08)"
+        ));
+    }
+    let rank = *rank as usize;
+    if rank == 0 || rest.len() < rank * 4 {
+        return Err(format!("rank {rank} needs {} dimension bytes", rank * 4));
+    }
+    let dims: Vec<usize> = rest[..rank * 4]
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    let count = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| format!("dimensions {dims:?} exceed the {MAX_ELEMENTS}-element limit"))?;
+    let data = &rest[rank * 4..];
+    if data.len() != count {
+        return Err(format!(
+            "header {dims:?} declares {count} elements, the file holds {}",
+            data.len()
+        ));
+    }
+    Ok(IdxArray {
+        dims,
+        data: data.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            out.extend(d.to_be_bytes());
+        }
+        out.extend(data);
+        out
+    }
+
+    #[test]
+    fn reads_a_small_array() {
+        let arr = parse_idx(&encode(&[2, 3], &[1, 2, 3, 4, 5, 6])).unwrap();
+        assert_eq!(arr.dims, vec![2, 3]);
+        assert_eq!(arr.data, vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn truncated_data_is_rejected_with_counts() {
+        let err = parse_idx(&encode(&[2, 3], &[1, 2, 3])).unwrap_err();
+        assert!(
+            err.contains("6 elements") && err.contains("holds 3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_and_short_header_are_rejected() {
+        let mut bytes = encode(&[1], &[0]);
+        bytes[2] = 0x0d;
+        assert!(parse_idx(&bytes).unwrap_err().contains("0x0d"));
+        assert!(parse_idx(&[0, 0]).is_err());
+        assert!(parse_idx(&[0, 0, 8, 2, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn absurd_dimensions_are_refused_before_allocating() {
+        let err = parse_idx(&encode(&[u32::MAX, u32::MAX, 4], &[])).unwrap_err();
+        assert!(err.contains("limit"), "{err}");
+    }
+
+    #[test]
+    fn gzipped_files_are_read() {
+        use flate2::{Compression, write::GzEncoder};
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("idx-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.gz");
+        let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+        enc.write_all(&encode(&[2], &[7, 9])).unwrap();
+        std::fs::write(&path, enc.finish().unwrap()).unwrap();
+        assert_eq!(read_idx(&path).unwrap().data, vec![7, 9]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,624 @@
+//! The whole distillation run, from a recipe to shipped files and a report.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::json;
+use student_runtime::{
+    CalibrationInfo, EscalationPolicy, InputSpec, ModelCard, OpenOptions, ScoreKind, StudentModel,
+    TeacherRef,
+};
+
+use crate::calibrate::{
+    ThresholdChoice, choose_threshold, expected_calibration_error, fit_temperature, scores,
+};
+use crate::dataset::{Dataset, Split, fashion_mnist_dir};
+use crate::error::Error;
+use crate::eval::{EvalReport, evaluate_logits, logits};
+use crate::export::to_onnx;
+use crate::net::{NetShape, NetSpec};
+use crate::progress::Progress;
+use crate::recipe::Recipe;
+use crate::teacher_cache::teacher_logits;
+use crate::train::{Job, LossSettings, TrainSettings, train};
+
+/// Batch size of the plans used to run whole data sets through the runtime.
+const EVAL_BATCH: usize = 256;
+/// Bins of the expected calibration error.
+const ECE_BINS: usize = 15;
+
+/// What a distillation run produced and measured. Written as `report.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DistillReport {
+    /// The recipe's name.
+    pub name: String,
+    /// Files written.
+    pub files: Vec<PathBuf>,
+    /// Parameters of teacher, student and baseline.
+    pub params: Params,
+    /// Student (fp32) on the test split, with the cascade to the teacher.
+    pub student_test: EvalReport,
+    /// The hard-label baseline (same architecture) on the test split, at its own fitted
+    /// temperature and the student's threshold rule.
+    pub baseline_test: EvalReport,
+    /// The fitted temperature and calibration error before and after, on validation.
+    pub calibration: CalibrationInfo,
+    /// The threshold choice on the validation split.
+    pub threshold: ThresholdChoice,
+    /// Validation accuracy after each epoch, per model trained here.
+    pub history: Vec<(String, Vec<f64>)>,
+    /// Whether teacher logits came from the cache.
+    pub teacher_logits_cached: bool,
+    /// Wall-clock seconds per stage.
+    pub seconds: Vec<(String, f64)>,
+}
+
+/// Parameter counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Params {
+    /// Teacher parameters.
+    pub teacher: u64,
+    /// Student parameters.
+    pub student: u64,
+    /// How many times smaller the student is.
+    pub compression: f64,
+}
+
+/// Runs `recipe` end to end: teacher, teacher logits, student and baseline, calibration,
+/// threshold, export and evaluation. Writes `teacher.onnx` (when trained here),
+/// `student.onnx`, `baseline.onnx`, `report.json` and `report.md` to the recipe's output
+/// folder.
+///
+/// # Errors
+/// Any data, training, runtime or file error, and [`Error::UnreachableTarget`] when the
+/// threshold target cannot be met on the validation split.
+pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<DistillReport, Error> {
+    let mut clock = Clock::start();
+    let dir = recipe.data.dir.clone().unwrap_or_else(fashion_mnist_dir);
+    let limit = |d: Dataset, n: usize| if n == 0 { d } else { d.slice(0, n) };
+    let train_set = limit(
+        Dataset::fashion_mnist(&dir, Split::Train, recipe.data.validation)?,
+        recipe.data.train_limit,
+    );
+    let validation = Dataset::fashion_mnist(&dir, Split::Validation, recipe.data.validation)?;
+    let test = limit(
+        Dataset::fashion_mnist(&dir, Split::Test, recipe.data.validation)?,
+        recipe.data.test_limit,
+    );
+    let input = InputSpec {
+        layout: "NCHW".to_string(),
+        channels: 1,
+        height: train_set.height,
+        width: train_set.width,
+        scale: 1.0 / 255.0,
+        mean: vec![recipe.data.mean],
+        std: vec![recipe.data.std],
+    };
+    let shape = NetShape {
+        channels: 1,
+        height: train_set.height,
+        width: train_set.width,
+        classes: train_set.classes.len(),
+    };
+    let data_card = json!({
+        "source": recipe.data.source,
+        "train": {"name": train_set.name, "images": train_set.len(), "sha256": train_set.fingerprint()},
+        "validation": {"name": validation.name, "images": validation.len(), "rule": format!("last {} images of the training file", recipe.data.validation)},
+        "test": {"name": test.name, "images": test.len()},
+    });
+    clock.lap("load data");
+    let out_dir = &recipe.output.dir;
+    std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
+        action: "cannot create output folder",
+        path: out_dir.clone(),
+        source,
+    })?;
+    let mut history = Vec::new();
+    let mut files = Vec::new();
+
+    // 1. The teacher: trained here, or an existing ONNX file.
+    let teacher_name = format!("{}-teacher", recipe.name);
+    let (teacher_draft, teacher_trained) = match (
+        &recipe.teacher.onnx,
+        &recipe.teacher.net,
+        &recipe.teacher.train,
+    ) {
+        (Some(path), _, _) => (
+            StudentModel::open_with(path, &OpenOptions { batch: EVAL_BATCH })?,
+            None,
+        ),
+        (None, Some(net), Some(settings)) => {
+            let job = job(
+                &teacher_name,
+                net,
+                shape,
+                &input,
+                settings,
+                LossSettings {
+                    temperature: 1.0,
+                    alpha: 0.0,
+                },
+                None,
+                recipe.seed,
+            );
+            let (model, h) = train(&job, &train_set, &validation, progress)?;
+            history.push((teacher_name.clone(), h));
+            let weights = model.weights().map_err(|reason| Error::Training {
+                model: teacher_name.clone(),
+                reason,
+            })?;
+            let card = base_card(&teacher_name, &train_set, &input);
+            let bytes = to_onnx(&weights, shape, &card);
+            (
+                StudentModel::from_bytes(&bytes, &OpenOptions { batch: EVAL_BATCH })?,
+                Some((weights, net.clone())),
+            )
+        }
+        _ => {
+            return Err(Error::Recipe {
+                path: PathBuf::from(&recipe.name),
+                reason: "[teacher] needs either `onnx` or both `net` and `train`".to_string(),
+            });
+        }
+    };
+    clock.lap("teacher");
+
+    // 2. Teacher logits over the training split, cached by teacher and data hash.
+    let cache = recipe
+        .output
+        .cache
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/student-cache"));
+    let (train_teacher_logits, cached) =
+        teacher_logits(&teacher_draft, &train_set, &cache, progress)?;
+    clock.lap("teacher logits");
+
+    // 3. The distilled student and the hard-label baseline, same architecture and seed.
+    let student_name = format!("{}-student", recipe.name);
+    let baseline_name = format!("{}-baseline", recipe.name);
+    let s = &recipe.student;
+    let mut trained = Vec::new();
+    for (name, loss, teacher) in [
+        (
+            &student_name,
+            LossSettings {
+                temperature: s.temperature,
+                alpha: s.alpha,
+            },
+            Some(train_teacher_logits.as_slice()),
+        ),
+        (
+            &baseline_name,
+            LossSettings {
+                temperature: 1.0,
+                alpha: 0.0,
+            },
+            None,
+        ),
+    ] {
+        let job = job(
+            name,
+            &s.net,
+            shape,
+            &input,
+            &s.train,
+            loss,
+            teacher,
+            recipe.seed,
+        );
+        let (model, h) = train(&job, &train_set, &validation, progress)?;
+        history.push((name.clone(), h));
+        trained.push(model.weights().map_err(|reason| Error::Training {
+            model: name.clone(),
+            reason,
+        })?);
+        clock.lap(name);
+    }
+    let baseline_weights = trained
+        .pop()
+        .ok_or_else(|| Error::Data("baseline missing".into()))?;
+    let student_weights = trained
+        .pop()
+        .ok_or_else(|| Error::Data("student missing".into()))?;
+
+    // 4. Validation: temperatures, calibration error, and the threshold.
+    let draft = |weights, name: &str| -> Result<StudentModel, Error> {
+        let bytes = to_onnx(weights, shape, &base_card(name, &train_set, &input));
+        Ok(StudentModel::from_bytes(
+            &bytes,
+            &OpenOptions { batch: EVAL_BATCH },
+        )?)
+    };
+    let student_draft = draft(&student_weights, &student_name)?;
+    let baseline_draft = draft(&baseline_weights, &baseline_name)?;
+    let classes = shape.classes;
+    let val_student = logits(&student_draft, &validation, progress)?;
+    let val_baseline = logits(&baseline_draft, &validation, progress)?;
+    let val_teacher = logits(&teacher_draft, &validation, progress)?;
+    let t_student = fit_temperature(&val_student, &validation.labels, classes);
+    let t_baseline = fit_temperature(&val_baseline, &validation.labels, classes);
+    let t_teacher = fit_temperature(&val_teacher, &validation.labels, classes);
+    let calibration = CalibrationInfo {
+        temperature: t_student,
+        method: format!(
+            "temperature scaling: NLL minimized on {} ({} images)",
+            validation.name,
+            validation.len()
+        ),
+        ece_before: Some(expected_calibration_error(
+            &val_student,
+            &validation.labels,
+            classes,
+            1.0,
+            ECE_BINS,
+        )),
+        ece_after: Some(expected_calibration_error(
+            &val_student,
+            &validation.labels,
+            classes,
+            t_student,
+            ECE_BINS,
+        )),
+    };
+    let correct = |l: &[f32]| -> Vec<bool> {
+        l.chunks_exact(classes)
+            .zip(&validation.labels)
+            .map(|(row, &y)| argmax(row) == y as usize)
+            .collect()
+    };
+    let score_kind = recipe.calibration.score;
+    let choice = choose_threshold(
+        &scores(&val_student, classes, t_student, score_kind),
+        &correct(&val_student),
+        Some(&correct(&val_teacher)),
+        &recipe.calibration.target,
+    )?;
+    let baseline_choice = choose_threshold(
+        &scores(&val_baseline, classes, t_baseline, score_kind),
+        &correct(&val_baseline),
+        Some(&correct(&val_teacher)),
+        &recipe.calibration.target,
+    )
+    .ok();
+    clock.lap("calibration");
+
+    // 5. Test split: run every model once through the runtime.
+    let test_student = logits(&student_draft, &test, progress)?;
+    let test_baseline = logits(&baseline_draft, &test, progress)?;
+    let test_teacher = logits(&teacher_draft, &test, progress)?;
+    clock.lap("test inference");
+
+    // 6. Final files: the teacher first (the student's card names its hash).
+    let recipe_card = serde_json::to_value(recipe).unwrap_or(serde_json::Value::Null);
+    let teacher_final = match teacher_trained {
+        Some((weights, _net)) => {
+            let mut card = base_card(&teacher_name, &train_set, &input);
+            card.calibration = CalibrationInfo {
+                temperature: t_teacher,
+                method: format!("temperature scaling: NLL minimized on {}", validation.name),
+                ece_before: Some(expected_calibration_error(
+                    &val_teacher,
+                    &validation.labels,
+                    classes,
+                    1.0,
+                    ECE_BINS,
+                )),
+                ece_after: Some(expected_calibration_error(
+                    &val_teacher,
+                    &validation.labels,
+                    classes,
+                    t_teacher,
+                    ECE_BINS,
+                )),
+            };
+            card.data = Some(data_card.clone());
+            card.recipe = Some(recipe_card.clone());
+            let alone = StudentModel::from_bytes(
+                &to_onnx(&weights, shape, &card),
+                &OpenOptions::default(),
+            )?;
+            let report = evaluate_logits(&alone, None, &test, &test_teacher, None, None)?;
+            card.metrics = Some(
+                json!({"test": {"accuracy": report.accuracy, "per_class_accuracy": report.per_class_accuracy}, "params": alone.params()}),
+            );
+            let path = write(out_dir, "teacher.onnx", &to_onnx(&weights, shape, &card))?;
+            files.push(path.clone());
+            StudentModel::open(&path)?
+        }
+        None => teacher_draft,
+    };
+    let teacher_ref = TeacherRef {
+        name: teacher_final.card().name.clone(),
+        sha256: teacher_final.sha256().to_string(),
+        params: teacher_final.params(),
+    };
+    let mut finals = Vec::new();
+    for (name, weights, temperature, choice_for, test_logits, val_logits) in [
+        (
+            &student_name,
+            &student_weights,
+            t_student,
+            Some(choice.clone()),
+            &test_student,
+            &val_student,
+        ),
+        (
+            &baseline_name,
+            &baseline_weights,
+            t_baseline,
+            baseline_choice.clone(),
+            &test_baseline,
+            &val_baseline,
+        ),
+    ] {
+        let mut card = base_card(name, &train_set, &input);
+        card.calibration = CalibrationInfo {
+            temperature,
+            method: format!(
+                "temperature scaling: NLL minimized on {} ({} images)",
+                validation.name,
+                validation.len()
+            ),
+            ece_before: Some(expected_calibration_error(
+                val_logits,
+                &validation.labels,
+                classes,
+                1.0,
+                ECE_BINS,
+            )),
+            ece_after: Some(expected_calibration_error(
+                val_logits,
+                &validation.labels,
+                classes,
+                temperature,
+                ECE_BINS,
+            )),
+        };
+        if let Some(c) = &choice_for {
+            card.escalation = EscalationPolicy {
+                score: score_kind,
+                threshold: c.threshold,
+                chosen_by: format!(
+                    "{} on {} ({} images): escalation rate {:.2}%, accepted accuracy {:.2}%{}",
+                    c.target,
+                    validation.name,
+                    validation.len(),
+                    c.escalation_rate * 100.0,
+                    c.accepted_accuracy * 100.0,
+                    c.cascade_accuracy
+                        .map(|a| format!(", cascade accuracy {:.2}%", a * 100.0))
+                        .unwrap_or_default()
+                ),
+            };
+        }
+        card.teacher = Some(teacher_ref.clone());
+        card.data = Some(data_card.clone());
+        card.recipe = Some(recipe_card.clone());
+        let with_policy =
+            StudentModel::from_bytes(&to_onnx(weights, shape, &card), &OpenOptions::default())?;
+        let report = evaluate_logits(
+            &with_policy,
+            Some(&teacher_final),
+            &test,
+            test_logits,
+            Some(&test_teacher),
+            None,
+        )?;
+        card.metrics = Some(json!({
+            "test": &report,
+            "validation_threshold_choice": choice_for,
+            "compression_vs_teacher": teacher_ref.params as f64 / with_policy.params().max(1) as f64,
+        }));
+        finals.push((name.clone(), card, report));
+    }
+    // The student's card also records the baseline it had to beat.
+    let baseline_accuracy = finals.get(1).map(|f| f.2.accuracy);
+    if let Some((_, card, _)) = finals.get_mut(0) {
+        if let Some(serde_json::Value::Object(m)) = card.metrics.as_mut() {
+            m.insert(
+                "baseline_test_accuracy".to_string(),
+                json!(baseline_accuracy),
+            );
+        }
+    }
+    let mut reports = Vec::new();
+    for ((name, card, report), weights, file) in finals
+        .into_iter()
+        .zip([&student_weights, &baseline_weights])
+        .zip(["student.onnx", "baseline.onnx"])
+        .map(|((a, b), c)| (a, b, c))
+    {
+        let path = write(out_dir, file, &to_onnx(weights, shape, &card))?;
+        log::info!("wrote {} ({name})", path.display());
+        files.push(path);
+        reports.push(report);
+    }
+    clock.lap("export");
+    let baseline_test = reports
+        .pop()
+        .ok_or_else(|| Error::Data("baseline report missing".into()))?;
+    let student_test = reports
+        .pop()
+        .ok_or_else(|| Error::Data("student report missing".into()))?;
+    let report = DistillReport {
+        name: recipe.name.clone(),
+        params: Params {
+            teacher: teacher_ref.params,
+            student: student_test.params,
+            compression: teacher_ref.params as f64 / student_test.params.max(1) as f64,
+        },
+        files: files.clone(),
+        student_test,
+        baseline_test,
+        calibration,
+        threshold: choice,
+        history,
+        teacher_logits_cached: cached,
+        seconds: clock.laps,
+    };
+    let json_path = write(
+        out_dir,
+        "report.json",
+        serde_json::to_string_pretty(&report)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    let md_path = write(
+        out_dir,
+        "report.md",
+        markdown(&report, &train_set.classes).as_bytes(),
+    )?;
+    let mut report = report;
+    report.files.extend([json_path, md_path]);
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn job<'a>(
+    name: &'a str,
+    spec: &'a NetSpec,
+    shape: NetShape,
+    input: &'a InputSpec,
+    settings: &'a TrainSettings,
+    loss: LossSettings,
+    teacher_logits: Option<&'a [f32]>,
+    seed: u64,
+) -> Job<'a> {
+    Job {
+        name,
+        spec,
+        shape,
+        input,
+        settings,
+        loss,
+        teacher_logits,
+        seed,
+    }
+}
+
+/// A card with the parts known before calibration: name, labels, input; temperature 1 and
+/// a threshold that never escalates until they are fitted.
+fn base_card(name: &str, data: &Dataset, input: &InputSpec) -> ModelCard {
+    ModelCard::new(
+        name,
+        data.classes.clone(),
+        input.clone(),
+        CalibrationInfo {
+            temperature: 1.0,
+            method: "none".to_string(),
+            ece_before: None,
+            ece_after: None,
+        },
+        EscalationPolicy {
+            score: ScoreKind::MaxProbability,
+            threshold: 0.0,
+            chosen_by: "not chosen".to_string(),
+        },
+    )
+}
+
+fn write(dir: &Path, file: &str, bytes: &[u8]) -> Result<PathBuf, Error> {
+    let path = dir.join(file);
+    // Write beside the target, then rename: an interrupted run never leaves a torn model.
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|source| Error::Io {
+            action: "cannot write",
+            path: path.clone(),
+            source,
+        })?;
+    Ok(path)
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
+        .0
+}
+
+fn markdown(report: &DistillReport, classes: &[String]) -> String {
+    let s = &report.student_test;
+    let b = &report.baseline_test;
+    let pct = |v: f64| format!("{:.2}%", v * 100.0);
+    let opt = |v: Option<f64>| v.map(pct).unwrap_or_else(|| "n/a".to_string());
+    let mut md = format!(
+        "# {} distillation report\n\n\
+         Measured on {} ({} images) by running the exported ONNX files through the runtime.\n\n\
+         | model | parameters | test accuracy |\n| --- | ---: | ---: |\n\
+         | teacher | {} | {} |\n| student (distilled) | {} | {} |\n| baseline (hard labels, same architecture) | {} | {} |\n\n\
+         - compression: {:.1}x fewer parameters; student reaches {:.1}% of the teacher's accuracy\n\
+         - distillation gain over the baseline: {:+.2} points\n\
+         - agreement with the teacher: {}\n\
+         - temperature {:.3}; ECE on validation {} -> {}\n\
+         - threshold {:.4} on {} ({}); on validation: escalation {}, accepted accuracy {}\n\
+         - test, cascade (student, escalating to the teacher): escalation {}, accepted accuracy {}, cascade accuracy {} (teacher {})\n\n\
+         ## Per-class test accuracy\n\n| class | teacher | student | gap |\n| --- | ---: | ---: | ---: |\n",
+        report.name,
+        s.data,
+        s.samples,
+        report.params.teacher,
+        opt(s.teacher_accuracy),
+        report.params.student,
+        pct(s.accuracy),
+        b.params,
+        pct(b.accuracy),
+        report.params.compression,
+        s.accuracy / s.teacher_accuracy.unwrap_or(f64::NAN) * 100.0,
+        (s.accuracy - b.accuracy) * 100.0,
+        opt(s.agreement),
+        report.calibration.temperature,
+        opt(report.calibration.ece_before),
+        opt(report.calibration.ece_after),
+        report.threshold.threshold,
+        "max probability",
+        report.threshold.target,
+        pct(report.threshold.escalation_rate),
+        pct(report.threshold.accepted_accuracy),
+        pct(s.escalation_rate),
+        pct(s.accepted_accuracy),
+        pct(s.cascade_accuracy),
+        opt(s.teacher_accuracy),
+    );
+    if let Some(teacher) = &s.teacher_per_class_accuracy {
+        for (i, name) in classes.iter().enumerate() {
+            md.push_str(&format!(
+                "| {name} | {} | {} | {:+.2} |\n",
+                pct(teacher[i]),
+                pct(s.per_class_accuracy[i]),
+                (s.per_class_accuracy[i] - teacher[i]) * 100.0
+            ));
+        }
+    }
+    md.push_str("\n## Stages\n\n| stage | seconds |\n| --- | ---: |\n");
+    for (stage, secs) in &report.seconds {
+        md.push_str(&format!("| {stage} | {secs:.1} |\n"));
+    }
+    md
+}
+
+struct Clock {
+    laps: Vec<(String, f64)>,
+    last: Instant,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            laps: Vec::new(),
+            last: Instant::now(),
+        }
+    }
+
+    fn lap(&mut self, name: &str) {
+        let now = Instant::now();
+        self.laps
+            .push((name.to_string(), (now - self.last).as_secs_f64()));
+        self.last = now;
+    }
+}

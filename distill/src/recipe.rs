@@ -1,0 +1,181 @@
+//! The recipe: one TOML file that says how a teacher and its student are made.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use student_runtime::ScoreKind;
+
+use crate::calibrate::ThresholdTarget;
+use crate::error::Error;
+use crate::net::NetSpec;
+use crate::train::TrainSettings;
+
+/// A distillation recipe, as read from TOML. Relative paths are resolved against the
+/// recipe's folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Names the produced models (`NAME-teacher`, `NAME-student`, `NAME-baseline`).
+    pub name: String,
+    /// Seeds weight initialization and batch order.
+    pub seed: u64,
+    /// The data.
+    pub data: DataSection,
+    /// The teacher: trained here, or an existing ONNX file.
+    pub teacher: TeacherSection,
+    /// The student and its distillation.
+    pub student: StudentSection,
+    /// Temperature scaling and the escalation threshold.
+    pub calibration: CalibrationSection,
+    /// Where the models and the report go.
+    pub output: OutputSection,
+}
+
+/// Which data, and how much of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Only `fashion-mnist` for now.
+    pub source: String,
+    /// Folder of the IDX files; defaults to `$STUDENT_FASHION_MNIST_DIR` or Debian's.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Training images held back for calibration and threshold choice.
+    pub validation: usize,
+    /// Use only the first N training images (0: all); for quick trials and tests.
+    #[serde(default)]
+    pub train_limit: usize,
+    /// Use only the first N test images (0: all).
+    #[serde(default)]
+    pub test_limit: usize,
+    /// Per-channel mean and standard deviation of pixels scaled to `[0, 1]`.
+    pub mean: f32,
+    /// See `mean`.
+    pub std: f32,
+}
+
+/// The teacher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherSection {
+    /// An existing ONNX teacher; when set, no teacher is trained.
+    #[serde(default)]
+    pub onnx: Option<PathBuf>,
+    /// The architecture to train when `onnx` is not set.
+    #[serde(default)]
+    pub net: Option<NetSpec>,
+    /// Training settings when `onnx` is not set.
+    #[serde(default)]
+    pub train: Option<TrainSettings>,
+}
+
+/// The student.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudentSection {
+    /// The architecture (the hard-label baseline uses the same).
+    pub net: NetSpec,
+    /// Training settings (the baseline uses the same).
+    pub train: TrainSettings,
+    /// Distillation temperature `T`.
+    pub temperature: f32,
+    /// Weight of the soft (teacher) term; `1 - alpha` weighs the hard labels.
+    pub alpha: f32,
+}
+
+/// Calibration and escalation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationSection {
+    /// The score the threshold applies to.
+    pub score: ScoreKind,
+    /// What the threshold must achieve on the validation split.
+    pub target: ThresholdTarget,
+}
+
+/// Outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    /// Folder for `teacher.onnx`, `student.onnx`, `baseline.onnx` and `report.json`.
+    pub dir: PathBuf,
+    /// Folder for caches (teacher logits); defaults to `target/student-cache`.
+    #[serde(default)]
+    pub cache: Option<PathBuf>,
+}
+
+impl Recipe {
+    /// Reads and checks a recipe; relative paths become relative to the recipe's folder.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read; [`Error::Recipe`] for TOML errors (with
+    /// line and column), unknown keys, or inconsistent values.
+    pub fn load(path: &Path) -> Result<Recipe, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            action: "cannot read recipe",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let bad = |reason: String| Error::Recipe {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut recipe: Recipe = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut recipe.output.dir);
+        if let Some(cache) = recipe.output.cache.as_mut() {
+            resolve(cache);
+        }
+        if let Some(dir) = recipe.data.dir.as_mut() {
+            resolve(dir);
+        }
+        if let Some(onnx) = recipe.teacher.onnx.as_mut() {
+            resolve(onnx);
+        }
+        recipe.check().map_err(bad)?;
+        Ok(recipe)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.data.source != "fashion-mnist" {
+            return Err(format!(
+                "data source `{}` is not supported, expected fashion-mnist",
+                self.data.source
+            ));
+        }
+        if !(self.data.std > 0.0 && self.data.std.is_finite() && self.data.mean.is_finite()) {
+            return Err("data.std must be positive and data.mean finite".to_string());
+        }
+        if self.teacher.onnx.is_none()
+            && (self.teacher.net.is_none() || self.teacher.train.is_none())
+        {
+            return Err("[teacher] needs either `onnx` or both `net` and `train`".to_string());
+        }
+        if !(self.student.temperature > 0.0 && self.student.temperature.is_finite()) {
+            return Err(format!(
+                "student.temperature {} must be positive",
+                self.student.temperature
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.student.alpha) {
+            return Err(format!(
+                "student.alpha {} must lie in [0, 1]",
+                self.student.alpha
+            ));
+        }
+        for t in [Some(&self.student.train), self.teacher.train.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if t.epochs == 0 || t.batch == 0 || !(t.learning_rate > 0.0) {
+                return Err("epochs, batch and learning_rate must be positive".to_string());
+            }
+        }
+        Ok(())
+    }
+}

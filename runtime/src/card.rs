@@ -1,0 +1,467 @@
+//! The model card: what a student file says about itself.
+//!
+//! The card lives in the ONNX `metadata_props` as one entry per section, each a JSON
+//! value under a key starting with [`CARD_KEY_PREFIX`]. A file without a card still runs:
+//! every missing section gets a stated default, listed by [`ModelCard::defaults_applied`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// Every card key starts with this prefix (for example `student.labels`).
+pub const CARD_KEY_PREFIX: &str = "student.";
+
+/// The self-description a student file carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// A short name for the model.
+    pub name: String,
+    /// Class labels, in logit order.
+    pub labels: Vec<String>,
+    /// The input the model expects and how raw pixels are scaled into it.
+    pub input: InputSpec,
+    /// How logits become calibrated probabilities.
+    pub calibration: CalibrationInfo,
+    /// When a prediction is accepted and when it escalates.
+    pub escalation: EscalationPolicy,
+    /// The teacher this student was distilled from, if any.
+    pub teacher: Option<TeacherRef>,
+    /// The data the model was trained and measured on (free-form JSON).
+    pub data: Option<serde_json::Value>,
+    /// The recipe that produced the model (free-form JSON).
+    pub recipe: Option<serde_json::Value>,
+    /// Measured metrics (free-form JSON).
+    pub metrics: Option<serde_json::Value>,
+    /// Card sections that were missing from the file and took a default, with the default.
+    #[serde(skip)]
+    defaults_applied: Vec<String>,
+}
+
+/// The declared input of a model: shape, layout and the pixel scaling.
+///
+/// A raw pixel `p` in `[0, 255]` becomes `(p * scale - mean[c]) / std[c]` for channel `c`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// Dimension order; only `"NCHW"` is supported.
+    pub layout: String,
+    /// Channels per image.
+    pub channels: usize,
+    /// Image height in pixels.
+    pub height: usize,
+    /// Image width in pixels.
+    pub width: usize,
+    /// Multiplier applied to raw 8-bit pixels before normalization.
+    pub scale: f32,
+    /// Per-channel mean subtracted after scaling.
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation divided after subtracting the mean.
+    pub std: Vec<f32>,
+}
+
+/// Temperature scaling of the logits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationInfo {
+    /// Probabilities are `softmax(logits / temperature)`.
+    pub temperature: f32,
+    /// How the temperature was obtained (for example "nll on validation split").
+    pub method: String,
+    /// Expected calibration error before scaling, when measured.
+    #[serde(default)]
+    pub ece_before: Option<f64>,
+    /// Expected calibration error after scaling, when measured.
+    #[serde(default)]
+    pub ece_after: Option<f64>,
+}
+
+/// The rule that decides between accepting and escalating.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EscalationPolicy {
+    /// The confidence score the threshold applies to.
+    pub score: ScoreKind,
+    /// Predictions whose score is below this value escalate; in `[0, 1]`.
+    pub threshold: f32,
+    /// How the threshold was chosen (target, split, measured rates).
+    pub chosen_by: String,
+}
+
+/// A confidence score computed from calibrated probabilities; all lie in `[0, 1]` and
+/// higher means more confident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreKind {
+    /// The largest probability.
+    MaxProbability,
+    /// The largest probability minus the second largest.
+    Margin,
+    /// One minus the entropy divided by its maximum, `ln(classes)`.
+    Entropy,
+}
+
+impl ScoreKind {
+    /// The name used in cards and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScoreKind::MaxProbability => "max_probability",
+            ScoreKind::Margin => "margin",
+            ScoreKind::Entropy => "entropy",
+        }
+    }
+
+    /// Parses a name produced by [`ScoreKind::name`].
+    pub fn from_name(name: &str) -> Option<ScoreKind> {
+        match name {
+            "max_probability" => Some(ScoreKind::MaxProbability),
+            "margin" => Some(ScoreKind::Margin),
+            "entropy" => Some(ScoreKind::Entropy),
+            _ => None,
+        }
+    }
+}
+
+/// The identity of the teacher a student was distilled from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeacherRef {
+    /// The teacher's name.
+    pub name: String,
+    /// SHA-256 of the teacher's ONNX file, hex encoded.
+    pub sha256: String,
+    /// The teacher's parameter count.
+    pub params: u64,
+}
+
+impl ModelCard {
+    /// Builds a card from explicit parts; no section is defaulted.
+    pub fn new(
+        name: impl Into<String>,
+        labels: Vec<String>,
+        input: InputSpec,
+        calibration: CalibrationInfo,
+        escalation: EscalationPolicy,
+    ) -> Self {
+        ModelCard {
+            name: name.into(),
+            labels,
+            input,
+            calibration,
+            escalation,
+            teacher: None,
+            data: None,
+            recipe: None,
+            metrics: None,
+            defaults_applied: Vec::new(),
+        }
+    }
+
+    /// The card sections that the file lacked, each with the default that replaced it.
+    /// Empty for a complete card.
+    pub fn defaults_applied(&self) -> &[String] {
+        &self.defaults_applied
+    }
+
+    /// The card as `metadata_props` entries (key, JSON value), in a stable order.
+    pub fn to_metadata(&self) -> Vec<(String, String)> {
+        let mut entries = vec![
+            ("name", serde_json::Value::String(self.name.clone())),
+            ("labels", json(&self.labels)),
+            ("input", json(&self.input)),
+            ("calibration", json(&self.calibration)),
+            ("escalation", json(&self.escalation)),
+        ];
+        let optional = [
+            ("teacher", self.teacher.as_ref().map(json)),
+            ("data", self.data.clone()),
+            ("recipe", self.recipe.clone()),
+            ("metrics", self.metrics.clone()),
+        ];
+        entries.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+        entries
+            .into_iter()
+            .map(|(key, value)| (format!("{CARD_KEY_PREFIX}{key}"), value.to_string()))
+            .collect()
+    }
+
+    /// Reads a card from `metadata_props` entries.
+    ///
+    /// `classes` and `input_dims` come from the graph itself and supply the defaults for a
+    /// missing `labels` or `input` section. `origin` names the file in errors.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCard`] when a present entry is not valid JSON of the expected form, or
+    /// contradicts the graph (label count, input dimensions, a threshold outside `[0, 1]`).
+    pub fn from_metadata<'a>(
+        entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+        classes: usize,
+        input_dims: &[usize],
+        origin: &str,
+    ) -> Result<ModelCard, Error> {
+        let entries: Vec<(&str, &str)> = entries
+            .into_iter()
+            .filter_map(|(k, v)| k.strip_prefix(CARD_KEY_PREFIX).map(|k| (k, v)))
+            .collect();
+        let find = |key: &str| entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        let invalid = |key: &str, reason: String| Error::InvalidCard {
+            origin: origin.to_string(),
+            key: format!("{CARD_KEY_PREFIX}{key}"),
+            reason,
+        };
+        let parse = |key: &str| -> Result<Option<serde_json::Value>, Error> {
+            find(key)
+                .map(|text| serde_json::from_str(text).map_err(|e| invalid(key, e.to_string())))
+                .transpose()
+        };
+        fn typed<T: serde::de::DeserializeOwned>(
+            value: Option<serde_json::Value>,
+            key: &str,
+            invalid: &dyn Fn(&str, String) -> Error,
+        ) -> Result<Option<T>, Error> {
+            value
+                .map(|v| serde_json::from_value(v).map_err(|e| invalid(key, e.to_string())))
+                .transpose()
+        }
+
+        let mut defaults = Vec::new();
+        let name = match typed::<String>(parse("name")?, "name", &invalid)? {
+            Some(name) => name,
+            None => {
+                defaults.push("name: \"unnamed\"".to_string());
+                "unnamed".to_string()
+            }
+        };
+        let labels = match typed::<Vec<String>>(parse("labels")?, "labels", &invalid)? {
+            Some(labels) if labels.len() != classes => {
+                return Err(invalid(
+                    "labels",
+                    format!(
+                        "{} labels, but the model outputs {classes} classes",
+                        labels.len()
+                    ),
+                ));
+            }
+            Some(labels) => labels,
+            None => {
+                defaults.push(format!("labels: class indices 0..{classes}"));
+                (0..classes).map(|i| i.to_string()).collect()
+            }
+        };
+        let input = match typed::<InputSpec>(parse("input")?, "input", &invalid)? {
+            Some(spec) => {
+                spec.validate(input_dims)
+                    .map_err(|reason| invalid("input", reason))?;
+                spec
+            }
+            None => {
+                let spec = InputSpec::default_for(input_dims)
+                    .map_err(|reason| invalid("input", reason))?;
+                defaults.push(format!(
+                    "input: NCHW {}x{}x{}, pixels scaled by 1/255, no normalization",
+                    spec.channels, spec.height, spec.width
+                ));
+                spec
+            }
+        };
+        let calibration =
+            match typed::<CalibrationInfo>(parse("calibration")?, "calibration", &invalid)? {
+                Some(c) if !(c.temperature.is_finite() && c.temperature > 0.0) => {
+                    return Err(invalid(
+                        "calibration",
+                        format!("temperature {} is not a positive number", c.temperature),
+                    ));
+                }
+                Some(c) => c,
+                None => {
+                    defaults.push("calibration: temperature 1 (uncalibrated)".to_string());
+                    CalibrationInfo {
+                        temperature: 1.0,
+                        method: "none".to_string(),
+                        ece_before: None,
+                        ece_after: None,
+                    }
+                }
+            };
+        let escalation =
+            match typed::<EscalationPolicy>(parse("escalation")?, "escalation", &invalid)? {
+                Some(p) if !(0.0..=1.0).contains(&p.threshold) => {
+                    return Err(invalid(
+                        "escalation",
+                        format!("threshold {} is outside [0, 1]", p.threshold),
+                    ));
+                }
+                Some(p) => p,
+                None => {
+                    defaults.push(
+                        "escalation: max_probability score, threshold 0 (never escalates)"
+                            .to_string(),
+                    );
+                    EscalationPolicy {
+                        score: ScoreKind::MaxProbability,
+                        threshold: 0.0,
+                        chosen_by: "default: no threshold in the model card".to_string(),
+                    }
+                }
+            };
+        Ok(ModelCard {
+            name,
+            labels,
+            input,
+            calibration,
+            escalation,
+            teacher: typed(parse("teacher")?, "teacher", &invalid)?,
+            data: parse("data")?,
+            recipe: parse("recipe")?,
+            metrics: parse("metrics")?,
+            defaults_applied: defaults,
+        })
+    }
+}
+
+impl InputSpec {
+    /// The number of `f32` values in one input sample.
+    pub fn len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// True when the spec describes an empty input (never for a valid spec).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The spec used when a file has no `input` card entry: the graph's own dimensions,
+    /// raw pixels scaled to `[0, 1]`.
+    fn default_for(dims: &[usize]) -> Result<InputSpec, String> {
+        let (channels, height, width) = match dims {
+            [_, c, h, w] => (*c, *h, *w),
+            [_, features] => (1, 1, *features),
+            other => {
+                return Err(format!(
+                    "cannot default an input spec for dimensions {other:?}"
+                ));
+            }
+        };
+        Ok(InputSpec {
+            layout: "NCHW".to_string(),
+            channels,
+            height,
+            width,
+            scale: 1.0 / 255.0,
+            mean: vec![0.0; channels],
+            std: vec![1.0; channels],
+        })
+    }
+
+    /// Checks the spec is usable and agrees with the graph's input dimensions.
+    fn validate(&self, dims: &[usize]) -> Result<(), String> {
+        if self.layout != "NCHW" {
+            return Err(format!(
+                "layout `{}` is not supported, expected NCHW",
+                self.layout
+            ));
+        }
+        if self.mean.len() != self.channels || self.std.len() != self.channels {
+            return Err(format!(
+                "{} channels need {} mean and std values, found {} and {}",
+                self.channels,
+                self.channels,
+                self.mean.len(),
+                self.std.len()
+            ));
+        }
+        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || !self.scale.is_finite() {
+            return Err("scale and std must be finite and std positive".to_string());
+        }
+        let per_sample: usize = dims.iter().skip(1).product();
+        if per_sample != self.len() {
+            return Err(format!(
+                "card declares {}x{}x{} = {} values per sample, the graph input {:?} holds {}",
+                self.channels,
+                self.height,
+                self.width,
+                self.len(),
+                dims,
+                per_sample
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> serde_json::Value {
+    // Serializing these plain structs cannot fail: no maps with non-string keys, no
+    // non-finite floats are rejected by serde_json (they become null).
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card() -> ModelCard {
+        ModelCard::new(
+            "t",
+            vec!["a".into(), "b".into()],
+            InputSpec::default_for(&[1, 1, 2, 2]).unwrap(),
+            CalibrationInfo {
+                temperature: 1.5,
+                method: "nll".into(),
+                ece_before: Some(0.1),
+                ece_after: Some(0.02),
+            },
+            EscalationPolicy {
+                score: ScoreKind::Margin,
+                threshold: 0.3,
+                chosen_by: "test".into(),
+            },
+        )
+    }
+
+    #[test]
+    fn metadata_round_trip_keeps_every_section() {
+        let mut original = card();
+        original.metrics = Some(serde_json::json!({"accuracy": 0.9}));
+        let entries = original.to_metadata();
+        let read = ModelCard::from_metadata(
+            entries.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            2,
+            &[1, 1, 2, 2],
+            "test",
+        )
+        .unwrap();
+        assert_eq!(read, original);
+        assert!(read.defaults_applied().is_empty());
+    }
+
+    #[test]
+    fn missing_card_gets_stated_defaults() {
+        let read = ModelCard::from_metadata([], 3, &[1, 1, 4, 4], "test").unwrap();
+        assert_eq!(read.labels, vec!["0", "1", "2"]);
+        assert_eq!(read.escalation.threshold, 0.0);
+        assert_eq!(read.calibration.temperature, 1.0);
+        assert_eq!(read.defaults_applied().len(), 5);
+    }
+
+    #[test]
+    fn contradicting_label_count_is_an_error_naming_the_key() {
+        let entries = [("student.labels", r#"["a","b"]"#)];
+        let err = ModelCard::from_metadata(entries, 3, &[1, 4], "m.onnx").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("student.labels") && text.contains("3 classes"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn threshold_outside_unit_interval_is_rejected() {
+        let entries = [(
+            "student.escalation",
+            r#"{"score":"margin","threshold":1.5,"chosen_by":"x"}"#,
+        )];
+        let err = ModelCard::from_metadata(entries, 2, &[1, 4], "m.onnx").unwrap_err();
+        assert!(err.to_string().contains("outside [0, 1]"), "{err}");
+    }
+
+    #[test]
+    fn malformed_json_is_an_error_not_a_default() {
+        let entries = [("student.calibration", "{not json")];
+        assert!(ModelCard::from_metadata(entries, 2, &[1, 4], "m.onnx").is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! The runtime's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while opening a model or classifying an input.
+///
+/// Messages are lowercase, name what was at fault and say what was expected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The model file could not be read.
+    #[error("cannot read model file {path}: {source}")]
+    Io {
+        /// The file that was being opened.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not an ONNX model (empty, truncated, or another format).
+    #[error("{origin} is not an ONNX model: {reason}")]
+    NotOnnx {
+        /// Where the bytes came from (a path, or "in-memory bytes").
+        origin: String,
+        /// What the parser found.
+        reason: String,
+    },
+    /// The ONNX model is well-formed but cannot serve as a classifier here.
+    #[error("{origin}: unsupported model: {reason}")]
+    Unsupported {
+        /// Where the bytes came from.
+        origin: String,
+        /// What is not supported and what was expected.
+        reason: String,
+    },
+    /// The model card in `metadata_props` is present but invalid.
+    #[error("{origin}: invalid model card entry `{key}`: {reason}")]
+    InvalidCard {
+        /// Where the bytes came from.
+        origin: String,
+        /// The metadata key at fault.
+        key: String,
+        /// What was wrong and what was expected.
+        reason: String,
+    },
+    /// The execution engine refused to load or plan the model.
+    #[error("{origin}: cannot prepare the model for execution: {source}")]
+    Plan {
+        /// Where the bytes came from.
+        origin: String,
+        /// The engine's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The engine failed while running an input.
+    #[error("model execution failed: {source}")]
+    Run {
+        /// The engine's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An input does not match the model's declared input.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// An option is outside its allowed range.
+    #[error("invalid option `{name}`: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        name: &'static str,
+        /// What was wrong and what was expected.
+        reason: String,
+    },
+    /// The model produced non-finite outputs.
+    #[error("the model produced a non-finite logit at class {index}")]
+    NonFiniteOutput {
+        /// The class whose logit was NaN or infinite.
+        index: usize,
+    },
+}
+
+/// The error an [`EscalationHook`](crate::EscalationHook) reports when it cannot answer.
+///
+/// A failing hook never fails the classification: the student's answer stays in place and
+/// the [`Prediction`](crate::Prediction) records the failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HookError(pub String);
+
+impl HookError {
+    /// Builds a hook error from anything printable.
+    pub fn new(reason: impl Into<String>) -> Self {
+        HookError(reason.into())
+    }
+}
+
+impl From<Error> for HookError {
+    fn from(error: Error) -> Self {
+        HookError(error.to_string())
+    }
+}

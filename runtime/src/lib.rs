@@ -1,0 +1,45 @@
+//! Run knowledge-distilled student models on a device.
+//!
+//! A student is an ONNX classifier that carries its own model card in the ONNX
+//! `metadata_props`: labels, input layout and scaling, the fitted temperature and the
+//! escalation threshold. [`StudentModel::open`] memory-maps such a file, reads the card,
+//! validates it and prepares an execution plan. [`StudentModel::classify`] turns an input
+//! tensor into a [`Prediction`]: calibrated probabilities, a confidence score, and a
+//! decision to accept the student's answer or to escalate it through an
+//! [`EscalationHook`] that the application owns (a server, a larger model, a review queue).
+//!
+//! ```no_run
+//! use student_runtime::{ClassifyOptions, StudentModel};
+//!
+//! # fn main() -> Result<(), student_runtime::Error> {
+//! let model = StudentModel::open("models/fashion-mnist/student.onnx")?;
+//! let pixels = vec![0u8; 28 * 28];
+//! let input = model.input_spec().tensor_from_gray8(&pixels, 28, 28)?;
+//! let prediction = model.classify(&input, &ClassifyOptions::default(), None)?;
+//! println!("{} ({:.2})", prediction.final_label, prediction.confidence);
+//! # Ok(())
+//! # }
+//! ```
+
+// Only the memory-map module holds `unsafe`; it opts back in with a documented block.
+#![deny(unsafe_code)]
+
+mod card;
+mod engine;
+mod error;
+mod escalation;
+mod model;
+mod onnx_info;
+mod prediction;
+mod preprocess;
+mod score;
+mod source;
+
+pub use card::{
+    CARD_KEY_PREFIX, CalibrationInfo, EscalationPolicy, InputSpec, ModelCard, ScoreKind, TeacherRef,
+};
+pub use error::{Error, HookError};
+pub use escalation::{CascadeHook, EscalationHook, EscalationRequest, HookAnswer};
+pub use model::{ClassifyOptions, OpenOptions, StudentModel};
+pub use prediction::{AnsweredBy, Decision, EscalationOutcome, Prediction, Ranked};
+pub use score::{calibrated_probabilities, score_from_probabilities};

@@ -1,0 +1,433 @@
+//! `StudentModel`: an opened student, ready to classify.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use tract_onnx::pb;
+use tract_onnx::prelude::Framework;
+
+use crate::card::{InputSpec, ModelCard};
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::escalation::{EscalationHook, EscalationRequest};
+use crate::onnx_info::GraphInfo;
+use crate::prediction::{AnsweredBy, Decision, EscalationOutcome, Prediction, Ranked};
+use crate::score::{calibrated_probabilities, score_from_probabilities};
+use crate::source::ModelBytes;
+
+/// How a model is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// The batch size of the plan used by [`StudentModel::logits_batch`]. Single-input
+    /// calls always use a batch-1 plan. Must be at least 1.
+    pub batch: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { batch: 1 }
+    }
+}
+
+/// Per-call choices for [`StudentModel::classify`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassifyOptions {
+    /// Overrides the card's threshold; must lie in `[0, 1]`.
+    pub threshold: Option<f32>,
+    /// How many ranked classes the prediction lists (at least 1 is always listed).
+    pub top_k: usize,
+}
+
+impl Default for ClassifyOptions {
+    fn default() -> Self {
+        ClassifyOptions {
+            threshold: None,
+            top_k: 3,
+        }
+    }
+}
+
+impl ClassifyOptions {
+    /// Options that accept every prediction (threshold 0): no escalation happens.
+    pub fn accept_all() -> Self {
+        ClassifyOptions {
+            threshold: Some(0.0),
+            top_k: 1,
+        }
+    }
+}
+
+/// An opened student model. `Send + Sync`: one instance serves concurrent callers.
+pub struct StudentModel {
+    origin: String,
+    sha256: String,
+    file_size: u64,
+    info: GraphInfo,
+    card: ModelCard,
+    single: Engine,
+    batched: Option<Engine>,
+}
+
+impl std::fmt::Debug for StudentModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StudentModel")
+            .field("origin", &self.origin)
+            .field("name", &self.card.name)
+            .field("classes", &self.info.classes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StudentModel {
+    /// Opens an ONNX student by memory-mapping `path`, with a batch-1 plan.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read; [`Error::NotOnnx`] when it is empty,
+    /// truncated or not ONNX; [`Error::Unsupported`] when the graph is not a single-input,
+    /// single-output classifier with fixed sample dimensions; [`Error::InvalidCard`] when the
+    /// model card is malformed; [`Error::Plan`] when the engine cannot plan the graph.
+    pub fn open(path: impl AsRef<Path>) -> Result<StudentModel, Error> {
+        StudentModel::open_with(path, &OpenOptions::default())
+    }
+
+    /// Like [`open`](StudentModel::open), with options.
+    pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<StudentModel, Error> {
+        let path = path.as_ref();
+        let bytes = ModelBytes::map(path)?;
+        let model = StudentModel::parse(bytes.as_slice(), &path.display().to_string(), options)?;
+        log::info!(
+            "opened {} ({}, {} classes, {} parameters)",
+            path.display(),
+            model.card.name,
+            model.info.classes,
+            model.info.params
+        );
+        Ok(model)
+    }
+
+    /// Opens a student from bytes already in memory (for example, bundled in an app).
+    pub fn from_bytes(bytes: &[u8], options: &OpenOptions) -> Result<StudentModel, Error> {
+        StudentModel::parse(bytes, "in-memory bytes", options)
+    }
+
+    fn parse(bytes: &[u8], origin: &str, options: &OpenOptions) -> Result<StudentModel, Error> {
+        if options.batch == 0 {
+            return Err(Error::InvalidOption {
+                name: "batch",
+                reason: "batch size must be at least 1".to_string(),
+            });
+        }
+        let not_onnx = |reason: String| Error::NotOnnx {
+            origin: origin.to_string(),
+            reason,
+        };
+        if bytes.is_empty() {
+            return Err(not_onnx("the file is empty".to_string()));
+        }
+        let proto: pb::ModelProto = catch_unwind(AssertUnwindSafe(|| {
+            tract_onnx::onnx().proto_model_for_read(&mut &bytes[..])
+        }))
+        .map_err(|_| not_onnx("the protobuf decoder panicked".to_string()))?
+        .map_err(|e| not_onnx(format!("{e:#}")))?;
+        if proto.graph.is_none() || proto.ir_version == 0 {
+            return Err(not_onnx(
+                "no graph or IR version: the bytes decode as protobuf but not as an ONNX model"
+                    .to_string(),
+            ));
+        }
+        let info = GraphInfo::read(&proto, origin)?;
+        let card = ModelCard::from_metadata(
+            info.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            info.classes,
+            &info.input_dims,
+            origin,
+        )?;
+        for default in card.defaults_applied() {
+            log::warn!("{origin}: model card lacks {default}");
+        }
+        let sample_dims = &info.input_dims[1..];
+        let single = Engine::plan(&proto, 1, sample_dims, info.classes, origin)?;
+        let batched = match options.batch {
+            1 => None,
+            n => Some(Engine::plan(&proto, n, sample_dims, info.classes, origin)?),
+        };
+        Ok(StudentModel {
+            origin: origin.to_string(),
+            sha256: hex(&Sha256::digest(bytes)),
+            file_size: bytes.len() as u64,
+            info,
+            card,
+            single,
+            batched,
+        })
+    }
+
+    /// The model card (with defaults filled in where the file lacked sections).
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    /// The declared input: one sample holds `input_spec().len()` values.
+    pub fn input_spec(&self) -> &InputSpec {
+        &self.card.input
+    }
+
+    /// Number of classes the model outputs.
+    pub fn classes(&self) -> usize {
+        self.info.classes
+    }
+
+    /// Number of parameters (elements of all initializers).
+    pub fn params(&self) -> u64 {
+        self.info.params
+    }
+
+    /// The operator types in the graph with their counts, sorted by name.
+    pub fn operators(&self) -> &[(String, usize)] {
+        &self.info.operators
+    }
+
+    /// The size in bytes of the opened file or buffer.
+    pub fn file_size(&self) -> u64 {
+        self.file_size
+    }
+
+    /// SHA-256 of the opened file or buffer, hex encoded.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Where the model was opened from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Raw logits for one sample.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `input` does not hold exactly one sample or holds a NaN
+    /// or infinite value; [`Error::Run`] or [`Error::NonFiniteOutput`] when execution fails.
+    pub fn logits(&self, input: &[f32]) -> Result<Vec<f32>, Error> {
+        self.check_input(input, 1)?;
+        let logits = self.single.run(input)?;
+        check_logits(&logits)?;
+        Ok(logits)
+    }
+
+    /// Raw logits for `input.len() / sample_len` samples, row after row. Uses the batched
+    /// plan chosen at open for full batches and the batch-1 plan for the remainder.
+    ///
+    /// # Errors
+    /// As [`logits`](StudentModel::logits); the input length must be a whole number of
+    /// samples.
+    pub fn logits_batch(&self, input: &[f32]) -> Result<Vec<f32>, Error> {
+        let per = self.card.input.len();
+        if input.is_empty() || input.len() % per != 0 {
+            return Err(Error::InvalidInput(format!(
+                "{} values is not a whole number of samples of {per} values",
+                input.len()
+            )));
+        }
+        let n = input.len() / per;
+        self.check_input(input, n)?;
+        let mut out = Vec::with_capacity(n * self.info.classes);
+        let mut rest = input;
+        if let Some(engine) = &self.batched {
+            let chunk = engine.batch() * per;
+            while rest.len() >= chunk {
+                out.extend(engine.run(&rest[..chunk])?);
+                rest = &rest[chunk..];
+            }
+        }
+        for sample in rest.chunks(per) {
+            out.extend(self.single.run(sample)?);
+        }
+        check_logits(&out)?;
+        Ok(out)
+    }
+
+    /// Classifies one sample and escalates it through `hook` when its score is below the
+    /// threshold (the card's, or `options.threshold`).
+    ///
+    /// A failing hook never fails this call: the student's answer stays and the
+    /// prediction's [`EscalationOutcome`] says what happened.
+    ///
+    /// # Errors
+    /// As [`logits`](StudentModel::logits), and [`Error::InvalidOption`] for a threshold
+    /// outside `[0, 1]`.
+    pub fn classify(
+        &self,
+        input: &[f32],
+        options: &ClassifyOptions,
+        hook: Option<&dyn EscalationHook>,
+    ) -> Result<Prediction, Error> {
+        let logits = self.logits(input)?;
+        let mut prediction = self.predict_from_logits(&logits, options)?;
+        let Some(hook) = hook.filter(|_| prediction.escalated()) else {
+            return Ok(prediction);
+        };
+        let (outcome, answer) = self.run_hook(hook, input, &prediction);
+        if let Decision::Escalated { outcome: slot, .. } = &mut prediction.decision {
+            *slot = outcome;
+        }
+        if let Some(index) = answer {
+            prediction.final_index = index;
+            prediction.final_label = self.card.labels[index].clone();
+            prediction.answered_by = AnsweredBy::Hook(hook.name().to_string());
+        }
+        Ok(prediction)
+    }
+
+    /// Turns one sample's logits into a prediction without escalating: the decision says
+    /// whether it would escalate, with [`EscalationOutcome::NoHook`].
+    ///
+    /// This is the same decision [`classify`](StudentModel::classify) makes, exposed so that
+    /// evaluations over precomputed logits agree with the runtime exactly.
+    pub fn predict_from_logits(
+        &self,
+        logits: &[f32],
+        options: &ClassifyOptions,
+    ) -> Result<Prediction, Error> {
+        if logits.len() != self.info.classes {
+            return Err(Error::InvalidInput(format!(
+                "{} logits, the model has {} classes",
+                logits.len(),
+                self.info.classes
+            )));
+        }
+        check_logits(logits)?;
+        let threshold = self.threshold(options)?;
+        let probabilities = calibrated_probabilities(logits, self.card.calibration.temperature);
+        let mut order: Vec<usize> = (0..probabilities.len()).collect();
+        order.sort_by(|&a, &b| {
+            probabilities[b]
+                .total_cmp(&probabilities[a])
+                .then(a.cmp(&b))
+        });
+        let top_k = order
+            .iter()
+            .take(options.top_k.max(1))
+            .map(|&i| Ranked {
+                index: i,
+                label: self.card.labels[i].clone(),
+                probability: probabilities[i],
+            })
+            .collect::<Vec<_>>();
+        let best = order[0];
+        let kind = self.card.escalation.score;
+        let score = score_from_probabilities(&probabilities, kind);
+        let decision = if score >= threshold {
+            Decision::Accepted { threshold }
+        } else {
+            Decision::Escalated {
+                threshold,
+                outcome: EscalationOutcome::NoHook,
+            }
+        };
+        Ok(Prediction {
+            index: best,
+            label: self.card.labels[best].clone(),
+            confidence: probabilities[best],
+            top_k,
+            score_kind: kind,
+            score,
+            decision,
+            final_index: best,
+            final_label: self.card.labels[best].clone(),
+            answered_by: AnsweredBy::Student,
+        })
+    }
+
+    fn threshold(&self, options: &ClassifyOptions) -> Result<f32, Error> {
+        match options.threshold {
+            None => Ok(self.card.escalation.threshold),
+            Some(t) if (0.0..=1.0).contains(&t) => Ok(t),
+            Some(t) => Err(Error::InvalidOption {
+                name: "threshold",
+                reason: format!("{t} is outside [0, 1]"),
+            }),
+        }
+    }
+
+    fn check_input(&self, input: &[f32], samples: usize) -> Result<(), Error> {
+        let expected = self.card.input.len() * samples;
+        if input.len() != expected {
+            return Err(Error::InvalidInput(format!(
+                "{} values, expected {expected} ({samples} x {}x{}x{})",
+                input.len(),
+                self.card.input.channels,
+                self.card.input.height,
+                self.card.input.width
+            )));
+        }
+        if let Some(i) = input.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidInput(format!(
+                "value {} at position {i} is not finite",
+                input[i]
+            )));
+        }
+        Ok(())
+    }
+
+    /// Calls the hook, containing its failures. Returns the outcome and, when the hook
+    /// answered with a valid class, that class.
+    fn run_hook(
+        &self,
+        hook: &dyn EscalationHook,
+        input: &[f32],
+        prediction: &Prediction,
+    ) -> (EscalationOutcome, Option<usize>) {
+        let by = hook.name().to_string();
+        let request = EscalationRequest { input, prediction };
+        let result = catch_unwind(AssertUnwindSafe(|| hook.escalate(&request)));
+        match result {
+            Err(_) => {
+                log::warn!("escalation hook {by} panicked; keeping the student's answer");
+                (
+                    EscalationOutcome::Failed {
+                        by,
+                        error: "the hook panicked".to_string(),
+                    },
+                    None,
+                )
+            }
+            Ok(Err(e)) => {
+                log::warn!("escalation hook {by} failed: {e}; keeping the student's answer");
+                (
+                    EscalationOutcome::Failed {
+                        by,
+                        error: e.to_string(),
+                    },
+                    None,
+                )
+            }
+            Ok(Ok(None)) => (EscalationOutcome::Declined { by }, None),
+            Ok(Ok(Some(answer))) if answer.index >= self.info.classes => {
+                let error = format!(
+                    "the hook answered class {}, the model has {} classes",
+                    answer.index, self.info.classes
+                );
+                (EscalationOutcome::Failed { by, error }, None)
+            }
+            Ok(Ok(Some(answer))) => (
+                EscalationOutcome::Answered {
+                    by,
+                    confidence: answer.confidence,
+                },
+                Some(answer.index),
+            ),
+        }
+    }
+}
+
+fn check_logits(logits: &[f32]) -> Result<(), Error> {
+    match logits.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(Error::NonFiniteOutput { index }),
+        None => Ok(()),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

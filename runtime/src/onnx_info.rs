@@ -1,0 +1,124 @@
+//! Reads what the runtime needs from an ONNX protobuf: the input and output shapes, the
+//! metadata entries, the parameter count and the operators used.
+
+use std::collections::BTreeMap;
+
+use tract_onnx::pb;
+use tract_onnx::pb::tensor_shape_proto::dimension::Value as DimValue;
+use tract_onnx::pb::type_proto::Value as TypeValue;
+
+use crate::error::Error;
+
+/// The facts about a graph that the runtime validates and reports.
+#[derive(Debug, Clone)]
+pub(crate) struct GraphInfo {
+    /// Input dimensions with the batch dimension fixed to 1.
+    pub input_dims: Vec<usize>,
+    /// Number of classes (the last output dimension).
+    pub classes: usize,
+    pub metadata: Vec<(String, String)>,
+    pub params: u64,
+    /// Operator type and how often it occurs, sorted by name.
+    pub operators: Vec<(String, usize)>,
+}
+
+impl GraphInfo {
+    pub(crate) fn read(model: &pb::ModelProto, origin: &str) -> Result<GraphInfo, Error> {
+        let unsupported = |reason: String| Error::Unsupported {
+            origin: origin.to_string(),
+            reason,
+        };
+        let graph = model
+            .graph
+            .as_ref()
+            .ok_or_else(|| unsupported("the model has no graph".to_string()))?;
+        let initializers: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inputs: Vec<&pb::ValueInfoProto> = graph
+            .input
+            .iter()
+            .filter(|i| !initializers.contains(&i.name.as_str()))
+            .collect();
+        let [input] = inputs.as_slice() else {
+            return Err(unsupported(format!(
+                "expected exactly one graph input, found {}",
+                inputs.len()
+            )));
+        };
+        let input_dims = dims(input)
+            .map_err(|r| unsupported(format!("input `{}`: {r}", input.name)))?
+            .into_iter()
+            .enumerate()
+            .map(|(axis, d)| match (axis, d) {
+                (0, _) => Ok(1),
+                (_, Some(d)) if d > 0 => Ok(d as usize),
+                (axis, d) => Err(unsupported(format!(
+                    "input `{}` axis {axis} must have a fixed positive size, found {d:?}",
+                    input.name
+                ))),
+            })
+            .collect::<Result<Vec<usize>, Error>>()?;
+        if input_dims.len() < 2 {
+            return Err(unsupported(format!(
+                "input `{}` must be [batch, ...], found rank {}",
+                input.name,
+                input_dims.len()
+            )));
+        }
+        let [output] = graph.output.as_slice() else {
+            return Err(unsupported(format!(
+                "expected exactly one graph output (the logits), found {}",
+                graph.output.len()
+            )));
+        };
+        let out_dims = dims(output).map_err(|r| unsupported(format!("output: {r}")))?;
+        let classes = match out_dims.as_slice() {
+            [_, Some(k)] if *k >= 2 => *k as usize,
+            other => {
+                return Err(unsupported(format!(
+                    "output `{}` must be [batch, classes] with at least 2 classes, found {other:?}",
+                    output.name
+                )));
+            }
+        };
+        let params = graph
+            .initializer
+            .iter()
+            .map(|t| t.dims.iter().map(|d| (*d).max(0) as u64).product::<u64>())
+            .sum();
+        let mut operators = BTreeMap::new();
+        for node in &graph.node {
+            *operators.entry(node.op_type.clone()).or_insert(0usize) += 1;
+        }
+        Ok(GraphInfo {
+            input_dims,
+            classes,
+            metadata: model
+                .metadata_props
+                .iter()
+                .map(|e| (e.key.clone(), e.value.clone()))
+                .collect(),
+            params,
+            operators: operators.into_iter().collect(),
+        })
+    }
+}
+
+/// The dimensions of a tensor value: `Some(size)` when fixed, `None` when symbolic.
+fn dims(info: &pb::ValueInfoProto) -> Result<Vec<Option<i64>>, String> {
+    let Some(TypeValue::TensorType(tensor)) = info.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Err("not a tensor".to_string());
+    };
+    if tensor.elem_type != pb::tensor_proto::DataType::Float as i32 {
+        return Err(format!("element type {} is not float32", tensor.elem_type));
+    }
+    let shape = tensor.shape.as_ref().ok_or("no declared shape")?;
+    Ok(shape
+        .dim
+        .iter()
+        .map(|d| match d.value {
+            Some(DimValue::DimValue(v)) => Some(v),
+            _ => None,
+        })
+        .collect())
+}
