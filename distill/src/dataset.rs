@@ -184,10 +184,10 @@ impl Dataset {
         }
     }
 
-    /// The pixels of image `i`.
-    pub fn image(&self, i: usize) -> &[u8] {
+    /// The pixels of image `i`, or `None` past the end.
+    pub fn image(&self, i: usize) -> Option<&[u8]> {
         let px = self.height * self.width;
-        &self.images[i * px..(i + 1) * px]
+        self.images.get(i * px..(i + 1) * px)
     }
 
     /// Images `indices`, converted to model input through `spec` (the same conversion the
@@ -195,7 +195,14 @@ impl Dataset {
     pub fn tensor(&self, spec: &InputSpec, indices: &[usize]) -> Result<Vec<f32>, Error> {
         let mut out = Vec::with_capacity(indices.len() * spec.len());
         for &i in indices {
-            out.extend(spec.tensor_from_gray8(self.image(i), self.width, self.height)?);
+            let image = self.image(i).ok_or_else(|| {
+                Error::Data(format!(
+                    "image {i} is past the end of {} ({} images)",
+                    self.name,
+                    self.len()
+                ))
+            })?;
+            out.extend(spec.tensor_from_gray8(image, self.width, self.height)?);
         }
         Ok(out)
     }

@@ -19,9 +19,10 @@ use crate::eval::{EvalReport, evaluate_logits, logits};
 use crate::export::to_onnx;
 use crate::net::{NetShape, NetSpec};
 use crate::progress::Progress;
+use crate::progress::Silent;
 use crate::recipe::Recipe;
 use crate::teacher_cache::teacher_logits;
-use crate::train::{Job, LossSettings, TrainSettings, train};
+use crate::train::{Job, LossSettings, TrainSettings, init, train};
 
 /// Batch size of the plans used to run whole data sets through the runtime.
 const EVAL_BATCH: usize = 256;
@@ -117,44 +118,33 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
     let mut history = Vec::new();
     let mut files = Vec::new();
 
-    // 1. The teacher: trained here, or an existing ONNX file.
+    // Every net is initialized here, on this thread, before training starts: the same
+    // seed then gives the same weights however the training threads interleave. The
+    // student and the baseline start from identical weights.
     let teacher_name = format!("{}-teacher", recipe.name);
-    let (teacher_draft, teacher_trained) = match (
+    let student_name = format!("{}-student", recipe.name);
+    let baseline_name = format!("{}-baseline", recipe.name);
+    let s = &recipe.student;
+    let hard = LossSettings {
+        temperature: 1.0,
+        alpha: 0.0,
+    };
+    let teacher_job = match (
         &recipe.teacher.onnx,
         &recipe.teacher.net,
         &recipe.teacher.train,
     ) {
-        (Some(path), _, _) => (
-            StudentModel::open_with(path, &OpenOptions { batch: EVAL_BATCH })?,
+        (Some(_), _, _) => None,
+        (None, Some(net), Some(settings)) => Some(job(
+            &teacher_name,
+            net,
+            shape,
+            &input,
+            settings,
+            hard,
             None,
-        ),
-        (None, Some(net), Some(settings)) => {
-            let job = job(
-                &teacher_name,
-                net,
-                shape,
-                &input,
-                settings,
-                LossSettings {
-                    temperature: 1.0,
-                    alpha: 0.0,
-                },
-                None,
-                recipe.seed,
-            );
-            let (model, h) = train(&job, &train_set, &validation, progress)?;
-            history.push((teacher_name.clone(), h));
-            let weights = model.weights().map_err(|reason| Error::Training {
-                model: teacher_name.clone(),
-                reason,
-            })?;
-            let card = base_card(&teacher_name, &train_set, &input);
-            let bytes = to_onnx(&weights, shape, &card);
-            (
-                StudentModel::from_bytes(&bytes, &OpenOptions { batch: EVAL_BATCH })?,
-                Some((weights, net.clone())),
-            )
-        }
+            recipe.seed,
+        )),
         _ => {
             return Err(Error::Recipe {
                 path: PathBuf::from(&recipe.name),
@@ -162,65 +152,115 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
             });
         }
     };
-    clock.lap("teacher");
+    let teacher_init = teacher_job.as_ref().map(init).transpose()?;
+    let baseline_job = job(
+        &baseline_name,
+        &s.net,
+        shape,
+        &input,
+        &s.train,
+        hard,
+        None,
+        recipe.seed,
+    );
+    let baseline_init = init(&baseline_job)?;
+    let student_init = init(&baseline_job)?;
 
-    // 2. Teacher logits over the training split, cached by teacher and data hash.
+    // The baseline needs no teacher: it trains on a second thread while this one trains
+    // the teacher, computes its logits and distils the student.
     let cache = recipe
         .output
         .cache
         .clone()
         .unwrap_or_else(|| PathBuf::from("target/student-cache"));
-    let (train_teacher_logits, cached) =
-        teacher_logits(&teacher_draft, &train_set, &cache, progress)?;
-    clock.lap("teacher logits");
-
-    // 3. The distilled student and the hard-label baseline, same architecture and seed.
-    let student_name = format!("{}-student", recipe.name);
-    let baseline_name = format!("{}-baseline", recipe.name);
-    let s = &recipe.student;
-    let mut trained = Vec::new();
-    for (name, loss, teacher) in [
-        (
-            &student_name,
-            LossSettings {
+    let (main, baseline) = std::thread::scope(|scope| {
+        let baseline = scope.spawn(|| {
+            train(
+                &baseline_job,
+                baseline_init,
+                &train_set,
+                &validation,
+                &mut Silent,
+            )
+        });
+        let main = (|| -> Result<_, Error> {
+            // 1. The teacher: trained here, or an existing ONNX file.
+            let (teacher_draft, teacher_weights) =
+                match (&recipe.teacher.onnx, teacher_job, teacher_init) {
+                    (Some(path), _, _) => (
+                        StudentModel::open_with(path, &OpenOptions { batch: EVAL_BATCH })?,
+                        None,
+                    ),
+                    (None, Some(job), Some(model)) => {
+                        let (model, h) = train(&job, model, &train_set, &validation, progress)?;
+                        history.push((teacher_name.clone(), h));
+                        let weights = model.weights().map_err(|reason| Error::Training {
+                            model: teacher_name.clone(),
+                            reason,
+                        })?;
+                        let bytes = to_onnx(
+                            &weights,
+                            shape,
+                            &base_card(&teacher_name, &train_set, &input),
+                        );
+                        (
+                            StudentModel::from_bytes(&bytes, &OpenOptions { batch: EVAL_BATCH })?,
+                            Some(weights),
+                        )
+                    }
+                    _ => return Err(Error::Data("teacher neither given nor trained".to_string())),
+                };
+            // 2. Teacher logits over the training split, cached by teacher and data hash.
+            let (logits, cached) = teacher_logits(&teacher_draft, &train_set, &cache, progress)?;
+            // 3. The distilled student.
+            let loss = LossSettings {
                 temperature: s.temperature,
                 alpha: s.alpha,
-            },
-            Some(train_teacher_logits.as_slice()),
-        ),
-        (
-            &baseline_name,
-            LossSettings {
-                temperature: 1.0,
-                alpha: 0.0,
-            },
-            None,
-        ),
-    ] {
-        let job = job(
-            name,
-            &s.net,
-            shape,
-            &input,
-            &s.train,
-            loss,
-            teacher,
-            recipe.seed,
-        );
-        let (model, h) = train(&job, &train_set, &validation, progress)?;
-        history.push((name.clone(), h));
-        trained.push(model.weights().map_err(|reason| Error::Training {
-            model: name.clone(),
-            reason,
-        })?);
-        clock.lap(name);
-    }
-    let baseline_weights = trained
-        .pop()
-        .ok_or_else(|| Error::Data("baseline missing".into()))?;
-    let student_weights = trained
-        .pop()
-        .ok_or_else(|| Error::Data("student missing".into()))?;
+            };
+            let student_job = job(
+                &student_name,
+                &s.net,
+                shape,
+                &input,
+                &s.train,
+                loss,
+                Some(&logits),
+                recipe.seed,
+            );
+            let (student, h) = train(
+                &student_job,
+                student_init,
+                &train_set,
+                &validation,
+                progress,
+            )?;
+            history.push((student_name.clone(), h));
+            let weights = student.weights().map_err(|reason| Error::Training {
+                model: student_name.clone(),
+                reason,
+            })?;
+            Ok((teacher_draft, teacher_weights, cached, weights))
+        })();
+        let baseline = baseline.join().unwrap_or_else(|_| {
+            Err(Error::Training {
+                model: baseline_name.clone(),
+                reason: "the training thread panicked".to_string(),
+            })
+        });
+        (main, baseline)
+    });
+    let (teacher_draft, teacher_trained, cached, student_weights) = main?;
+    let (baseline_model, baseline_history) = baseline?;
+    progress.status(&format!(
+        "{baseline_name} (trained alongside): validation accuracy {:.2}%",
+        baseline_history.last().copied().unwrap_or(0.0) * 100.0
+    ));
+    history.push((baseline_name.clone(), baseline_history));
+    let baseline_weights = baseline_model.weights().map_err(|reason| Error::Training {
+        model: baseline_name.clone(),
+        reason,
+    })?;
+    clock.lap("teacher, student and baseline");
 
     // 4. Validation: temperatures, calibration error, and the threshold.
     let draft = |weights, name: &str| -> Result<StudentModel, Error> {
@@ -292,7 +332,7 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
     // 6. Final files: the teacher first (the student's card names its hash).
     let recipe_card = serde_json::to_value(recipe).unwrap_or(serde_json::Value::Null);
     let teacher_final = match teacher_trained {
-        Some((weights, _net)) => {
+        Some(weights) => {
             let mut card = base_card(&teacher_name, &train_set, &input);
             card.calibration = CalibrationInfo {
                 temperature: t_teacher,

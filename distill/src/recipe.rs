@@ -124,7 +124,12 @@ impl Recipe {
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &mut PathBuf| {
             if p.is_relative() {
-                *p = base.join(&*p);
+                // Drop `.` components so that reports print `dir/file`, not `dir/./file`.
+                *p = base
+                    .join(&*p)
+                    .components()
+                    .filter(|c| !matches!(c, std::path::Component::CurDir))
+                    .collect();
             }
         };
         resolve(&mut recipe.output.dir);

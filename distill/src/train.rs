@@ -3,9 +3,9 @@
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use student_runtime::InputSpec;
 
@@ -25,7 +25,14 @@ pub struct TrainSettings {
     pub batch: usize,
     /// Adam's peak learning rate; it decays along a cosine to zero over the run.
     pub learning_rate: f64,
+    /// Augment training images: a random horizontal flip and a random shift of up to
+    /// [`MAX_SHIFT`] pixels each way (the background, 0, fills the gap).
+    #[serde(default)]
+    pub augment: bool,
 }
+
+/// The largest shift, in pixels, of an augmented training image.
+pub const MAX_SHIFT: i64 = 2;
 
 /// What the loss mixes: `alpha = 0` is hard-label training.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,13 +54,35 @@ pub(crate) struct Job<'a> {
     pub seed: u64,
 }
 
-/// Trains a fresh net on `train` and returns it with the validation accuracy per epoch.
+/// A freshly initialized net for `job`, on the training device. Initialization draws from
+/// the backend's random generator, which may be process-wide: call this from one thread,
+/// before any training runs concurrently, so that the same seed gives the same weights.
+pub(crate) fn init(job: &Job<'_>) -> Result<ConvNet, Error> {
+    job.spec
+        .validate(job.shape)
+        .map_err(|reason| Error::Training {
+            model: job.name.to_string(),
+            reason,
+        })?;
+    let device = Device::flex().autodiff();
+    device.seed(job.seed);
+    log::info!(
+        "initialized {}: {} parameters",
+        job.name,
+        job.spec.params(job.shape)
+    );
+    Ok(job.spec.init(job.shape, &device))
+}
+
+/// Trains `model` (from [`init`]) on `train` and returns it with the validation accuracy
+/// after each epoch.
 ///
 /// # Errors
 /// [`Error::Training`] when the loss becomes NaN or infinite, or the teacher logits do not
 /// cover the training set.
 pub(crate) fn train(
     job: &Job<'_>,
+    mut model: ConvNet,
     train: &Dataset,
     validation: &Dataset,
     progress: &mut dyn Progress,
@@ -76,18 +105,10 @@ pub(crate) fn train(
             None => return Err(fail("distillation needs teacher logits".to_string())),
         }
     }
-    job.spec.validate(job.shape).map_err(fail)?;
     if job.settings.batch == 0 || job.settings.epochs == 0 {
         return Err(fail("epochs and batch size must be positive".to_string()));
     }
     let device = Device::flex().autodiff();
-    device.seed(job.seed);
-    let mut model = job.spec.init(job.shape, &device);
-    log::info!(
-        "training {}: {} parameters",
-        job.name,
-        job.spec.params(job.shape)
-    );
     let mut optimizer = AdamConfig::new().init();
     let mut rng = StdRng::seed_from_u64(job.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
@@ -100,7 +121,17 @@ pub(crate) fn train(
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0f64;
         for batch in order.chunks(job.settings.batch) {
-            let x = batch_tensor(train, job, batch, &device)?;
+            let x = if job.settings.augment {
+                let augmented = augmented_batch(train, batch, &mut rng);
+                batch_tensor(
+                    &augmented,
+                    job,
+                    &(0..batch.len()).collect::<Vec<_>>(),
+                    &device,
+                )?
+            } else {
+                batch_tensor(train, job, batch, &device)?
+            };
             let targets = batch_targets(train, job, batch, &device);
             let loss = distillation_loss(
                 model.forward(x),
@@ -190,6 +221,41 @@ fn batch_tensor(
     Ok(Tensor::from_data(TensorData::new(values, shape), device))
 }
 
+/// The images `batch` of `data`, each flipped with probability one half and shifted by up
+/// to [`MAX_SHIFT`] pixels in each direction. Labels are not carried: targets come from
+/// the original indices.
+fn augmented_batch(data: &Dataset, batch: &[usize], rng: &mut StdRng) -> Dataset {
+    let (h, w) = (data.height as i64, data.width as i64);
+    let mut images = vec![0u8; batch.len() * data.height * data.width];
+    for (slot, &i) in batch.iter().enumerate() {
+        let Some(src) = data.image(i) else { continue };
+        let flip = rng.random_bool(0.5);
+        let dy = rng.random_range(-MAX_SHIFT..=MAX_SHIFT);
+        let dx = rng.random_range(-MAX_SHIFT..=MAX_SHIFT);
+        let dst = &mut images[slot * data.height * data.width..][..data.height * data.width];
+        for y in 0..h {
+            let sy = y - dy;
+            if !(0..h).contains(&sy) {
+                continue;
+            }
+            for x in 0..w {
+                let sx = if flip { w - 1 - (x - dx) } else { x - dx };
+                if (0..w).contains(&sx) && (0..w).contains(&(x - dx)) {
+                    dst[(y * w + x) as usize] = src[(sy * w + sx) as usize];
+                }
+            }
+        }
+    }
+    Dataset {
+        name: data.name.clone(),
+        images,
+        labels: vec![0; batch.len()],
+        height: data.height,
+        width: data.width,
+        classes: data.classes.clone(),
+    }
+}
+
 fn batch_targets(data: &Dataset, job: &Job<'_>, batch: &[usize], device: &Device) -> Targets {
     let classes = job.shape.classes;
     let mut hard = vec![0.0f32; batch.len() * classes];
@@ -210,5 +276,37 @@ fn batch_targets(data: &Dataset, job: &Job<'_>, batch: &[usize], device: &Device
         soft: Tensor::from_data(TensorData::new(soft, [batch.len(), classes]), device),
         soft_neg_entropy,
         hard: Tensor::from_data(TensorData::new(hard, [batch.len(), classes]), device),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn augmentation_moves_a_pixel_by_at_most_the_shift_and_may_mirror_it() {
+        let mut images = vec![0u8; 28 * 28];
+        images[14 * 28 + 20] = 255;
+        let data = Dataset {
+            name: "dot".into(),
+            images,
+            labels: vec![0],
+            height: 28,
+            width: 28,
+            classes: vec!["a".into()],
+        };
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut flipped = 0;
+        for _ in 0..200 {
+            let out = augmented_batch(&data, &[0], &mut rng);
+            let lit: Vec<usize> = (0..784).filter(|&p| out.images[p] != 0).collect();
+            assert_eq!(lit.len(), 1, "the dot must survive a shift of 2 pixels");
+            let (y, x) = ((lit[0] / 28) as i64, (lit[0] % 28) as i64);
+            assert!((y - 14).abs() <= MAX_SHIFT, "row {y}");
+            let mirrored = (x - (27 - 20)).abs() <= MAX_SHIFT;
+            assert!((x - 20).abs() <= MAX_SHIFT || mirrored, "column {x}");
+            flipped += usize::from(mirrored);
+        }
+        assert!((60..140).contains(&flipped), "{flipped} of 200 flipped");
     }
 }

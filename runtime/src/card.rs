@@ -369,15 +369,13 @@ impl InputSpec {
             return Err("scale and std must be finite and std positive".to_string());
         }
         let per_sample: usize = dims.iter().skip(1).product();
-        if per_sample != self.len() {
+        let declared = [self.channels, self.height, self.width]
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        if declared != Some(per_sample) {
             return Err(format!(
-                "card declares {}x{}x{} = {} values per sample, the graph input {:?} holds {}",
-                self.channels,
-                self.height,
-                self.width,
-                self.len(),
-                dims,
-                per_sample
+                "card declares {}x{}x{} values per sample, the graph input {:?} holds {}",
+                self.channels, self.height, self.width, dims, per_sample
             ));
         }
         Ok(())

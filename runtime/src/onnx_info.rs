@@ -9,6 +9,13 @@ use tract_onnx::pb::type_proto::Value as TypeValue;
 
 use crate::error::Error;
 
+/// The largest input sample accepted (2^28 values, 1 GiB of f32): a bound that refuses
+/// absurd declared shapes before anything is allocated for them.
+const MAX_SAMPLE_VALUES: usize = 1 << 28;
+
+/// The most classes a classifier may declare.
+const MAX_CLASSES: i64 = 1 << 20;
+
 /// The facts about a graph that the runtime validates and reports.
 #[derive(Debug, Clone)]
 pub(crate) struct GraphInfo {
@@ -64,6 +71,15 @@ impl GraphInfo {
                 input_dims.len()
             )));
         }
+        let per_sample = input_dims[1..]
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        if !per_sample.is_some_and(|n| n <= MAX_SAMPLE_VALUES) {
+            return Err(unsupported(format!(
+                "input `{}` dimensions {input_dims:?} exceed {MAX_SAMPLE_VALUES} values per sample",
+                input.name
+            )));
+        }
         let [output] = graph.output.as_slice() else {
             return Err(unsupported(format!(
                 "expected exactly one graph output (the logits), found {}",
@@ -72,10 +88,10 @@ impl GraphInfo {
         };
         let out_dims = dims(output).map_err(|r| unsupported(format!("output: {r}")))?;
         let classes = match out_dims.as_slice() {
-            [_, Some(k)] if *k >= 2 => *k as usize,
+            [_, Some(k)] if (2..=MAX_CLASSES).contains(k) => *k as usize,
             other => {
                 return Err(unsupported(format!(
-                    "output `{}` must be [batch, classes] with at least 2 classes, found {other:?}",
+                    "output `{}` must be [batch, classes] with 2 to {MAX_CLASSES} classes, found {other:?}",
                     output.name
                 )));
             }
@@ -83,8 +99,12 @@ impl GraphInfo {
         let params = graph
             .initializer
             .iter()
-            .map(|t| t.dims.iter().map(|d| (*d).max(0) as u64).product::<u64>())
-            .sum();
+            .map(|t| {
+                t.dims
+                    .iter()
+                    .fold(1u64, |acc, d| acc.saturating_mul((*d).max(0) as u64))
+            })
+            .fold(0u64, u64::saturating_add);
         let mut operators = BTreeMap::new();
         for node in &graph.node {
             *operators.entry(node.op_type.clone()).or_insert(0usize) += 1;

@@ -1,0 +1,296 @@
+//! The command line as a user meets it: outputs, JSON fields, and one-line errors with a
+//! non-zero exit for every bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use prost::Message;
+
+fn student(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_student"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the student binary runs")
+}
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-mnist")
+}
+
+fn model(name: &str) -> String {
+    models().join(name).display().to_string()
+}
+
+fn sample(name: &str) -> String {
+    models().join("samples").join(name).display().to_string()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A failed run: exit code 1, and a single `error:` line that mentions `needle`.
+fn assert_one_line_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line: {err}");
+    assert!(lines[0].contains(needle), "`{needle}` not in: {err}");
+}
+
+#[test]
+fn demo_prints_a_line_per_sample_and_a_summary() {
+    let o = student(&["demo"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let samples = std::fs::read_dir(models().join("samples")).unwrap().count();
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("test-")).count(),
+        samples,
+        "{out}"
+    );
+    assert!(out.contains("final answers:"), "{out}");
+    assert!(out.contains("accepted"), "{out}");
+}
+
+#[test]
+fn run_json_has_the_documented_fields() {
+    let o = student(&[
+        "run",
+        &model("student.onnx"),
+        &sample("test-00000-label-9.png"),
+        &sample("test-00001-label-2.png"),
+        "--escalate-to",
+        &model("teacher.onnx"),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for v in &lines {
+        for key in [
+            "input",
+            "label",
+            "index",
+            "confidence",
+            "escalated",
+            "final_label",
+        ] {
+            assert!(v.get(key).is_some(), "{key} missing from {v}");
+        }
+        let c = v["confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&c));
+    }
+    assert_eq!(lines[0]["final_label"], "Ankle boot");
+}
+
+#[test]
+fn run_reads_idx_and_pgm_inputs() {
+    let dir = scratch("formats");
+    let png = image::open(sample("test-00002-label-1.png"))
+        .unwrap()
+        .to_luma8();
+    let pgm = dir.join("x.pgm");
+    png.save(&pgm).unwrap();
+    let mut idx = vec![0u8, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28];
+    idx.extend_from_slice(png.as_raw());
+    idx.extend_from_slice(png.as_raw());
+    std::fs::write(dir.join("x.idx"), idx).unwrap();
+    let o = student(&[
+        "run",
+        &model("student.onnx"),
+        &pgm.display().to_string(),
+        &dir.join("x.idx").display().to_string(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let labels: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["label"].to_string())
+        .collect();
+    assert_eq!(labels.len(), 3);
+    assert!(
+        labels.iter().all(|l| *l == labels[0]),
+        "same image, same answer: {labels:?}"
+    );
+}
+
+#[test]
+fn inspect_json_shows_card_params_size_and_operators() {
+    let o = student(&["inspect", &model("student.onnx"), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["params"].as_u64().unwrap() > 1000);
+    assert!(v["file_size"].as_u64().unwrap() > 1000);
+    assert_eq!(v["card"]["labels"].as_array().unwrap().len(), 10);
+    assert!(v["card"]["teacher"]["sha256"].as_str().unwrap().len() == 64);
+    assert!(
+        v["operators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["op"] == "Conv")
+    );
+    let text = student(&["inspect", &model("student.onnx")]);
+    assert!(stdout(&text).contains("temperature"));
+}
+
+#[test]
+fn eval_json_has_the_documented_fields() {
+    let o = student(&[
+        "eval",
+        &model("student.onnx"),
+        "--data",
+        "fashion-mnist:test",
+        "--teacher",
+        &model("teacher.onnx"),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    for key in [
+        "accuracy",
+        "escalation_rate",
+        "cascade_accuracy",
+        "teacher_accuracy",
+        "agreement",
+        "params",
+        "teacher_params",
+    ] {
+        assert!(!v[key].is_null(), "{key} missing from {v}");
+    }
+    assert_eq!(v["samples"], 10000);
+}
+
+#[test]
+fn missing_model_file() {
+    let o = student(&[
+        "run",
+        "/nonexistent/model.onnx",
+        &sample("test-00000-label-9.png"),
+    ]);
+    assert_one_line_error(&o, "/nonexistent/model.onnx");
+}
+
+#[test]
+fn truncated_and_non_onnx_models() {
+    let dir = scratch("bad-models");
+    let bytes = std::fs::read(model("student.onnx")).unwrap();
+    std::fs::write(dir.join("cut.onnx"), &bytes[..bytes.len() / 3]).unwrap();
+    std::fs::write(
+        dir.join("image.onnx"),
+        std::fs::read(sample("test-00000-label-9.png")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("empty.onnx"), b"").unwrap();
+    for name in ["cut.onnx", "image.onnx", "empty.onnx"] {
+        let path = dir.join(name).display().to_string();
+        assert_one_line_error(&student(&["inspect", &path]), name);
+        assert_one_line_error(
+            &student(&["run", &path, &sample("test-00000-label-9.png")]),
+            name,
+        );
+    }
+}
+
+#[test]
+fn image_of_the_wrong_size() {
+    let dir = scratch("big-image");
+    let img = image::GrayImage::new(30, 30);
+    let path = dir.join("big.png");
+    img.save(&path).unwrap();
+    let o = student(&["run", &model("student.onnx"), &path.display().to_string()]);
+    assert_one_line_error(&o, "30x30");
+}
+
+#[test]
+fn unreadable_image() {
+    let dir = scratch("bad-image");
+    let path = dir.join("noise.png");
+    std::fs::write(&path, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let o = student(&["run", &model("student.onnx"), &path.display().to_string()]);
+    assert_one_line_error(&o, "noise.png");
+}
+
+#[test]
+fn threshold_outside_unit_interval() {
+    for t in ["1.5", "-0.2", "NaN"] {
+        let o = student(&[
+            "run",
+            &model("student.onnx"),
+            &sample("test-00000-label-9.png"),
+            &format!("--threshold={t}"),
+        ]);
+        assert_one_line_error(&o, "threshold");
+    }
+}
+
+#[test]
+fn model_without_card_runs_and_states_its_defaults() {
+    let dir = scratch("cardless");
+    let bytes = std::fs::read(model("student.onnx")).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    proto.metadata_props.clear();
+    let path = dir.join("bare.onnx");
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    let o = student(&[
+        "run",
+        &path.display().to_string(),
+        &sample("test-00000-label-9.png"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("lacks labels") && err.contains("threshold 0"),
+        "{err}"
+    );
+    let inspect = student(&["inspect", &path.display().to_string()]);
+    assert!(
+        stdout(&inspect).contains("no card entry"),
+        "{}",
+        stdout(&inspect)
+    );
+}
+
+#[test]
+fn escalation_model_with_other_input_is_refused() {
+    let dir = scratch("mismatch");
+    let bytes = std::fs::read(model("teacher.onnx")).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    proto.metadata_props.clear();
+    let path = dir.join("bare-teacher.onnx");
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    let o = student(&[
+        "run",
+        &model("student.onnx"),
+        &sample("test-00000-label-9.png"),
+        "--escalate-to",
+        &path.display().to_string(),
+    ]);
+    assert_one_line_error(&o, "escalat");
+}
+
+#[test]
+fn unknown_data_set_and_missing_recipe() {
+    let o = student(&["eval", &model("student.onnx"), "--data", "cifar10:test"]);
+    assert_one_line_error(&o, "cifar10:test");
+    let o = student(&["distill", "--recipe", "/nonexistent/recipe.toml"]);
+    assert_one_line_error(&o, "/nonexistent/recipe.toml");
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then runs every test.
+#   bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Fashion-MNIST (Debian package): the data every end-to-end test and `student eval` uses.
+if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] \
+    && [ -z "${STUDENT_FASHION_MNIST_DIR:-}" ]; then
+  echo "== installing dataset-fashion-mnist"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
+fi
+
+# onnxruntime (PyPI) in a private virtual environment: the reference the runtime is
+# cross-checked against.
+if [ ! -x target/py/bin/python ]; then
+  echo "== creating target/py with onnxruntime"
+  python3 -m venv target/py
+fi
+target/py/bin/python -m pip install --quiet --disable-pip-version-check \
+  "onnxruntime==1.23.2" "numpy>=2,<3"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo test (release: the training tests need optimized burn)"
+cargo test --release --workspace
+
+echo "== runtime vs onnxruntime"
+cargo build --release -p student-cli
+target/py/bin/python tests/ort_crosscheck.py

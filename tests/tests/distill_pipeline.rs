@@ -1,0 +1,150 @@
+//! The training side end to end on a small slice of Fashion-MNIST: a recipe in, three
+//! self-describing ONNX files and a report out, with card metrics that the runtime
+//! reproduces. Needs Debian's `dataset-fashion-mnist` (installed by the test command).
+
+mod common;
+
+use common::scratch;
+use student_distill::{Dataset, Recipe, Silent, evaluate, run_recipe};
+use student_runtime::StudentModel;
+
+const RECIPE: &str = r#"
+name = "tiny"
+seed = 3
+
+[data]
+source = "fashion-mnist"
+validation = 500
+train_limit = 1500
+test_limit = 400
+mean = 0.2860
+std = 0.3530
+
+[teacher.net]
+convs = [8]
+hidden = 32
+
+[teacher.train]
+epochs = 2
+batch = 64
+learning_rate = 0.003
+
+[student.net]
+convs = [4]
+hidden = 0
+
+[student.train]
+epochs = 2
+batch = 64
+learning_rate = 0.004
+
+[student]
+temperature = 4.0
+alpha = 0.7
+
+[calibration]
+score = "max_probability"
+target = { kind = "max_escalation", rate = 0.3 }
+
+[output]
+dir = "out"
+cache = "cache"
+"#;
+
+#[test]
+fn a_small_recipe_produces_consistent_models_and_report() {
+    let dir = scratch("tiny-recipe");
+    std::fs::write(dir.join("recipe.toml"), RECIPE).unwrap();
+    let recipe = Recipe::load(&dir.join("recipe.toml")).unwrap();
+    let report = run_recipe(&recipe, &mut Silent).unwrap();
+    let out = dir.join("out");
+    for f in [
+        "teacher.onnx",
+        "student.onnx",
+        "baseline.onnx",
+        "report.json",
+        "report.md",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let teacher = StudentModel::open(out.join("teacher.onnx")).unwrap();
+    let student = StudentModel::open(out.join("student.onnx")).unwrap();
+    let card = student.card();
+    assert!(
+        card.defaults_applied().is_empty(),
+        "{:?}",
+        card.defaults_applied()
+    );
+    assert_eq!(card.labels.len(), 10);
+    assert_eq!(card.labels[9], "Ankle boot");
+    // The card names the teacher file actually written, by hash and size.
+    let t = card.teacher.as_ref().unwrap();
+    assert_eq!(t.sha256, teacher.sha256());
+    assert_eq!(t.params, teacher.params());
+    assert!(card.calibration.temperature > 0.0);
+    assert!(card.calibration.ece_after.unwrap() <= card.calibration.ece_before.unwrap() + 1e-9);
+    // The threshold met its target on validation.
+    assert!(report.threshold.escalation_rate <= 0.3);
+    assert!((0.0..=1.0).contains(&card.escalation.threshold));
+    assert!(card.escalation.chosen_by.contains("escalate at most 30.0%"));
+
+    // The metrics in the card are what the runtime measures on the same test images.
+    let test = Dataset::from_name("fashion-mnist:test")
+        .unwrap()
+        .slice(0, 400);
+    let measured = evaluate(&student, Some(&teacher), &test, None, &mut Silent).unwrap();
+    let metrics = &card.metrics.as_ref().unwrap()["test"];
+    for key in [
+        "accuracy",
+        "cascade_accuracy",
+        "escalation_rate",
+        "agreement",
+        "teacher_accuracy",
+    ] {
+        let in_card = metrics[key].as_f64().unwrap();
+        let now = serde_json::to_value(&measured).unwrap()[key]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (in_card - now).abs() < 1e-12,
+            "{key}: card {in_card}, measured {now}"
+        );
+    }
+    assert_eq!(report.student_test.accuracy, measured.accuracy);
+    assert_eq!(report.params.student, student.params());
+
+    // A second run reuses the cached teacher logits.
+    let again = run_recipe(&recipe, &mut Silent).unwrap();
+    assert!(again.teacher_logits_cached);
+}
+
+#[test]
+fn bad_recipes_are_rejected_with_the_reason() {
+    let dir = scratch("bad-recipes");
+    let cases = [
+        (RECIPE.replace("alpha = 0.7", "alpha = 1.7"), "alpha"),
+        (
+            RECIPE.replace("temperature = 4.0", "temperature = 0.0"),
+            "temperature",
+        ),
+        (
+            RECIPE.replace("source = \"fashion-mnist\"", "source = \"cifar\""),
+            "cifar",
+        ),
+        (RECIPE.replace("seed = 3", "seed = 3\ncolour = 1"), "colour"),
+        (
+            RECIPE.replace("[teacher.net]\nconvs = [8]\nhidden = 32", ""),
+            "teacher",
+        ),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let path = dir.join(format!("r{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let err = Recipe::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(needle) && err.contains(&format!("r{i}.toml")),
+            "{needle}: {err}"
+        );
+    }
+    assert!(Recipe::load(&dir.join("absent.toml")).is_err());
+}
