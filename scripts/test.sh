@@ -26,9 +26,16 @@ target/py/bin/python -m pip install --quiet --disable-pip-version-check \
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 echo "== cargo test (release: the training tests need optimized burn)"
-cargo test --release --workspace
+cargo test --release --workspace 2>&1 | tee "$log"
 
 echo "== runtime vs onnxruntime"
 cargo build --release -p student-cli
-target/py/bin/python tests/ort_crosscheck.py
+target/py/bin/python tests/ort_crosscheck.py | tee -a "$log"
+
+# One closing line over every suite above.
+awk '/^test result:/ { p += $4; f += $6 } /^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3 }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
