@@ -37,6 +37,13 @@ pub struct ModelCard {
     defaults_applied: Vec<String>,
 }
 
+/// The sections every card written by `student` has; a card with any entry needs them all.
+const CORE_SECTIONS: [&str; 5] = ["name", "labels", "input", "calibration", "escalation"];
+
+/// Temperatures outside this range are refused: they make every probability 0 or 1, or
+/// every class equally likely.
+const TEMPERATURE_RANGE: std::ops::RangeInclusive<f32> = 1e-3..=1e3;
+
 /// The declared input of a model: shape, layout and the pixel scaling.
 ///
 /// A raw pixel `p` in `[0, 255]` becomes `(p * scale - mean[c]) / std[c]` for channel `c`.
@@ -204,6 +211,22 @@ impl ModelCard {
             key: format!("{CARD_KEY_PREFIX}{key}"),
             reason,
         };
+        for (i, (key, _)) in entries.iter().enumerate() {
+            if entries[..i].iter().any(|(k, _)| k == key) {
+                return Err(invalid(key, "appears more than once".to_string()));
+            }
+        }
+        // A card is all or nothing: a file with some sections but not the core ones was
+        // most likely cut short, and defaults would hide that.
+        if !entries.is_empty() {
+            if let Some(missing) = CORE_SECTIONS.iter().find(|k| find(k).is_none()) {
+                return Err(invalid(
+                    missing,
+                    "missing while other card entries are present (is the file truncated?)"
+                        .to_string(),
+                ));
+            }
+        }
         let parse = |key: &str| -> Result<Option<serde_json::Value>, Error> {
             find(key)
                 .map(|text| serde_json::from_str(text).map_err(|e| invalid(key, e.to_string())))
@@ -227,7 +250,16 @@ impl ModelCard {
                 "unnamed".to_string()
             }
         };
+        if name.chars().any(char::is_control) {
+            return Err(invalid("name", "contains control characters".to_string()));
+        }
         let labels = match typed::<Vec<String>>(parse("labels")?, "labels", &invalid)? {
+            Some(labels) if labels.iter().any(|l| l.chars().any(char::is_control)) => {
+                return Err(invalid(
+                    "labels",
+                    "a label contains control characters".to_string(),
+                ));
+            }
             Some(labels) if labels.len() != classes => {
                 return Err(invalid(
                     "labels",
@@ -261,10 +293,15 @@ impl ModelCard {
         };
         let calibration =
             match typed::<CalibrationInfo>(parse("calibration")?, "calibration", &invalid)? {
-                Some(c) if !(c.temperature.is_finite() && c.temperature > 0.0) => {
+                Some(c) if !TEMPERATURE_RANGE.contains(&c.temperature) => {
                     return Err(invalid(
                         "calibration",
-                        format!("temperature {} is not a positive number", c.temperature),
+                        format!(
+                            "temperature {} is outside [{}, {}]",
+                            c.temperature,
+                            TEMPERATURE_RANGE.start(),
+                            TEMPERATURE_RANGE.end()
+                        ),
                     ));
                 }
                 Some(c) => c,
@@ -365,17 +402,32 @@ impl InputSpec {
                 self.std.len()
             ));
         }
-        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || !self.scale.is_finite() {
-            return Err("scale and std must be finite and std positive".to_string());
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err(format!("scale {} must be a positive number", self.scale));
         }
-        let per_sample: usize = dims.iter().skip(1).product();
-        let declared = [self.channels, self.height, self.width]
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
-        if declared != Some(per_sample) {
+        for (c, (mean, std)) in self.mean.iter().zip(&self.std).enumerate() {
+            // Both ends of the pixel range must normalize to finite values.
+            let ends = [0.0f32, 255.0].map(|p| (p * self.scale - mean) / std);
+            if !(std.is_finite() && *std > 0.0) || ends.iter().any(|v| !v.is_finite()) {
+                return Err(format!(
+                    "channel {c}: mean {mean} and std {std} with scale {} do not map pixels \
+                     0..255 to finite values (std must be positive)",
+                    self.scale
+                ));
+            }
+        }
+        let declared = [self.channels, self.height, self.width];
+        let fits = match dims {
+            [_, c, h, w] => [*c, *h, *w] == declared,
+            [_, features] => {
+                declared.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) == Some(*features)
+            }
+            _ => false,
+        };
+        if !fits {
             return Err(format!(
-                "card declares {}x{}x{} values per sample, the graph input {:?} holds {}",
-                self.channels, self.height, self.width, dims, per_sample
+                "card declares {}x{}x{} (channels x height x width), the graph input is {:?}",
+                self.channels, self.height, self.width, dims
             ));
         }
         Ok(())
@@ -436,11 +488,25 @@ mod tests {
         assert_eq!(read.defaults_applied().len(), 5);
     }
 
+    /// The complete metadata of [`card`] with `key` set to `value`, read back for a graph
+    /// of `classes` classes and a 1x1x2x2 input.
+    fn read_with(key: &str, value: &str, classes: usize) -> Result<ModelCard, Error> {
+        let mut entries = card().to_metadata();
+        entries.retain(|(k, _)| k != key);
+        entries.push((key.to_string(), value.to_string()));
+        ModelCard::from_metadata(
+            entries.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            classes,
+            &[1, 1, 2, 2],
+            "m.onnx",
+        )
+    }
+
     #[test]
     fn contradicting_label_count_is_an_error_naming_the_key() {
-        let entries = [("student.labels", r#"["a","b"]"#)];
-        let err = ModelCard::from_metadata(entries, 3, &[1, 4], "m.onnx").unwrap_err();
-        let text = err.to_string();
+        let text = read_with("student.labels", r#"["a","b"]"#, 3)
+            .unwrap_err()
+            .to_string();
         assert!(
             text.contains("student.labels") && text.contains("3 classes"),
             "{text}"
@@ -449,17 +515,77 @@ mod tests {
 
     #[test]
     fn threshold_outside_unit_interval_is_rejected() {
-        let entries = [(
-            "student.escalation",
-            r#"{"score":"margin","threshold":1.5,"chosen_by":"x"}"#,
-        )];
-        let err = ModelCard::from_metadata(entries, 2, &[1, 4], "m.onnx").unwrap_err();
+        let value = r#"{"score":"margin","threshold":1.5,"chosen_by":"x"}"#;
+        let err = read_with("student.escalation", value, 2).unwrap_err();
         assert!(err.to_string().contains("outside [0, 1]"), "{err}");
     }
 
     #[test]
     fn malformed_json_is_an_error_not_a_default() {
-        let entries = [("student.calibration", "{not json")];
-        assert!(ModelCard::from_metadata(entries, 2, &[1, 4], "m.onnx").is_err());
+        assert!(read_with("student.calibration", "{not json", 2).is_err());
+    }
+
+    #[test]
+    fn input_must_match_the_graph_dimension_by_dimension() {
+        let swapped =
+            r#"{"layout":"NCHW","channels":1,"height":1,"width":4,"scale":1,"mean":[0],"std":[1]}"#;
+        let err = read_with("student.input", swapped, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1x1x4") && err.contains("[1, 1, 2, 2]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn input_scaling_must_map_pixels_to_finite_values() {
+        for (scale, mean, std) in [
+            ("1", "1e39", "1"),
+            ("1e38", "0", "1"),
+            ("1", "0", "1e-45"),
+            ("-1", "0", "1"),
+            ("0", "0", "1"),
+        ] {
+            let spec = format!(
+                r#"{{"layout":"NCHW","channels":1,"height":2,"width":2,"scale":{scale},"mean":[{mean}],"std":[{std}]}}"#
+            );
+            assert!(read_with("student.input", &spec, 2).is_err(), "{spec}");
+        }
+    }
+
+    #[test]
+    fn duplicate_and_partial_cards_are_errors() {
+        let mut entries = card().to_metadata();
+        entries.push(entries[0].clone());
+        let read = |e: &[(String, String)]| {
+            ModelCard::from_metadata(
+                e.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                2,
+                &[1, 1, 2, 2],
+                "m",
+            )
+        };
+        assert!(
+            read(&entries)
+                .unwrap_err()
+                .to_string()
+                .contains("more than once")
+        );
+        let partial: Vec<_> = card().to_metadata().into_iter().take(2).collect();
+        assert!(
+            read(&partial)
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
+    }
+
+    #[test]
+    fn control_characters_and_extreme_temperatures_are_refused() {
+        assert!(read_with("student.name", "\"a\\u001b[31mb\"", 2).is_err());
+        assert!(read_with("student.labels", r#"["a\nb","c"]"#, 2).is_err());
+        let cold = r#"{"temperature":1e-45,"method":"x"}"#;
+        assert!(read_with("student.calibration", cold, 2).is_err());
     }
 }

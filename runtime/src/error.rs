@@ -4,12 +4,14 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong while opening a model or classifying an input.
 ///
-/// Messages are lowercase, name what was at fault and say what was expected.
+/// Messages are lowercase, name what was at fault and say what was expected. Where a
+/// lower-level error caused this one, it is kept as [`source`](std::error::Error::source)
+/// and not repeated in the message: print the chain to see both.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The model file could not be read.
-    #[error("cannot read model file {path}: {source}")]
+    #[error("cannot read model file {path}")]
     Io {
         /// The file that was being opened.
         path: PathBuf,
@@ -44,7 +46,7 @@ pub enum Error {
         reason: String,
     },
     /// The execution engine refused to load or plan the model.
-    #[error("{origin}: cannot prepare the model for execution: {source}")]
+    #[error("{origin}: cannot prepare the model for execution")]
     Plan {
         /// Where the bytes came from.
         origin: String,
@@ -53,7 +55,7 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The engine failed while running an input.
-    #[error("model execution failed: {source}")]
+    #[error("model execution failed")]
     Run {
         /// The engine's error.
         #[source]
@@ -94,7 +96,15 @@ impl HookError {
 }
 
 impl From<Error> for HookError {
+    /// Keeps the whole chain of causes in the message, since a hook error is reported as
+    /// text.
     fn from(error: Error) -> Self {
-        HookError(error.to_string())
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        HookError(text)
     }
 }

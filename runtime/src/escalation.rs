@@ -47,29 +47,41 @@ impl CascadeHook {
     /// Wraps `model` as an escalation target for `student`.
     ///
     /// # Errors
-    /// [`Error::InvalidOption`] when the two models disagree on the input size or on the
-    /// number of classes, since the cascade hands the student's input to the larger model
-    /// unchanged and maps its answer to the student's labels.
+    /// [`Error::InvalidOption`] when the two models disagree on the input shape, the pixel
+    /// scaling, or the labels (names and order): the cascade hands the student's input to
+    /// the larger model unchanged and takes its class index as one of the student's.
     pub fn new(model: StudentModel, student: &StudentModel) -> Result<CascadeHook, Error> {
         let (ours, theirs) = (student.card(), model.card());
-        if ours.input != theirs.input {
-            return Err(Error::InvalidOption {
-                name: "escalate-to",
-                reason: format!(
-                    "the escalation model expects input {:?}, the student {:?}",
-                    theirs.input, ours.input
-                ),
-            });
+        let mismatch = |reason: String| Error::InvalidOption {
+            name: "escalate-to",
+            reason,
+        };
+        let (a, b) = (&ours.input, &theirs.input);
+        if [a.channels, a.height, a.width] != [b.channels, b.height, b.width] {
+            return Err(mismatch(format!(
+                "the escalation model takes {}x{}x{} inputs, the student {}x{}x{}",
+                b.channels, b.height, b.width, a.channels, a.height, a.width
+            )));
         }
-        if ours.labels.len() != theirs.labels.len() {
-            return Err(Error::InvalidOption {
-                name: "escalate-to",
-                reason: format!(
-                    "the escalation model has {} classes, the student {}",
-                    theirs.labels.len(),
-                    ours.labels.len()
-                ),
-            });
+        // The cascade hands over the student's input tensor as is, so both models must
+        // normalize pixels the same way (to float precision).
+        let close = |x: f32, y: f32| (x - y).abs() <= 1e-5 * x.abs().max(y.abs()).max(1.0);
+        let same_scaling = close(a.scale, b.scale)
+            && a.mean.iter().zip(&b.mean).all(|(x, y)| close(*x, *y))
+            && a.std.iter().zip(&b.std).all(|(x, y)| close(*x, *y));
+        if !same_scaling {
+            return Err(mismatch(format!(
+                "the escalation model scales pixels by {} with mean {:?} and std {:?}, the \
+                 student by {} with mean {:?} and std {:?}",
+                b.scale, b.mean, b.std, a.scale, a.mean, a.std
+            )));
+        }
+        if ours.labels != theirs.labels {
+            return Err(mismatch(format!(
+                "the escalation model's labels [{}] differ from the student's [{}]",
+                theirs.labels.join(", "),
+                ours.labels.join(", ")
+            )));
         }
         let name = format!("cascade:{}", theirs.name);
         Ok(CascadeHook { model, name })

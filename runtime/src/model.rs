@@ -410,6 +410,15 @@ impl StudentModel {
                 );
                 (EscalationOutcome::Failed { by, error }, None)
             }
+            Ok(Ok(Some(answer)))
+                if answer.confidence.is_some_and(|c| !(0.0..=1.0).contains(&c)) =>
+            {
+                let error = format!(
+                    "the hook answered with confidence {:?}, expected a value in [0, 1]",
+                    answer.confidence
+                );
+                (EscalationOutcome::Failed { by, error }, None)
+            }
             Ok(Ok(Some(answer))) => (
                 EscalationOutcome::Answered {
                     by,
