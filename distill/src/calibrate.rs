@@ -2,7 +2,9 @@
 //! the choice of an escalation threshold for a stated target.
 
 use serde::{Deserialize, Serialize};
-use student_runtime::{ScoreKind, calibrated_probabilities, score_from_probabilities};
+use student_runtime::{
+    CalibrationInfo, ScoreKind, calibrated_probabilities, score_from_probabilities,
+};
 
 use crate::error::Error;
 
@@ -33,6 +35,37 @@ pub fn fit_temperature(logits: &[f32], labels: &[u8], classes: usize) -> f32 {
     (2.0 / (lo + hi)) as f32
 }
 
+/// Bins of the expected calibration error in model cards and reports.
+pub const ECE_BINS: usize = 15;
+
+/// Fits the temperature on held-out logits and measures the expected calibration error
+/// (15 bins) before and after, as a model card section. `split` names the data in it.
+pub fn temperature_scaling(
+    logits: &[f32],
+    labels: &[u8],
+    classes: usize,
+    split: &str,
+) -> CalibrationInfo {
+    let temperature = fit_temperature(logits, labels, classes);
+    CalibrationInfo {
+        temperature,
+        method: format!(
+            "temperature scaling: NLL minimized on {split} ({} images)",
+            labels.len()
+        ),
+        ece_before: Some(expected_calibration_error(
+            logits, labels, classes, 1.0, ECE_BINS,
+        )),
+        ece_after: Some(expected_calibration_error(
+            logits,
+            labels,
+            classes,
+            temperature,
+            ECE_BINS,
+        )),
+    }
+}
+
 /// Mean negative log-likelihood of the labels under `softmax(logits / temperature)`.
 pub fn mean_nll(logits: &[f32], labels: &[u8], classes: usize, temperature: f32) -> f64 {
     let total: f64 = logits
@@ -60,7 +93,8 @@ pub fn expected_calibration_error(
     let mut correct = vec![0usize; bins];
     for (row, &y) in logits.chunks_exact(classes).zip(labels) {
         let p = calibrated_probabilities(row, temperature);
-        let (best, conf) = argmax(&p);
+        let best = argmax(&p);
+        let conf = p[best];
         let bin = ((conf as f64 * bins as f64) as usize).min(bins - 1);
         count[bin] += 1;
         confidence[bin] += conf as f64;
@@ -263,13 +297,14 @@ fn target_text(target: &ThresholdTarget, teacher_accuracy: Option<f64>) -> Strin
     }
 }
 
-fn argmax(p: &[f32]) -> (usize, f32) {
-    p.iter()
-        .copied()
+/// The index of the largest value (the first, on ties).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    row.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, v)| {
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
             if v > best.1 { (i, v) } else { best }
         })
+        .0
 }
 
 /// The smallest `f32` above `x` (for finite, non-negative `x`).

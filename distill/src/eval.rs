@@ -4,6 +4,7 @@
 use serde::Serialize;
 use student_runtime::{ClassifyOptions, StudentModel};
 
+use crate::calibrate::argmax;
 use crate::dataset::Dataset;
 use crate::error::Error;
 use crate::progress::Progress;
@@ -21,8 +22,8 @@ pub struct EvalReport {
     pub threshold: f32,
     /// Fraction of inputs whose score fell below the threshold.
     pub escalation_rate: f64,
-    /// Accuracy of the predictions that were accepted (1 when none was).
-    pub accepted_accuracy: f64,
+    /// Accuracy of the predictions that were accepted; `None` when none was.
+    pub accepted_accuracy: Option<f64>,
     /// Accuracy when escalated inputs take the teacher's answer; without a teacher, the
     /// student's accuracy.
     pub cascade_accuracy: f64,
@@ -134,7 +135,7 @@ pub fn evaluate_logits(
         // predict_from_logits has validated an override by now.
         threshold: threshold.unwrap_or(student.card().escalation.threshold),
         escalation_rate: frac(escalations, n),
-        accepted_accuracy: frac(accepted_correct, n - escalations),
+        accepted_accuracy: (escalations < n).then(|| frac(accepted_correct, n - escalations)),
         cascade_accuracy: frac(cascade_correct, n),
         teacher_accuracy: teacher_predicted.as_ref().map(|t| {
             frac(
@@ -200,16 +201,5 @@ fn argmax_rows(logits: &[f32], classes: usize, n: usize) -> Result<Vec<usize>, E
             logits.len()
         )));
     }
-    Ok(logits
-        .chunks_exact(classes)
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-                )
-                .0
-        })
-        .collect())
+    Ok(logits.chunks_exact(classes).map(argmax).collect())
 }

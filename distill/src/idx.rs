@@ -32,14 +32,10 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, Error> {
         source,
     })?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| Error::Idx {
-                path: path.to_path_buf(),
-                reason: format!("corrupt gzip stream: {e}"),
-            })?;
-        out
+        gunzip_bounded(&raw).map_err(|reason| Error::Idx {
+            path: path.to_path_buf(),
+            reason,
+        })?
     } else {
         raw
     };
@@ -47,6 +43,31 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, Error> {
         path: path.to_path_buf(),
         reason,
     })
+}
+
+/// Decompresses a gzipped IDX file, reading no more than its header declares (plus one
+/// byte, to notice a longer stream): a small file cannot inflate without bound.
+fn gunzip_bounded(raw: &[u8]) -> Result<Vec<u8>, String> {
+    let mut decoder = GzDecoder::new(raw);
+    let corrupt = |e: std::io::Error| format!("corrupt gzip stream: {e}");
+    let mut head = [0u8; 4];
+    decoder.read_exact(&mut head).map_err(corrupt)?;
+    let rank = head[3] as usize;
+    let mut dims = vec![0u8; rank * 4];
+    decoder.read_exact(&mut dims).map_err(corrupt)?;
+    let count = dims
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .try_fold(1usize, |acc, d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .unwrap_or(MAX_ELEMENTS);
+    let mut out = head.to_vec();
+    out.extend_from_slice(&dims);
+    decoder
+        .take(count as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(corrupt)?;
+    Ok(out)
 }
 
 fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
@@ -71,6 +92,9 @@ fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .filter(|&n| n <= MAX_ELEMENTS)
         .ok_or_else(|| format!("dimensions {dims:?} exceed the {MAX_ELEMENTS}-element limit"))?;
+    if let Some(axis) = dims.iter().skip(1).position(|&d| d == 0) {
+        return Err(format!("dimension {} of {dims:?} is zero", axis + 1));
+    }
     let data = &rest[rank * 4..];
     if data.len() != count {
         return Err(format!(
@@ -126,6 +150,29 @@ mod tests {
     fn absurd_dimensions_are_refused_before_allocating() {
         let err = parse_idx(&encode(&[u32::MAX, u32::MAX, 4], &[])).unwrap_err();
         assert!(err.contains("limit"), "{err}");
+    }
+
+    #[test]
+    fn zero_sized_images_are_rejected() {
+        let err = parse_idx(&encode(&[1_000_000, 0, 0], &[])).unwrap_err();
+        assert!(err.contains("zero"), "{err}");
+        assert!(
+            parse_idx(&encode(&[0, 28, 28], &[])).is_ok(),
+            "no images is a valid file"
+        );
+    }
+
+    #[test]
+    fn a_gzip_stream_longer_than_its_header_is_not_inflated_whole() {
+        use flate2::{Compression, write::GzEncoder};
+        use std::io::Write;
+        let mut enc = GzEncoder::new(Vec::new(), Compression::best());
+        enc.write_all(&encode(&[2], &[])).unwrap();
+        enc.write_all(&vec![0u8; 50_000_000]).unwrap();
+        let inflated = gunzip_bounded(&enc.finish().unwrap()).unwrap();
+        // The header (4 + 4 bytes) and the 2 declared elements, plus one byte to notice.
+        assert_eq!(inflated.len(), 8 + 2 + 1);
+        assert!(parse_idx(&inflated).unwrap_err().contains("holds 3"));
     }
 
     #[test]

@@ -22,17 +22,20 @@ mod net;
 mod pipeline;
 mod progress;
 mod recipe;
+mod report;
 mod teacher_cache;
 mod train;
 
 pub use calibrate::{
-    ThresholdChoice, ThresholdTarget, choose_threshold, expected_calibration_error, fit_temperature,
+    ECE_BINS, ThresholdChoice, ThresholdTarget, choose_threshold, expected_calibration_error,
+    fit_temperature, temperature_scaling,
 };
 pub use dataset::{Dataset, FASHION_MNIST_LABELS, Split};
 pub use error::Error;
 pub use eval::{EvalReport, evaluate, evaluate_logits};
 pub use idx::{IdxArray, read_idx};
 pub use loss::distillation_loss_reference;
-pub use pipeline::{DistillReport, run_recipe};
+pub use pipeline::run_recipe;
 pub use progress::{Progress, Silent};
 pub use recipe::Recipe;
+pub use report::{DistillReport, Params};

@@ -3,68 +3,27 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::Serialize;
 use serde_json::json;
 use student_runtime::{
     CalibrationInfo, EscalationPolicy, InputSpec, ModelCard, OpenOptions, ScoreKind, StudentModel,
     TeacherRef,
 };
 
-use crate::calibrate::{
-    ThresholdChoice, choose_threshold, expected_calibration_error, fit_temperature, scores,
-};
+use crate::calibrate::{argmax, choose_threshold, scores, temperature_scaling};
 use crate::dataset::{Dataset, Split, fashion_mnist_dir};
 use crate::error::Error;
-use crate::eval::{EvalReport, evaluate_logits, logits};
+use crate::eval::{evaluate_logits, logits};
 use crate::export::to_onnx;
 use crate::net::{NetShape, NetSpec};
 use crate::progress::Progress;
 use crate::progress::Silent;
 use crate::recipe::Recipe;
+use crate::report::{DistillReport, Params, markdown};
 use crate::teacher_cache::teacher_logits;
 use crate::train::{Job, LossSettings, TrainSettings, init, train};
 
 /// Batch size of the plans used to run whole data sets through the runtime.
 const EVAL_BATCH: usize = 256;
-/// Bins of the expected calibration error.
-const ECE_BINS: usize = 15;
-
-/// What a distillation run produced and measured. Written as `report.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct DistillReport {
-    /// The recipe's name.
-    pub name: String,
-    /// Files written.
-    pub files: Vec<PathBuf>,
-    /// Parameters of teacher, student and baseline.
-    pub params: Params,
-    /// Student (fp32) on the test split, with the cascade to the teacher.
-    pub student_test: EvalReport,
-    /// The hard-label baseline (same architecture) on the test split, at its own fitted
-    /// temperature and the student's threshold rule.
-    pub baseline_test: EvalReport,
-    /// The fitted temperature and calibration error before and after, on validation.
-    pub calibration: CalibrationInfo,
-    /// The threshold choice on the validation split.
-    pub threshold: ThresholdChoice,
-    /// Validation accuracy after each epoch, per model trained here.
-    pub history: Vec<(String, Vec<f64>)>,
-    /// Whether teacher logits came from the cache.
-    pub teacher_logits_cached: bool,
-    /// Wall-clock seconds per stage.
-    pub seconds: Vec<(String, f64)>,
-}
-
-/// Parameter counts.
-#[derive(Debug, Clone, Serialize)]
-pub struct Params {
-    /// Teacher parameters.
-    pub teacher: u64,
-    /// Student parameters.
-    pub student: u64,
-    /// How many times smaller the student is.
-    pub compression: f64,
-}
 
 /// Runs `recipe` end to end: teacher, teacher logits, student and baseline, calibration,
 /// threshold, export and evaluation. Writes `teacher.onnx` (when trained here),
@@ -276,31 +235,11 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
     let val_student = logits(&student_draft, &validation, progress)?;
     let val_baseline = logits(&baseline_draft, &validation, progress)?;
     let val_teacher = logits(&teacher_draft, &validation, progress)?;
-    let t_student = fit_temperature(&val_student, &validation.labels, classes);
-    let t_baseline = fit_temperature(&val_baseline, &validation.labels, classes);
-    let t_teacher = fit_temperature(&val_teacher, &validation.labels, classes);
-    let calibration = CalibrationInfo {
-        temperature: t_student,
-        method: format!(
-            "temperature scaling: NLL minimized on {} ({} images)",
-            validation.name,
-            validation.len()
-        ),
-        ece_before: Some(expected_calibration_error(
-            &val_student,
-            &validation.labels,
-            classes,
-            1.0,
-            ECE_BINS,
-        )),
-        ece_after: Some(expected_calibration_error(
-            &val_student,
-            &validation.labels,
-            classes,
-            t_student,
-            ECE_BINS,
-        )),
-    };
+    let split = validation.name.as_str();
+    let calibration = temperature_scaling(&val_student, &validation.labels, classes, split);
+    let baseline_calibration =
+        temperature_scaling(&val_baseline, &validation.labels, classes, split);
+    let teacher_calibration = temperature_scaling(&val_teacher, &validation.labels, classes, split);
     let correct = |l: &[f32]| -> Vec<bool> {
         l.chunks_exact(classes)
             .zip(&validation.labels)
@@ -309,13 +248,18 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
     };
     let score_kind = recipe.calibration.score;
     let choice = choose_threshold(
-        &scores(&val_student, classes, t_student, score_kind),
+        &scores(&val_student, classes, calibration.temperature, score_kind),
         &correct(&val_student),
         Some(&correct(&val_teacher)),
         &recipe.calibration.target,
     )?;
     let baseline_choice = choose_threshold(
-        &scores(&val_baseline, classes, t_baseline, score_kind),
+        &scores(
+            &val_baseline,
+            classes,
+            baseline_calibration.temperature,
+            score_kind,
+        ),
         &correct(&val_baseline),
         Some(&correct(&val_teacher)),
         &recipe.calibration.target,
@@ -334,24 +278,7 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
     let teacher_final = match teacher_trained {
         Some(weights) => {
             let mut card = base_card(&teacher_name, &train_set, &input);
-            card.calibration = CalibrationInfo {
-                temperature: t_teacher,
-                method: format!("temperature scaling: NLL minimized on {}", validation.name),
-                ece_before: Some(expected_calibration_error(
-                    &val_teacher,
-                    &validation.labels,
-                    classes,
-                    1.0,
-                    ECE_BINS,
-                )),
-                ece_after: Some(expected_calibration_error(
-                    &val_teacher,
-                    &validation.labels,
-                    classes,
-                    t_teacher,
-                    ECE_BINS,
-                )),
-            };
+            card.calibration = teacher_calibration;
             card.data = Some(data_card.clone());
             card.recipe = Some(recipe_card.clone());
             let alone = StudentModel::from_bytes(
@@ -374,47 +301,24 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
         params: teacher_final.params(),
     };
     let mut finals = Vec::new();
-    for (name, weights, temperature, choice_for, test_logits, val_logits) in [
+    for (name, weights, calibration_for, choice_for, test_logits) in [
         (
             &student_name,
             &student_weights,
-            t_student,
+            &calibration,
             Some(choice.clone()),
             &test_student,
-            &val_student,
         ),
         (
             &baseline_name,
             &baseline_weights,
-            t_baseline,
+            &baseline_calibration,
             baseline_choice.clone(),
             &test_baseline,
-            &val_baseline,
         ),
     ] {
         let mut card = base_card(name, &train_set, &input);
-        card.calibration = CalibrationInfo {
-            temperature,
-            method: format!(
-                "temperature scaling: NLL minimized on {} ({} images)",
-                validation.name,
-                validation.len()
-            ),
-            ece_before: Some(expected_calibration_error(
-                val_logits,
-                &validation.labels,
-                classes,
-                1.0,
-                ECE_BINS,
-            )),
-            ece_after: Some(expected_calibration_error(
-                val_logits,
-                &validation.labels,
-                classes,
-                temperature,
-                ECE_BINS,
-            )),
-        };
+        card.calibration = calibration_for.clone();
         if let Some(c) = &choice_for {
             card.escalation = EscalationPolicy {
                 score: score_kind,
@@ -570,76 +474,6 @@ fn write(dir: &Path, file: &str, bytes: &[u8]) -> Result<PathBuf, Error> {
             source,
         })?;
     Ok(path)
-}
-
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-        )
-        .0
-}
-
-fn markdown(report: &DistillReport, classes: &[String]) -> String {
-    let s = &report.student_test;
-    let b = &report.baseline_test;
-    let pct = |v: f64| format!("{:.2}%", v * 100.0);
-    let opt = |v: Option<f64>| v.map(pct).unwrap_or_else(|| "n/a".to_string());
-    let mut md = format!(
-        "# {} distillation report\n\n\
-         Measured on {} ({} images) by running the exported ONNX files through the runtime.\n\n\
-         | model | parameters | test accuracy |\n| --- | ---: | ---: |\n\
-         | teacher | {} | {} |\n| student (distilled) | {} | {} |\n| baseline (hard labels, same architecture) | {} | {} |\n\n\
-         - compression: {:.1}x fewer parameters; student reaches {:.1}% of the teacher's accuracy\n\
-         - distillation gain over the baseline: {:+.2} points\n\
-         - agreement with the teacher: {}\n\
-         - temperature {:.3}; ECE on validation {} -> {}\n\
-         - threshold {:.4} on {} ({}); on validation: escalation {}, accepted accuracy {}\n\
-         - test, cascade (student, escalating to the teacher): escalation {}, accepted accuracy {}, cascade accuracy {} (teacher {})\n\n\
-         ## Per-class test accuracy\n\n| class | teacher | student | gap |\n| --- | ---: | ---: | ---: |\n",
-        report.name,
-        s.data,
-        s.samples,
-        report.params.teacher,
-        opt(s.teacher_accuracy),
-        report.params.student,
-        pct(s.accuracy),
-        b.params,
-        pct(b.accuracy),
-        report.params.compression,
-        s.accuracy / s.teacher_accuracy.unwrap_or(f64::NAN) * 100.0,
-        (s.accuracy - b.accuracy) * 100.0,
-        opt(s.agreement),
-        report.calibration.temperature,
-        opt(report.calibration.ece_before),
-        opt(report.calibration.ece_after),
-        report.threshold.threshold,
-        "max probability",
-        report.threshold.target,
-        pct(report.threshold.escalation_rate),
-        pct(report.threshold.accepted_accuracy),
-        pct(s.escalation_rate),
-        pct(s.accepted_accuracy),
-        pct(s.cascade_accuracy),
-        opt(s.teacher_accuracy),
-    );
-    if let Some(teacher) = &s.teacher_per_class_accuracy {
-        for (i, name) in classes.iter().enumerate() {
-            md.push_str(&format!(
-                "| {name} | {} | {} | {:+.2} |\n",
-                pct(teacher[i]),
-                pct(s.per_class_accuracy[i]),
-                (s.per_class_accuracy[i] - teacher[i]) * 100.0
-            ));
-        }
-    }
-    md.push_str("\n## Stages\n\n| stage | seconds |\n| --- | ---: |\n");
-    for (stage, secs) in &report.seconds {
-        md.push_str(&format!("| {stage} | {secs:.1} |\n"));
-    }
-    md
 }
 
 struct Clock {

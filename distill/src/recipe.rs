@@ -17,7 +17,8 @@ use crate::train::TrainSettings;
 pub struct Recipe {
     /// Names the produced models (`NAME-teacher`, `NAME-student`, `NAME-baseline`).
     pub name: String,
-    /// Seeds weight initialization and batch order.
+    /// Seeds weight initialization and batch order. Two runs give close results, not
+    /// bit-identical ones (the training backend's arithmetic order varies).
     pub seed: u64,
     /// The data.
     pub data: DataSection,
@@ -120,7 +121,7 @@ impl Recipe {
             path: path.to_path_buf(),
             reason,
         };
-        let mut recipe: Recipe = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let mut recipe: Recipe = toml::from_str(&text).map_err(|e| bad(one_line(&e, &text)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -182,5 +183,19 @@ impl Recipe {
             }
         }
         Ok(())
+    }
+}
+
+/// A TOML error as one line: the message and where it is (line and column).
+fn one_line(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
     }
 }
