@@ -1,5 +1,6 @@
 //! One function per subcommand.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -11,6 +12,13 @@ use student_runtime::{
 };
 
 use crate::inputs::read_images;
+
+/// `println!` that returns write errors (a closed pipe) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
 use crate::progress::Bars;
 
 /// The shipped Fashion-MNIST models: `./models/fashion-mnist` when run from a checkout,
@@ -39,7 +47,7 @@ pub fn demo(models: Option<PathBuf>) -> Result<()> {
         bail!("no PNG samples in {}", samples_dir.display());
     }
     let card = student.card();
-    println!(
+    out!(
         "student {} ({} parameters), threshold {:.3} on {}; escalates to {} ({} parameters)",
         card.name,
         student.params(),
@@ -48,9 +56,13 @@ pub fn demo(models: Option<PathBuf>) -> Result<()> {
         hook.model().card().name,
         hook.model().params()
     );
-    println!(
+    out!(
         "{:<26} {:<12} {:<20} {:<10} {:<12}",
-        "sample", "true", "student (conf)", "decision", "final"
+        "sample",
+        "true",
+        "student (conf)",
+        "decision",
+        "final"
     );
     let (mut student_right, mut final_right, mut escalated) = (0, 0, 0);
     for path in &samples {
@@ -69,7 +81,7 @@ pub fn demo(models: Option<PathBuf>) -> Result<()> {
             student_right += usize::from(truth == Some(p.index));
             final_right += usize::from(truth == Some(p.final_index));
             escalated += usize::from(p.escalated());
-            println!(
+            out!(
                 "{:<26} {:<12} {:<20} {:<10} {:<12}",
                 file,
                 truth_label.as_deref().unwrap_or("?"),
@@ -84,7 +96,7 @@ pub fn demo(models: Option<PathBuf>) -> Result<()> {
         }
     }
     let n = samples.len();
-    println!(
+    out!(
         "\nstudent alone: {student_right}/{n} correct; escalated {escalated}/{n} ({:.0}%) to the \
          teacher; final answers: {final_right}/{n} correct",
         escalated as f64 / n as f64 * 100.0
@@ -127,9 +139,9 @@ pub fn run(
                 .with_context(|| image.name.clone())?;
             let p = student.classify(&input, &options, hook_ref)?;
             if as_json {
-                println!("{}", prediction_json(&image.name, &p));
+                out!("{}", prediction_json(&image.name, &p));
             } else {
-                println!("{}", prediction_line(&image.name, &p));
+                out!("{}", prediction_line(&image.name, &p));
             }
         }
     }
@@ -188,40 +200,48 @@ pub fn inspect(model: &Path, as_json: bool) -> Result<()> {
             "card": card,
             "defaults_applied": card.defaults_applied(),
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        out!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("model       {}", card.name);
-    println!(
+    out!("model       {}", card.name);
+    out!(
         "file        {} ({} bytes, sha256 {})",
         model.display(),
         m.file_size(),
         m.sha256()
     );
-    println!("parameters  {}", m.params());
+    out!("parameters  {}", m.params());
     let i = &card.input;
-    println!(
+    out!(
         "input       {} {}x{}x{}, pixel * {:.6}, mean {:?}, std {:?}",
-        i.layout, i.channels, i.height, i.width, i.scale, i.mean, i.std
+        i.layout,
+        i.channels,
+        i.height,
+        i.width,
+        i.scale,
+        i.mean,
+        i.std
     );
-    println!("labels      {}", card.labels.join(", "));
-    println!(
+    out!("labels      {}", card.labels.join(", "));
+    out!(
         "calibration temperature {:.4} ({}); ECE {} -> {}",
         card.calibration.temperature,
         card.calibration.method,
         fmt_opt(card.calibration.ece_before),
         fmt_opt(card.calibration.ece_after)
     );
-    println!(
+    out!(
         "escalation  {} < {:.4} escalates; {}",
         card.escalation.score.name(),
         card.escalation.threshold,
         card.escalation.chosen_by
     );
     if let Some(t) = &card.teacher {
-        println!(
+        out!(
             "teacher     {} ({} parameters, sha256 {})",
-            t.name, t.params, t.sha256
+            t.name,
+            t.params,
+            t.sha256
         );
     }
     let ops: Vec<String> = m
@@ -229,12 +249,12 @@ pub fn inspect(model: &Path, as_json: bool) -> Result<()> {
         .iter()
         .map(|(op, n)| format!("{op} x{n}"))
         .collect();
-    println!("operators   {}", ops.join(", "));
+    out!("operators   {}", ops.join(", "));
     if let Some(metrics) = &card.metrics {
-        println!("metrics     {}", serde_json::to_string(metrics)?);
+        out!("metrics     {}", serde_json::to_string(metrics)?);
     }
     for d in card.defaults_applied() {
-        println!("default     no card entry, using {d}");
+        out!("default     no card entry, using {d}");
     }
     Ok(())
 }
@@ -265,29 +285,34 @@ pub fn eval(
     let mut bars = Bars::default();
     let report = evaluate(&student, teacher.as_ref(), &dataset, threshold, &mut bars)?;
     if as_json {
-        println!("{}", serde_json::to_string(&report)?);
+        out!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     let pct = |v: f64| format!("{:.2}%", v * 100.0);
-    println!(
+    out!(
         "data                {} ({} images)",
-        report.data, report.samples
+        report.data,
+        report.samples
     );
-    println!(
+    out!(
         "student accuracy    {} ({} parameters)",
         pct(report.accuracy),
         report.params
     );
     if let (Some(acc), Some(params)) = (report.teacher_accuracy, report.teacher_params) {
-        println!("teacher accuracy    {} ({} parameters)", pct(acc), params);
+        out!("teacher accuracy    {} ({} parameters)", pct(acc), params);
     }
     if let Some(a) = report.agreement {
-        println!("agreement           {}", pct(a));
+        out!("agreement           {}", pct(a));
     }
-    println!("threshold           {:.4}", report.threshold);
-    println!("escalation rate     {}", pct(report.escalation_rate));
-    println!("accepted accuracy   {}", pct(report.accepted_accuracy));
-    println!(
+    out!("threshold           {:.4}", report.threshold);
+    out!("escalation rate     {}", pct(report.escalation_rate));
+    let accepted = report.accepted_accuracy.map(pct);
+    out!(
+        "accepted accuracy   {}",
+        accepted.as_deref().unwrap_or("n/a (nothing accepted)")
+    );
+    out!(
         "cascade accuracy    {}{}",
         pct(report.cascade_accuracy),
         if teacher.is_none() {
@@ -305,7 +330,7 @@ pub fn distill(recipe_path: &Path) -> Result<()> {
     let report = run_recipe(&recipe, &mut bars)?;
     let s = &report.student_test;
     let pct = |v: f64| format!("{:.2}%", v * 100.0);
-    println!(
+    out!(
         "teacher {} ({} parameters); student {} ({} parameters, {:.1}x smaller); baseline {}",
         s.teacher_accuracy.map(pct).unwrap_or_default(),
         report.params.teacher,
@@ -314,7 +339,7 @@ pub fn distill(recipe_path: &Path) -> Result<()> {
         report.params.compression,
         pct(report.baseline_test.accuracy)
     );
-    println!(
+    out!(
         "cascade: escalation {}, accuracy {}; temperature {:.3}, threshold {:.4}",
         pct(s.escalation_rate),
         pct(s.cascade_accuracy),
@@ -322,7 +347,7 @@ pub fn distill(recipe_path: &Path) -> Result<()> {
         report.threshold.threshold
     );
     for f in &report.files {
-        println!("wrote {}", f.display());
+        out!("wrote {}", f.display());
     }
     Ok(())
 }

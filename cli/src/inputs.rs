@@ -5,6 +5,9 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use student_distill::read_idx;
 
+/// The largest image side accepted, in pixels.
+const MAX_SIDE: u32 = 4096;
+
 /// One grayscale image and a name for it.
 pub struct GrayImage {
     pub name: String,
@@ -15,6 +18,12 @@ pub struct GrayImage {
 
 /// Reads every image in `path`: one for PNG or PGM, all of them for an IDX image file.
 pub fn read_images(path: &Path) -> Result<Vec<GrayImage>> {
+    // Opening a FIFO or a device would block or read forever: only regular files.
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
     let head = {
         use std::io::Read;
         let mut buf = [0u8; 4];
@@ -25,8 +34,10 @@ pub fn read_images(path: &Path) -> Result<Vec<GrayImage>> {
             .with_context(|| format!("cannot read {}", path.display()))?;
         buf[..n].to_vec()
     };
-    // IDX: two zero bytes, type 0x08 (u8); or a gzip stream (the data set's own files).
-    if head.starts_with(&[0, 0, 8]) || head.starts_with(&[0x1f, 0x8b]) {
+    // IDX: two zero bytes, a type code, a rank of 1 to 4; or a gzip stream (the data set's
+    // own files are gzipped IDX).
+    let idx_like = matches!(head[..], [0, 0, _, 1..=4]);
+    if idx_like || head.starts_with(&[0x1f, 0x8b]) {
         let arr = read_idx(path)?;
         let [n, h, w] = arr.dims[..] else {
             bail!(
@@ -35,6 +46,9 @@ pub fn read_images(path: &Path) -> Result<Vec<GrayImage>> {
                 arr.dims
             );
         };
+        if n == 0 {
+            bail!("{}: the IDX file holds no images", path.display());
+        }
         return Ok((0..n)
             .map(|i| GrayImage {
                 name: format!("{}#{i}", path.display()),
@@ -44,10 +58,17 @@ pub fn read_images(path: &Path) -> Result<Vec<GrayImage>> {
             })
             .collect());
     }
-    let image = image::ImageReader::open(path)
+    let mut reader = image::ImageReader::open(path)
         .with_context(|| format!("cannot open {}", path.display()))?
         .with_guessed_format()
-        .with_context(|| format!("cannot read {}", path.display()))?
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    // Students take small images: refuse huge ones before decoding them.
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(64 * 1024 * 1024);
+    reader.limits(limits);
+    let image = reader
         .decode()
         .with_context(|| format!("{} is not a readable PNG or PGM image", path.display()))?
         .to_luma8();

@@ -45,9 +45,9 @@ enum Command {
         /// Print one JSON object per input instead of a table.
         #[arg(long)]
         json: bool,
-        /// How many ranked classes to list per input.
-        #[arg(long, default_value_t = 3)]
-        top_k: usize,
+        /// How many ranked classes to list per input in --json output (at least 1).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+        top_k: u64,
     },
     /// Show a model's card, input, parameters, size and operators.
     Inspect {
@@ -103,7 +103,7 @@ fn main() -> ExitCode {
             threshold,
             escalate_to.as_deref(),
             json,
-            top_k,
+            usize::try_from(top_k).unwrap_or(usize::MAX),
         ),
         Command::Inspect { model, json } => commands::inspect(&model, json),
         Command::Eval {
@@ -117,10 +117,20 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`student run ... | head`): nothing more to say.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes, outermost first.
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -242,14 +242,19 @@ fn threshold_outside_unit_interval() {
     }
 }
 
-#[test]
-fn model_without_card_runs_and_states_its_defaults() {
-    let dir = scratch("cardless");
-    let bytes = std::fs::read(model("student.onnx")).unwrap();
+/// Writes a copy of a shipped model without its model card into `dir`.
+fn without_card(name: &str, dir: &Path) -> PathBuf {
+    let bytes = std::fs::read(model(name)).unwrap();
     let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
     proto.metadata_props.clear();
-    let path = dir.join("bare.onnx");
+    let path = dir.join(format!("bare-{name}"));
     std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    path
+}
+
+#[test]
+fn model_without_card_runs_and_states_its_defaults() {
+    let path = without_card("student.onnx", &scratch("cardless"));
     let o = student(&[
         "run",
         &path.display().to_string(),
@@ -271,12 +276,7 @@ fn model_without_card_runs_and_states_its_defaults() {
 
 #[test]
 fn escalation_model_with_other_input_is_refused() {
-    let dir = scratch("mismatch");
-    let bytes = std::fs::read(model("teacher.onnx")).unwrap();
-    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
-    proto.metadata_props.clear();
-    let path = dir.join("bare-teacher.onnx");
-    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    let path = without_card("teacher.onnx", &scratch("mismatch"));
     let o = student(&[
         "run",
         &model("student.onnx"),
@@ -293,4 +293,93 @@ fn unknown_data_set_and_missing_recipe() {
     assert_one_line_error(&o, "cifar10:test");
     let o = student(&["distill", "--recipe", "/nonexistent/recipe.toml"]);
     assert_one_line_error(&o, "/nonexistent/recipe.toml");
+}
+
+#[test]
+fn closed_output_pipe_is_not_a_crash() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_student"))
+        .args(["inspect", &model("student.onnx")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
+
+#[test]
+fn idx_with_zero_sized_images_or_none() {
+    let dir = scratch("idx-zero");
+    // A billion images of 0x0 pixels: 16 bytes that must not become a billion entries.
+    let mut zero = vec![0u8, 0, 8, 3];
+    for d in [1_000_000_000u32, 0, 0] {
+        zero.extend(d.to_be_bytes());
+    }
+    std::fs::write(dir.join("zero.idx"), zero).unwrap();
+    let o = student(&[
+        "run",
+        &model("student.onnx"),
+        &dir.join("zero.idx").display().to_string(),
+    ]);
+    assert_one_line_error(&o, "zero");
+    let mut empty = vec![0u8, 0, 8, 3];
+    for d in [0u32, 28, 28] {
+        empty.extend(d.to_be_bytes());
+    }
+    std::fs::write(dir.join("empty.idx"), empty).unwrap();
+    let o = student(&[
+        "run",
+        &model("student.onnx"),
+        &dir.join("empty.idx").display().to_string(),
+    ]);
+    assert_one_line_error(&o, "no images");
+}
+
+#[test]
+fn escalation_model_with_other_labels_is_refused() {
+    let dir = scratch("reversed");
+    let bytes = std::fs::read(model("teacher.onnx")).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    for entry in &mut proto.metadata_props {
+        if entry.key == "student.labels" {
+            let mut labels: Vec<String> = serde_json::from_str(&entry.value).unwrap();
+            labels.reverse();
+            entry.value = serde_json::to_string(&labels).unwrap();
+        }
+    }
+    let path = dir.join("reversed.onnx");
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    let o = student(&[
+        "run",
+        &model("student.onnx"),
+        &sample("test-00000-label-9.png"),
+        "--escalate-to",
+        &path.display().to_string(),
+    ]);
+    assert_one_line_error(&o, "labels");
+}
+
+#[test]
+fn fifo_input_is_refused_not_waited_on() {
+    let dir = scratch("fifo");
+    let fifo = dir.join("pipe.png");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let o = student(&["run", &model("student.onnx"), &fifo.display().to_string()]);
+    assert_one_line_error(&o, "not a regular file");
+}
+
+#[test]
+fn top_k_zero_is_a_usage_error() {
+    let o = student(&[
+        "run",
+        &model("student.onnx"),
+        &sample("test-00000-label-9.png"),
+        "--top-k",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
