@@ -242,14 +242,34 @@ fn threshold_outside_unit_interval() {
     }
 }
 
-/// Writes a copy of a shipped model without its model card into `dir`.
-fn without_card(name: &str, dir: &Path) -> PathBuf {
+/// Writes a copy of a shipped model, changed by `edit`, into `dir`.
+fn edited_copy(
+    name: &str,
+    dir: &Path,
+    edit: impl FnOnce(&mut tract_onnx::pb::ModelProto),
+) -> PathBuf {
     let bytes = std::fs::read(model(name)).unwrap();
     let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
-    proto.metadata_props.clear();
-    let path = dir.join(format!("bare-{name}"));
+    edit(&mut proto);
+    let path = dir.join(format!("edited-{name}"));
     std::fs::write(&path, proto.encode_to_vec()).unwrap();
     path
+}
+
+/// Writes a copy of a shipped model without its model card into `dir`.
+fn without_card(name: &str, dir: &Path) -> PathBuf {
+    edited_copy(name, dir, |proto| proto.metadata_props.clear())
+}
+
+/// Runs the student on one sample, escalating to `escalation_model`.
+fn run_escalating_to(escalation_model: &Path) -> Output {
+    student(&[
+        "run",
+        &model("student.onnx"),
+        &sample("test-00000-label-9.png"),
+        "--escalate-to",
+        &escalation_model.display().to_string(),
+    ])
 }
 
 #[test]
@@ -277,14 +297,7 @@ fn model_without_card_runs_and_states_its_defaults() {
 #[test]
 fn escalation_model_with_other_input_is_refused() {
     let path = without_card("teacher.onnx", &scratch("mismatch"));
-    let o = student(&[
-        "run",
-        &model("student.onnx"),
-        &sample("test-00000-label-9.png"),
-        "--escalate-to",
-        &path.display().to_string(),
-    ]);
-    assert_one_line_error(&o, "escalat");
+    assert_one_line_error(&run_escalating_to(&path), "escalat");
 }
 
 #[test]
@@ -340,26 +353,16 @@ fn idx_with_zero_sized_images_or_none() {
 
 #[test]
 fn escalation_model_with_other_labels_is_refused() {
-    let dir = scratch("reversed");
-    let bytes = std::fs::read(model("teacher.onnx")).unwrap();
-    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
-    for entry in &mut proto.metadata_props {
-        if entry.key == "student.labels" {
-            let mut labels: Vec<String> = serde_json::from_str(&entry.value).unwrap();
-            labels.reverse();
-            entry.value = serde_json::to_string(&labels).unwrap();
+    let path = edited_copy("teacher.onnx", &scratch("reversed"), |proto| {
+        for entry in &mut proto.metadata_props {
+            if entry.key == "student.labels" {
+                let mut labels: Vec<String> = serde_json::from_str(&entry.value).unwrap();
+                labels.reverse();
+                entry.value = serde_json::to_string(&labels).unwrap();
+            }
         }
-    }
-    let path = dir.join("reversed.onnx");
-    std::fs::write(&path, proto.encode_to_vec()).unwrap();
-    let o = student(&[
-        "run",
-        &model("student.onnx"),
-        &sample("test-00000-label-9.png"),
-        "--escalate-to",
-        &path.display().to_string(),
-    ]);
-    assert_one_line_error(&o, "labels");
+    });
+    assert_one_line_error(&run_escalating_to(&path), "labels");
 }
 
 #[test]
