@@ -44,6 +44,10 @@ const CORE_SECTIONS: [&str; 5] = ["name", "labels", "input", "calibration", "esc
 /// every class equally likely.
 const TEMPERATURE_RANGE: std::ops::RangeInclusive<f32> = 1e-3..=1e3;
 
+/// Normalized pixels beyond this magnitude mean a broken input spec: real normalizations
+/// map 0..255 to within a few units of zero.
+const MAX_NORMALIZED: f32 = 1e4;
+
 /// The declared input of a model: shape, layout and the pixel scaling.
 ///
 /// A raw pixel `p` in `[0, 255]` becomes `(p * scale - mean[c]) / std[c]` for channel `c`.
@@ -260,6 +264,17 @@ impl ModelCard {
                     "a label contains control characters".to_string(),
                 ));
             }
+            Some(labels)
+                if labels
+                    .iter()
+                    .enumerate()
+                    .any(|(i, l)| l.trim().is_empty() || labels[..i].contains(l)) =>
+            {
+                return Err(invalid(
+                    "labels",
+                    "labels must be non-empty and distinct".to_string(),
+                ));
+            }
             Some(labels) if labels.len() != classes => {
                 return Err(invalid(
                     "labels",
@@ -408,10 +423,11 @@ impl InputSpec {
         for (c, (mean, std)) in self.mean.iter().zip(&self.std).enumerate() {
             // Both ends of the pixel range must normalize to finite values.
             let ends = [0.0f32, 255.0].map(|p| (p * self.scale - mean) / std);
-            if !(std.is_finite() && *std > 0.0) || ends.iter().any(|v| !v.is_finite()) {
+            if !(std.is_finite() && *std > 0.0) || ends.iter().any(|v| !(v.abs() <= MAX_NORMALIZED))
+            {
                 return Err(format!(
-                    "channel {c}: mean {mean} and std {std} with scale {} do not map pixels \
-                     0..255 to finite values (std must be positive)",
+                    "channel {c}: mean {mean} and std {std} with scale {} map pixels 0..255 \
+                     outside [-{MAX_NORMALIZED}, {MAX_NORMALIZED}] (std must be positive)",
                     self.scale
                 ));
             }
@@ -579,6 +595,18 @@ mod tests {
                 .to_string()
                 .contains("truncated")
         );
+    }
+
+    #[test]
+    fn labels_must_be_distinct_and_non_empty() {
+        assert!(read_with("student.labels", r#"["same","same"]"#, 2).is_err());
+        assert!(read_with("student.labels", r#"["a"," "]"#, 2).is_err());
+    }
+
+    #[test]
+    fn normalization_far_outside_a_few_units_is_refused() {
+        let spec = r#"{"layout":"NCHW","channels":1,"height":2,"width":2,"scale":1,"mean":[3e38],"std":[1]}"#;
+        assert!(read_with("student.input", spec, 2).is_err());
     }
 
     #[test]

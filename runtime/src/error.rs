@@ -73,8 +73,10 @@ pub enum Error {
         reason: String,
     },
     /// The model produced non-finite outputs.
-    #[error("the model produced a non-finite logit at class {index}")]
+    #[error("{origin}: the model produced a non-finite logit at class {index}")]
     NonFiniteOutput {
+        /// The model that produced it.
+        origin: String,
         /// The class whose logit was NaN or infinite.
         index: usize,
     },

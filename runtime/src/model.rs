@@ -211,7 +211,7 @@ impl StudentModel {
     pub fn logits(&self, input: &[f32]) -> Result<Vec<f32>, Error> {
         self.check_input(input, 1)?;
         let logits = self.single.run(input)?;
-        check_logits(&logits)?;
+        check_logits(&logits, self.info.classes, &self.origin)?;
         Ok(logits)
     }
 
@@ -243,7 +243,7 @@ impl StudentModel {
         for sample in rest.chunks(per) {
             out.extend(self.single.run(sample)?);
         }
-        check_logits(&out)?;
+        check_logits(&out, self.info.classes, &self.origin)?;
         Ok(out)
     }
 
@@ -296,7 +296,7 @@ impl StudentModel {
                 self.info.classes
             )));
         }
-        check_logits(logits)?;
+        check_logits(logits, self.info.classes, &self.origin)?;
         let threshold = self.threshold(options)?;
         let probabilities = calibrated_probabilities(logits, self.card.calibration.temperature);
         let mut order: Vec<usize> = (0..probabilities.len()).collect();
@@ -430,9 +430,12 @@ impl StudentModel {
     }
 }
 
-fn check_logits(logits: &[f32]) -> Result<(), Error> {
+fn check_logits(logits: &[f32], classes: usize, origin: &str) -> Result<(), Error> {
     match logits.iter().position(|v| !v.is_finite()) {
-        Some(index) => Err(Error::NonFiniteOutput { index }),
+        Some(i) => Err(Error::NonFiniteOutput {
+            origin: origin.to_string(),
+            index: i % classes.max(1),
+        }),
         None => Ok(()),
     }
 }

@@ -25,11 +25,12 @@ impl ModelBytes {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
-        let meta = file.metadata().map_err(io)?;
+        // Check before opening: opening a FIFO blocks until a writer appears.
+        let meta = std::fs::metadata(path).map_err(io)?;
         if !meta.is_file() {
             return Err(io(std::io::Error::other("not a regular file")));
         }
+        let file = File::open(path).map_err(io)?;
         if meta.len() == 0 {
             return Ok(ModelBytes::Owned(Vec::new()));
         }
