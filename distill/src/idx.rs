@@ -17,8 +17,9 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Largest IDX payload accepted, to refuse absurd headers before allocating.
-const MAX_ELEMENTS: usize = 1 << 31;
+/// Largest IDX payload accepted (256 MiB; the largest MNIST-family file holds 47 MB), to
+/// refuse absurd headers before allocating.
+const MAX_ELEMENTS: usize = 1 << 28;
 
 /// Reads an IDX file of `u8` elements, gunzipping it when it starts with the gzip magic.
 ///
@@ -26,7 +27,7 @@ const MAX_ELEMENTS: usize = 1 << 31;
 /// [`Error::Io`] when the file cannot be read; [`Error::Idx`] when the header is not IDX,
 /// the element type is not `u8`, or the data is shorter or longer than the header says.
 pub fn read_idx(path: &Path) -> Result<IdxArray, Error> {
-    let raw = std::fs::read(path).map_err(|source| Error::Io {
+    let raw = read_regular_file(path).map_err(|source| Error::Io {
         action: "cannot read",
         path: path.to_path_buf(),
         source,
@@ -43,6 +44,14 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, Error> {
         path: path.to_path_buf(),
         reason,
     })
+}
+
+/// Reads a whole file, refusing anything but a regular file (a FIFO would block).
+pub(crate) fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    std::fs::read(path)
 }
 
 /// Decompresses a gzipped IDX file, reading no more than its header declares (plus one

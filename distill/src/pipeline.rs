@@ -146,10 +146,20 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
             // 1. The teacher: trained here, or an existing ONNX file.
             let (teacher_draft, teacher_weights) =
                 match (&recipe.teacher.onnx, teacher_job, teacher_init) {
-                    (Some(path), _, _) => (
-                        StudentModel::open_with(path, &OpenOptions { batch: EVAL_BATCH })?,
-                        None,
-                    ),
+                    (Some(path), _, _) => {
+                        let teacher =
+                            StudentModel::open_with(path, &OpenOptions { batch: EVAL_BATCH })?;
+                        // Distillation matches class by index: the orders must agree.
+                        if teacher.card().labels != train_set.classes {
+                            return Err(Error::Data(format!(
+                                "teacher {} has labels [{}], the data set [{}]",
+                                path.display(),
+                                teacher.card().labels.join(", "),
+                                train_set.classes.join(", ")
+                            )));
+                        }
+                        (teacher, None)
+                    }
                     (None, Some(job), Some(model)) => {
                         let (model, h) = train(&job, model, &train_set, &validation, progress)?;
                         history.push((teacher_name.clone(), h));

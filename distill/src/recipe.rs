@@ -10,6 +10,9 @@ use crate::error::Error;
 use crate::net::NetSpec;
 use crate::train::TrainSettings;
 
+/// The widest conv or dense layer a recipe may ask for.
+const MAX_WIDTH: usize = 4096;
+
 /// A distillation recipe, as read from TOML. Relative paths are resolved against the
 /// recipe's folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,7 +115,11 @@ impl Recipe {
     /// [`Error::Io`] when the file cannot be read; [`Error::Recipe`] for TOML errors (with
     /// line and column), unknown keys, or inconsistent values.
     pub fn load(path: &Path) -> Result<Recipe, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        let text = crate::idx::read_regular_file(path).and_then(|bytes| {
+            String::from_utf8(bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        });
+        let text = text.map_err(|source| Error::Io {
             action: "cannot read recipe",
             path: path.to_path_buf(),
             source,
@@ -174,13 +181,69 @@ impl Recipe {
                 self.student.alpha
             ));
         }
-        for t in [Some(&self.student.train), self.teacher.train.as_ref()]
-            .into_iter()
-            .flatten()
+        if self.data.validation == 0 {
+            return Err(
+                "data.validation must be positive: the temperature and the threshold \
+                        are fitted on it"
+                    .to_string(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.data.mean) || !(self.data.std > 0.0 && self.data.std <= 1.0)
         {
-            if t.epochs == 0 || t.batch == 0 || !(t.learning_rate > 0.0) {
-                return Err("epochs, batch and learning_rate must be positive".to_string());
+            return Err(format!(
+                "data.mean {} must lie in [0, 1] and data.std {} in (0, 1]: they describe \
+                 pixels scaled to [0, 1]",
+                self.data.mean, self.data.std
+            ));
+        }
+        let trainings = [
+            ("student", Some(&self.student.train)),
+            ("teacher", self.teacher.train.as_ref()),
+        ];
+        for (who, t) in trainings.into_iter().filter_map(|(w, t)| t.map(|t| (w, t))) {
+            if t.epochs == 0
+                || t.batch == 0
+                || !(t.learning_rate.is_finite() && t.learning_rate > 0.0)
+            {
+                return Err(format!(
+                    "{who}.train: epochs, batch and learning_rate must be positive and finite"
+                ));
             }
+        }
+        let nets = [
+            ("student", Some(&self.student.net)),
+            ("teacher", self.teacher.net.as_ref()),
+        ];
+        for (who, net) in nets.into_iter().filter_map(|(w, n)| n.map(|n| (w, n))) {
+            if net.convs.contains(&0) {
+                return Err(format!("{who}.net: conv channel counts must be positive"));
+            }
+            // Bound the widths before anything is allocated for them.
+            if net
+                .convs
+                .iter()
+                .chain([&net.hidden])
+                .any(|&w| w > MAX_WIDTH)
+            {
+                return Err(format!(
+                    "{who}.net: layer widths must be at most {MAX_WIDTH}"
+                ));
+            }
+        }
+        let fraction = |v: f64| (0.0..=1.0).contains(&v);
+        match &self.calibration.target {
+            ThresholdTarget::AcceptedAccuracy { min } if !fraction(*min) => {
+                return Err(format!("calibration.target.min {min} must lie in [0, 1]"));
+            }
+            ThresholdTarget::MaxEscalation { rate } if !fraction(*rate) => {
+                return Err(format!("calibration.target.rate {rate} must lie in [0, 1]"));
+            }
+            ThresholdTarget::CascadeWithinTeacher { points } if !(0.0..=100.0).contains(points) => {
+                return Err(format!(
+                    "calibration.target.points {points} must lie in [0, 100]"
+                ));
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -66,12 +66,20 @@ pub(crate) fn init(job: &Job<'_>) -> Result<ConvNet, Error> {
         })?;
     let device = Device::flex().autodiff();
     device.seed(job.seed);
+    let net = job.spec.init(job.shape, &device);
+    // burn initializes parameters lazily, on first read, from a process-wide generator.
+    // Reading them here draws the weights now, on this thread, in a fixed order; left to
+    // the training threads, the draws would interleave and the seed would not fix them.
+    net.weights().map_err(|reason| Error::Training {
+        model: job.name.to_string(),
+        reason,
+    })?;
     log::info!(
         "initialized {}: {} parameters",
         job.name,
         job.spec.params(job.shape)
     );
-    Ok(job.spec.init(job.shape, &device))
+    Ok(net)
 }
 
 // TODO: two runs of the same recipe and seed give slightly different weights (seen:

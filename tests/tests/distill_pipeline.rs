@@ -147,6 +147,22 @@ fn bad_recipes_are_rejected_with_the_reason() {
         ),
         (RECIPE.replace("seed = 3", "seed = 3\ncolour = 1"), "colour"),
         (
+            RECIPE.replace("validation = 500", "validation = 0"),
+            "validation",
+        ),
+        (
+            RECIPE.replace("learning_rate = 0.004", "learning_rate = inf"),
+            "student.train",
+        ),
+        (RECIPE.replace("convs = [4]", "convs = [0]"), "student.net"),
+        (
+            RECIPE.replace("hidden = 32", "hidden = 1000000000000"),
+            "teacher.net",
+        ),
+        (RECIPE.replace("rate = 0.3", "rate = -1.0"), "rate"),
+        (RECIPE.replace("mean = 0.2860", "mean = 1e30"), "data.mean"),
+        (RECIPE.replace("seed = 3", "seed = \"three\""), "line 3"),
+        (
             RECIPE.replace("[teacher.net]\nconvs = [8]\nhidden = 32", ""),
             "teacher",
         ),
