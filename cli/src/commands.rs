@@ -67,7 +67,8 @@ pub fn demo(models: Option<PathBuf>) -> Result<()> {
     let (mut student_right, mut final_right, mut escalated) = (0, 0, 0);
     for path in &samples {
         let truth = true_label(path);
-        for image in read_images(path)? {
+        let spec = student.input_spec();
+        for image in read_images(path, (spec.width, spec.height))? {
             let input =
                 student
                     .input_spec()
@@ -132,7 +133,8 @@ pub fn run(
     let options = ClassifyOptions { threshold, top_k };
     let hook_ref = hook.as_ref().map(|h| h as &dyn EscalationHook);
     for path in inputs {
-        for image in read_images(path)? {
+        let spec = student.input_spec();
+        for image in read_images(path, (spec.width, spec.height))? {
             let input = student
                 .input_spec()
                 .tensor_from_gray8(&image.pixels, image.width, image.height)

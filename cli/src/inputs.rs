@@ -17,7 +17,10 @@ pub struct GrayImage {
 }
 
 /// Reads every image in `path`: one for PNG or PGM, all of them for an IDX image file.
-pub fn read_images(path: &Path) -> Result<Vec<GrayImage>> {
+///
+/// `expected` is the model's (width, height): an IDX file of other-sized images is refused
+/// before it is split into images, so a tiny file of many tiny images costs no memory.
+pub fn read_images(path: &Path, expected: (usize, usize)) -> Result<Vec<GrayImage>> {
     // Opening a FIFO or a device would block or read forever: only regular files.
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -49,6 +52,14 @@ pub fn read_images(path: &Path) -> Result<Vec<GrayImage>> {
         if n == 0 {
             bail!("{}: the IDX file holds no images", path.display());
         }
+        if (w, h) != expected {
+            bail!(
+                "{}: the IDX file holds {w}x{h} images, the model expects {}x{}",
+                path.display(),
+                expected.0,
+                expected.1
+            );
+        }
         return Ok((0..n)
             .map(|i| GrayImage {
                 name: format!("{}#{i}", path.display()),
@@ -70,7 +81,8 @@ pub fn read_images(path: &Path) -> Result<Vec<GrayImage>> {
     reader.limits(limits);
     let image = reader
         .decode()
-        .with_context(|| format!("{} is not a readable PNG or PGM image", path.display()))?
+        // The decoder's message already includes its inner cause: format it once, flat.
+        .map_err(|e| anyhow::anyhow!("{} is not a readable PNG or PGM image: {e}", path.display()))?
         .to_luma8();
     Ok(vec![GrayImage {
         name: path.display().to_string(),

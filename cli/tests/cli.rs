@@ -349,6 +349,19 @@ fn idx_with_zero_sized_images_or_none() {
         &dir.join("empty.idx").display().to_string(),
     ]);
     assert_one_line_error(&o, "no images");
+    // Many 1x1 images: refused from the header, before they are split into images.
+    let mut tiny = vec![0u8, 0, 8, 3];
+    for d in [100_000u32, 1, 1] {
+        tiny.extend(d.to_be_bytes());
+    }
+    tiny.extend(vec![0u8; 100_000]);
+    std::fs::write(dir.join("tiny.idx"), tiny).unwrap();
+    let o = student(&[
+        "run",
+        &model("student.onnx"),
+        &dir.join("tiny.idx").display().to_string(),
+    ]);
+    assert_one_line_error(&o, "1x1 images");
 }
 
 #[test]
@@ -373,6 +386,12 @@ fn fifo_input_is_refused_not_waited_on() {
     assert!(made.success());
     let o = student(&["run", &model("student.onnx"), &fifo.display().to_string()]);
     assert_one_line_error(&o, "not a regular file");
+    for args in [vec!["inspect"], vec!["distill", "--recipe"]] {
+        let mut args = args.clone();
+        let path = fifo.display().to_string();
+        args.push(&path);
+        assert_one_line_error(&student(&args), "not a regular file");
+    }
 }
 
 #[test]
