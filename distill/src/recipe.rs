@@ -20,8 +20,8 @@ const MAX_WIDTH: usize = 4096;
 pub struct Recipe {
     /// Names the produced models (`NAME-teacher`, `NAME-student`, `NAME-baseline`).
     pub name: String,
-    /// Seeds weight initialization and batch order. Two runs give close results, not
-    /// bit-identical ones (the training backend's arithmetic order varies).
+    /// Seeds weight initialization and batch order: the same recipe gives the same weights
+    /// on the same build and machine.
     pub seed: u64,
     /// The data.
     pub data: DataSection,

@@ -82,12 +82,6 @@ pub(crate) fn init(job: &Job<'_>) -> Result<ConvNet, Error> {
     Ok(net)
 }
 
-// TODO: two runs of the same recipe and seed give slightly different weights (seen:
-// tenths of a point of accuracy, more on tiny runs). Initialization is now drawn up front
-// and batch order comes from our own seeded generator, so the rest comes from inside the
-// backend (suspected: the order of parallel sums); it matters because a model card cannot
-// yet be reproduced byte for byte from its recipe.
-
 /// Trains `model` (from [`init`]) on `train` and returns it with the validation accuracy
 /// after each epoch.
 ///
