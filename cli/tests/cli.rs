@@ -323,45 +323,34 @@ fn closed_output_pipe_is_not_a_crash() {
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 }
 
+/// Writes an unsigned-byte IDX file of image dimensions `dims` holding `data`, and runs
+/// the student on it.
+fn run_on_idx(dir: &Path, name: &str, dims: [u32; 3], data: &[u8]) -> Output {
+    let mut bytes = vec![0u8, 0, 8, 3];
+    for d in dims {
+        bytes.extend(d.to_be_bytes());
+    }
+    bytes.extend_from_slice(data);
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    student(&["run", &model("student.onnx"), &path.display().to_string()])
+}
+
 #[test]
 fn idx_with_zero_sized_images_or_none() {
     let dir = scratch("idx-zero");
     // A billion images of 0x0 pixels: 16 bytes that must not become a billion entries.
-    let mut zero = vec![0u8, 0, 8, 3];
-    for d in [1_000_000_000u32, 0, 0] {
-        zero.extend(d.to_be_bytes());
-    }
-    std::fs::write(dir.join("zero.idx"), zero).unwrap();
-    let o = student(&[
-        "run",
-        &model("student.onnx"),
-        &dir.join("zero.idx").display().to_string(),
-    ]);
-    assert_one_line_error(&o, "zero");
-    let mut empty = vec![0u8, 0, 8, 3];
-    for d in [0u32, 28, 28] {
-        empty.extend(d.to_be_bytes());
-    }
-    std::fs::write(dir.join("empty.idx"), empty).unwrap();
-    let o = student(&[
-        "run",
-        &model("student.onnx"),
-        &dir.join("empty.idx").display().to_string(),
-    ]);
-    assert_one_line_error(&o, "no images");
+    assert_one_line_error(
+        &run_on_idx(&dir, "zero.idx", [1_000_000_000, 0, 0], &[]),
+        "zero",
+    );
+    assert_one_line_error(
+        &run_on_idx(&dir, "empty.idx", [0, 28, 28], &[]),
+        "no images",
+    );
     // Many 1x1 images: refused from the header, before they are split into images.
-    let mut tiny = vec![0u8, 0, 8, 3];
-    for d in [100_000u32, 1, 1] {
-        tiny.extend(d.to_be_bytes());
-    }
-    tiny.extend(vec![0u8; 100_000]);
-    std::fs::write(dir.join("tiny.idx"), tiny).unwrap();
-    let o = student(&[
-        "run",
-        &model("student.onnx"),
-        &dir.join("tiny.idx").display().to_string(),
-    ]);
-    assert_one_line_error(&o, "1x1 images");
+    let tiny = run_on_idx(&dir, "tiny.idx", [100_000, 1, 1], &[0; 100_000]);
+    assert_one_line_error(&tiny, "1x1 images");
 }
 
 #[test]
