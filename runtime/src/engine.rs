@@ -19,6 +19,11 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
+    // TODO: nothing bounds what tract allocates while planning: a 32 KB graph whose
+    // constants fold to ConstantOfShape([2^16, 2^16]) takes gigabytes at open, which gets
+    // an app killed on a phone. The compiled-student path (issue 4) and the limits of
+    // issue 6 should refuse such graphs before folding.
+
     /// Builds a plan for `proto` with the input fixed to `[batch, sample_dims...]`.
     ///
     /// tract is not guaranteed to be panic-free on malformed graphs, so planning runs under
