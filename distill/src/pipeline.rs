@@ -291,13 +291,11 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
             card.calibration = teacher_calibration;
             card.data = Some(data_card.clone());
             card.recipe = Some(recipe_card.clone());
-            let alone = StudentModel::from_bytes(
-                &to_onnx(&weights, shape, &card),
-                &OpenOptions::default(),
-            )?;
-            let report = evaluate_logits(&alone, None, &test, &test_teacher, None, None)?;
+            // Accuracy is the argmax of the logits, whatever the card's temperature: the
+            // draft already planned for these weights measures it.
+            let report = evaluate_logits(&teacher_draft, None, &test, &test_teacher, None, None)?;
             card.metrics = Some(
-                json!({"test": {"accuracy": report.accuracy, "per_class_accuracy": report.per_class_accuracy}, "params": alone.params()}),
+                json!({"test": {"accuracy": report.accuracy, "per_class_accuracy": report.per_class_accuracy}, "params": teacher_draft.params()}),
             );
             let path = write(out_dir, "teacher.onnx", &to_onnx(&weights, shape, &card))?;
             files.push(path.clone());
