@@ -32,6 +32,8 @@ pub struct ModelCard {
     pub recipe: Option<serde_json::Value>,
     /// Measured metrics (free-form JSON).
     pub metrics: Option<serde_json::Value>,
+    /// How the weights were reduced to fp16 or int8; absent for an fp32 model.
+    pub quantization: Option<QuantizationInfo>,
     /// Card sections that were missing from the file and took a default, with the default.
     #[serde(skip)]
     defaults_applied: Vec<String>,
@@ -129,6 +131,41 @@ impl ScoreKind {
     }
 }
 
+/// The numeric precision a model's weights are stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// 32-bit floats throughout.
+    Fp32,
+    /// Weights stored as 16-bit floats, computed in 32-bit floats.
+    Fp16,
+    /// Weights and activations quantized to 8-bit integers (QDQ), biases to 32-bit.
+    Int8,
+}
+
+impl Precision {
+    /// The name used in cards, file names and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+/// How a model was quantized: the `quantization` card section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantizationInfo {
+    /// The precision the weights are stored in.
+    pub precision: Precision,
+    /// What was done, in words: weight and activation schemes, calibration method and data.
+    pub method: String,
+    /// SHA-256 of the fp32 file it was made from, hex encoded.
+    pub source_sha256: String,
+}
+
 /// The identity of the teacher a student was distilled from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TeacherRef {
@@ -159,6 +196,7 @@ impl ModelCard {
             data: None,
             recipe: None,
             metrics: None,
+            quantization: None,
             defaults_applied: Vec::new(),
         }
     }
@@ -167,6 +205,13 @@ impl ModelCard {
     /// Empty for a complete card.
     pub fn defaults_applied(&self) -> &[String] {
         &self.defaults_applied
+    }
+
+    /// The precision of the weights: the quantization section's, or fp32 without one.
+    pub fn precision(&self) -> Precision {
+        self.quantization
+            .as_ref()
+            .map_or(Precision::Fp32, |q| q.precision)
     }
 
     /// The card as `metadata_props` entries (key, JSON value), in a stable order.
@@ -183,6 +228,7 @@ impl ModelCard {
             ("data", self.data.clone()),
             ("recipe", self.recipe.clone()),
             ("metrics", self.metrics.clone()),
+            ("quantization", self.quantization.as_ref().map(json)),
         ];
         entries.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
         entries
@@ -361,6 +407,7 @@ impl ModelCard {
             data: parse("data")?,
             recipe: parse("recipe")?,
             metrics: parse("metrics")?,
+            quantization: typed(parse("quantization")?, "quantization", &invalid)?,
             defaults_applied: defaults,
         })
     }

@@ -36,7 +36,8 @@ mod score;
 mod source;
 
 pub use card::{
-    CARD_KEY_PREFIX, CalibrationInfo, EscalationPolicy, InputSpec, ModelCard, ScoreKind, TeacherRef,
+    CARD_KEY_PREFIX, CalibrationInfo, EscalationPolicy, InputSpec, ModelCard, Precision,
+    QuantizationInfo, ScoreKind, TeacherRef,
 };
 pub use error::{Error, HookError};
 pub use escalation::{CascadeHook, EscalationHook, EscalationRequest, HookAnswer};

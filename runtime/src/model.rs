@@ -20,7 +20,8 @@ use crate::source::ModelBytes;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenOptions {
     /// The batch size of the plan used by [`StudentModel::logits_batch`]. Single-input
-    /// calls always use a batch-1 plan. Must be at least 1.
+    /// calls always use a batch-1 plan. Must be at least 1. A graph that fixes its batch
+    /// size to 1 gets no batched plan and runs batches one sample at a time.
     pub batch: usize,
 }
 
@@ -148,9 +149,17 @@ impl StudentModel {
         }
         let sample_dims = &info.input_dims[1..];
         let single = Engine::plan(&proto, 1, sample_dims, info.classes, origin)?;
+        // The batched plan only speeds up `logits_batch`: a graph that fixes its batch size
+        // (a Reshape to [1, -1], say) runs sample by sample instead.
         let batched = match options.batch {
             1 => None,
-            n => Some(Engine::plan(&proto, n, sample_dims, info.classes, origin)?),
+            n => match Engine::plan(&proto, n, sample_dims, info.classes, origin) {
+                Ok(engine) => Some(engine),
+                Err(e) => {
+                    log::info!("{origin}: no batch-{n} plan, running one sample at a time: {e}");
+                    None
+                }
+            },
         };
         Ok(StudentModel {
             origin: origin.to_string(),
