@@ -132,6 +132,105 @@ pub enum ThresholdTarget {
         /// The largest escalation rate, in `[0, 1]`.
         rate: f64,
     },
+    /// With probability at least `1 - delta` over the calibration data, the error rate of
+    /// accepted predictions is at most `error`, accepting as many as that allows.
+    ///
+    /// Chosen the way Learn-then-Test does (Angelopoulos et al., 2021): each threshold of
+    /// a fixed grid is tested with an exact binomial test of "the accepted error exceeds
+    /// `error`", in fixed sequences that control the family-wise error at `delta`. The data
+    /// it is chosen on must not have been used to fit anything else; see
+    /// [`calibrate_and_choose`].
+    RiskBound {
+        /// The bound on the error rate of accepted predictions, in `(0, 1)`.
+        error: f64,
+        /// The allowed probability that the bound fails, in `(0, 1)`.
+        delta: f64,
+    },
+}
+
+impl ThresholdTarget {
+    /// Checks the target's numbers lie in their ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        let fraction = |v: f64| (0.0..=1.0).contains(&v);
+        let open = |v: f64| v > 0.0 && v < 1.0;
+        match self {
+            ThresholdTarget::AcceptedAccuracy { min } if !fraction(*min) => {
+                Err(format!("target min {min} must lie in [0, 1]"))
+            }
+            ThresholdTarget::MaxEscalation { rate } if !fraction(*rate) => {
+                Err(format!("target rate {rate} must lie in [0, 1]"))
+            }
+            ThresholdTarget::CascadeWithinTeacher { points } if !(0.0..=100.0).contains(points) => {
+                Err(format!("target points {points} must lie in [0, 100]"))
+            }
+            ThresholdTarget::RiskBound { error, delta } if !open(*error) || !open(*delta) => Err(
+                format!("risk bound error {error} and delta {delta} must both lie in (0, 1)"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the target needs the teacher's results on the same data.
+    pub fn needs_teacher(&self) -> bool {
+        matches!(
+            self,
+            ThresholdTarget::AcceptedAtLeastTeacher | ThresholdTarget::CascadeWithinTeacher { .. }
+        )
+    }
+}
+
+/// Fits the temperature and chooses the threshold on held-out logits.
+///
+/// For a [`ThresholdTarget::RiskBound`], the statistical guarantee needs a threshold chosen
+/// on data the temperature was not fitted on: the first half of the rows fits the
+/// temperature and the second half chooses the threshold. Other targets use all rows for
+/// both. `teacher_correct` holds the teacher's correctness per row.
+pub fn calibrate_and_choose(
+    logits: &[f32],
+    labels: &[u8],
+    classes: usize,
+    teacher_correct: Option<&[bool]>,
+    target: &ThresholdTarget,
+    score: ScoreKind,
+    split: &str,
+) -> Result<(CalibrationInfo, ThresholdChoice), Error> {
+    target.validate().map_err(Error::Data)?;
+    let n = labels.len();
+    let (fit, choose) = match target {
+        ThresholdTarget::RiskBound { .. } => (0..n / 2, n / 2..n),
+        _ => (0..n, 0..n),
+    };
+    let rows = |r: &std::ops::Range<usize>| &logits[r.start * classes..r.end * classes];
+    let calibration = temperature_scaling(
+        rows(&fit),
+        &labels[fit.clone()],
+        classes,
+        &if fit.len() == n {
+            split.to_string()
+        } else {
+            format!("the first {} images of {split}", fit.len())
+        },
+    );
+    let chosen_logits = rows(&choose);
+    let correct: Vec<bool> = chosen_logits
+        .chunks_exact(classes)
+        .zip(&labels[choose.clone()])
+        .map(|(row, &y)| argmax(row) == y as usize)
+        .collect();
+    let mut choice = choose_threshold(
+        &scores(chosen_logits, classes, calibration.temperature, score),
+        &correct,
+        teacher_correct.map(|t| &t[choose.clone()]),
+        target,
+    )?;
+    if choose.len() != n {
+        choice.target = format!(
+            "{}, chosen on the last {} images of {split} (the temperature was fitted on the others)",
+            choice.target,
+            choose.len()
+        );
+    }
+    Ok((calibration, choice))
 }
 
 /// A chosen threshold and what it achieved on the data it was chosen on.
@@ -172,11 +271,7 @@ pub fn choose_threshold(
     }
     let teacher_accuracy =
         teacher_correct.map(|t| t.iter().filter(|&&c| c).count() as f64 / n as f64);
-    let needs_teacher = matches!(
-        target,
-        ThresholdTarget::AcceptedAtLeastTeacher | ThresholdTarget::CascadeWithinTeacher { .. }
-    );
-    if needs_teacher && teacher_accuracy.is_none() {
+    if target.needs_teacher() && teacher_accuracy.is_none() {
         return Err(Error::Data(format!(
             "target {target:?} needs the teacher's results"
         )));
@@ -224,8 +319,13 @@ pub fn choose_threshold(
                 cascade.unwrap_or(0.0) >= teacher_accuracy.unwrap_or(1.0) - points / 100.0
             }
             ThresholdTarget::MaxEscalation { rate } => escalation <= *rate,
+            // Handled by `risk_bound_threshold`.
+            ThresholdTarget::RiskBound { .. } => false,
         }
     };
+    if let ThresholdTarget::RiskBound { error, delta } = *target {
+        return risk_bound_threshold(scores, student_correct, teacher_correct, error, delta);
+    }
     // Most accepted inputs first for accuracy targets (lowest threshold that still meets
     // the bar); fewest accepted first for an escalation budget (use the whole budget).
     let candidates: Box<dyn Iterator<Item = usize>> = match target {
@@ -294,7 +394,138 @@ fn target_text(target: &ThresholdTarget, teacher_accuracy: Option<f64>) -> Strin
         ThresholdTarget::MaxEscalation { rate } => {
             format!("escalate at most {:.1}% of inputs", rate * 100.0)
         }
+        ThresholdTarget::RiskBound { error, delta } => format!(
+            "risk bound: with probability at least {:.1}%, accepted predictions err at most \
+             {:.2}% of the time (Learn-then-Test: exact binomial tests, fixed sequences from 20 starts)",
+            (1.0 - delta) * 100.0,
+            error * 100.0
+        ),
     }
+}
+
+/// Thresholds tested by the risk-bound target: `1 - j / RISK_GRID` for `j` in
+/// `0..=RISK_GRID`, fixed before any data is seen.
+const RISK_GRID: usize = 1000;
+
+/// Fixed sequences the risk-bound search runs, each from its own starting threshold with
+/// `delta / RISK_STARTS` of the error budget.
+const RISK_STARTS: usize = 20;
+
+/// Learn-then-Test for the error rate of accepted predictions.
+///
+/// Each threshold `t` on the fixed grid is a hypothesis "accepted inputs (score >= t) err
+/// more often than `error`", tested by the exact binomial p-value `P(Binomial(k, error) <=
+/// mistakes)` over the `k` accepted calibration inputs. A single fixed sequence from the
+/// strictest threshold would stop at once, since a handful of accepted inputs can reject
+/// nothing; so [`RISK_STARTS`] sequences start at evenly spaced grid points, each walking
+/// towards laxer thresholds at level `delta / RISK_STARTS` until its first failure
+/// (Bonferroni across sequences, fixed-sequence within: the family-wise error stays at most
+/// `delta`). The laxest rejected threshold is the answer.
+fn risk_bound_threshold(
+    scores: &[f32],
+    correct: &[bool],
+    teacher_correct: Option<&[bool]>,
+    error: f64,
+    delta: f64,
+) -> Result<ThresholdChoice, Error> {
+    let n = scores.len();
+    let describe = target_text(&ThresholdTarget::RiskBound { error, delta }, None);
+    let level = delta / RISK_STARTS as f64;
+    let threshold = |j: usize| 1.0 - j as f32 / RISK_GRID as f32;
+    // Accepted count and mistakes at each grid threshold, in one pass over sorted scores.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut counts = Vec::with_capacity(RISK_GRID + 1);
+    let (mut k, mut mistakes) = (0, 0);
+    for j in 0..=RISK_GRID {
+        while k < n && scores[order[k]] >= threshold(j) {
+            mistakes += usize::from(!correct[order[k]]);
+            k += 1;
+        }
+        counts.push((k, mistakes));
+    }
+    let rejects = |j: usize| {
+        let (k, mistakes) = counts[j];
+        k > 0 && binomial_cdf(mistakes, k, error) <= level
+    };
+    let mut laxest: Option<usize> = None;
+    for start in (0..RISK_STARTS).map(|s| s * RISK_GRID / RISK_STARTS) {
+        for j in start..=RISK_GRID {
+            if !rejects(j) {
+                break;
+            }
+            laxest = laxest.max(Some(j));
+        }
+    }
+    let Some(j) = laxest else {
+        let best = counts
+            .iter()
+            .copied()
+            .filter(|&(k, _)| k > 0)
+            .map(|(k, m)| (k, error_upper_bound(m, k, level)))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        return Err(Error::UnreachableTarget {
+            target: describe,
+            closest: match best {
+                Some((k, ub)) => format!(
+                    "the tightest bound at this confidence is {:.2}%, accepting the {k} most \
+                     confident of {n} calibration inputs",
+                    ub * 100.0
+                ),
+                None => "no input has a score on the threshold grid".to_string(),
+            },
+        });
+    };
+    let t = threshold(j);
+    let (k, mistakes) = counts[j];
+    let cascade = teacher_correct.map(|tc| {
+        let right = (0..n)
+            .filter(|&i| if scores[i] >= t { correct[i] } else { tc[i] })
+            .count();
+        right as f64 / n as f64
+    });
+    Ok(ThresholdChoice {
+        threshold: t,
+        escalation_rate: (n - k) as f64 / n as f64,
+        accepted_accuracy: 1.0 - mistakes as f64 / k as f64,
+        cascade_accuracy: cascade,
+        target: describe,
+    })
+}
+
+/// `P(X <= k)` for `X ~ Binomial(n, p)`, summed in log space (exact up to rounding).
+pub(crate) fn binomial_cdf(k: usize, n: usize, p: f64) -> f64 {
+    if p <= 0.0 {
+        return 1.0;
+    }
+    if p >= 1.0 {
+        return if k >= n { 1.0 } else { 0.0 };
+    }
+    let (lp, lq) = (p.ln(), (1.0 - p).ln());
+    let mut log_choose = 0.0f64; // ln C(n, 0)
+    let mut total = 0.0f64;
+    for i in 0..=k.min(n) {
+        if i > 0 {
+            log_choose += ((n - i + 1) as f64).ln() - (i as f64).ln();
+        }
+        total += (log_choose + i as f64 * lp + (n - i) as f64 * lq).exp();
+    }
+    total.min(1.0)
+}
+
+/// The exact (Clopper-Pearson) upper confidence bound on an error rate from `mistakes`
+/// out of `n`, at confidence `1 - delta`: the largest `p` with `P(X <= mistakes) > delta`.
+pub(crate) fn error_upper_bound(mistakes: usize, n: usize, delta: f64) -> f64 {
+    let (mut lo, mut hi) = (mistakes as f64 / n as f64, 1.0f64);
+    for _ in 0..60 {
+        let mid = (lo + hi) / 2.0;
+        if binomial_cdf(mistakes, n, mid) > delta {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
 }
 
 /// The index of the largest value (the first, on ties).
@@ -413,5 +644,101 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("50.00%"), "{err}");
+    }
+
+    /// A reference binomial CDF by direct products, for small n.
+    fn cdf_reference(k: usize, n: usize, p: f64) -> f64 {
+        (0..=k)
+            .map(|i| {
+                let choose: f64 = (0..i).map(|j| (n - j) as f64 / (j + 1) as f64).product();
+                choose * p.powi(i as i32) * (1.0 - p).powi((n - i) as i32)
+            })
+            .sum()
+    }
+
+    #[test]
+    fn binomial_cdf_matches_direct_sums() {
+        for (k, n, p) in [
+            (0, 10, 0.1),
+            (3, 10, 0.1),
+            (5, 20, 0.3),
+            (20, 20, 0.5),
+            (2, 50, 0.02),
+        ] {
+            let (a, b) = (binomial_cdf(k, n, p), cdf_reference(k, n, p));
+            assert!((a - b).abs() < 1e-12, "k={k} n={n} p={p}: {a} vs {b}");
+        }
+        // 0 mistakes in 100 at p = 0.05: 0.95^100.
+        assert!((binomial_cdf(0, 100, 0.05) - 0.95f64.powi(100)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn clopper_pearson_bound_of_zero_mistakes_is_the_rule_of_three() {
+        // With 0 mistakes in n, the bound solves (1 - p)^n = delta: about 3/n at 95%.
+        let ub = error_upper_bound(0, 300, 0.05);
+        assert!(
+            (ub - (1.0 - 0.05f64.powf(1.0 / 300.0))).abs() < 1e-9,
+            "{ub}"
+        );
+    }
+
+    #[test]
+    fn risk_bound_accepts_the_prefix_whose_bound_holds() {
+        // 200 inputs by falling score: the top 100 are all right, the rest half wrong.
+        let scores: Vec<f32> = (0..200).map(|i| 1.0 - i as f32 / 400.0).collect();
+        let correct: Vec<bool> = (0..200).map(|i| i < 100 || i % 2 == 0).collect();
+        let target = ThresholdTarget::RiskBound {
+            error: 0.1,
+            delta: 0.1,
+        };
+        let choice = choose_threshold(&scores, &correct, None, &target).unwrap();
+        let accepted = scores.iter().filter(|&&s| s >= choice.threshold).count();
+        // The chosen set passes the test at the per-sequence level delta / 20.
+        let mistakes = correct[..accepted].iter().filter(|&&c| !c).count();
+        assert!(binomial_cdf(mistakes, accepted, 0.1) <= 0.1 / 20.0);
+        assert_eq!(
+            choice.accepted_accuracy,
+            1.0 - mistakes as f64 / accepted as f64
+        );
+        // It goes past the clean 100 but stops well before the error rate reaches 10%.
+        assert!(accepted > 100 && accepted < 125, "accepted {accepted}");
+        assert!(choice.target.contains("Learn-then-Test"));
+    }
+
+    #[test]
+    fn risk_bound_holds_on_fresh_data_at_the_promised_rate() {
+        // Simulation: each calibration set of 2,000 draws a score in [0, 1] and is right
+        // with probability equal to its score. The true error of accepting scores >= t is
+        // (1 - t) / 2. Over 300 sets, the bound 15% may fail in at most ~delta of them.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let (error, delta) = (0.15, 0.1);
+        let target = ThresholdTarget::RiskBound { error, delta };
+        let mut failures = 0;
+        let mut true_errors = 0.0;
+        let trials = 300;
+        for _ in 0..trials {
+            let scores: Vec<f32> = (0..2000).map(|_| rng.random::<f32>()).collect();
+            let correct: Vec<bool> = scores.iter().map(|&s| rng.random::<f32>() < s).collect();
+            let t = choose_threshold(&scores, &correct, None, &target)
+                .unwrap()
+                .threshold;
+            let true_error = (1.0 - t as f64) / 2.0;
+            true_errors += true_error;
+            if true_error > error {
+                failures += 1;
+            }
+        }
+        // Allow sampling slack over delta (binomial sd of the count is ~5 at 300 trials).
+        assert!(
+            failures as f64 <= trials as f64 * delta + 15.0,
+            "{failures} failures"
+        );
+        // And it uses its budget: the true error of the chosen thresholds is not far below it.
+        let mean = true_errors / trials as f64;
+        assert!(
+            mean > error * 0.5,
+            "mean true error {mean}: the bound is needlessly loose"
+        );
     }
 }

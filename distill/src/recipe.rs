@@ -3,11 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use student_runtime::ScoreKind;
+use student_runtime::{Precision, ScoreKind};
 
 use crate::calibrate::ThresholdTarget;
 use crate::error::Error;
 use crate::net::NetSpec;
+use crate::quantize::RangeMethod;
 use crate::train::TrainSettings;
 
 /// The widest conv or dense layer a recipe may ask for.
@@ -33,6 +34,59 @@ pub struct Recipe {
     pub calibration: CalibrationSection,
     /// Where the models and the report go.
     pub output: OutputSection,
+    /// Quantized copies of the student to make; none without this section.
+    #[serde(default)]
+    pub quantize: Option<QuantizeSection>,
+}
+
+/// Quantized copies of the distilled student (`student-int8.onnx`, `student-fp16.onnx`),
+/// re-calibrated on the validation split with the recipe's threshold target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantizeSection {
+    /// Which: `"int8"`, `"fp16"`, or both.
+    pub precisions: Vec<Precision>,
+    /// int8 activation ranges: `"minmax"`, `"percentile"` or `"entropy"`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// The percentile kept by the percentile method.
+    #[serde(default = "default_percentile")]
+    pub percentile: f64,
+    /// Validation images that calibrate int8 activation ranges.
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+}
+
+fn default_method() -> String {
+    "minmax".to_string()
+}
+
+fn default_percentile() -> f64 {
+    99.99
+}
+
+fn default_samples() -> usize {
+    1000
+}
+
+impl QuantizeSection {
+    /// The activation range method named by `method` and `percentile`.
+    pub fn range_method(&self) -> Result<RangeMethod, String> {
+        match self.method.as_str() {
+            "minmax" => Ok(RangeMethod::MinMax),
+            "percentile" if self.percentile > 50.0 && self.percentile <= 100.0 => {
+                Ok(RangeMethod::Percentile(self.percentile))
+            }
+            "percentile" => Err(format!(
+                "quantize.percentile {} must lie in (50, 100]",
+                self.percentile
+            )),
+            "entropy" => Ok(RangeMethod::Entropy),
+            other => Err(format!(
+                "quantize.method `{other}`: expected minmax, percentile or entropy"
+            )),
+        }
+    }
 }
 
 /// Which data, and how much of it.
@@ -230,22 +284,25 @@ impl Recipe {
                 ));
             }
         }
-        let fraction = |v: f64| (0.0..=1.0).contains(&v);
-        match &self.calibration.target {
-            ThresholdTarget::AcceptedAccuracy { min } if !fraction(*min) => {
-                return Err(format!("calibration.target.min {min} must lie in [0, 1]"));
+        if let Some(q) = &self.quantize {
+            q.range_method()?;
+            if q.precisions.contains(&Precision::Fp32) {
+                return Err(
+                    "quantize.precisions: fp32 is the student itself; use int8 or fp16".to_string(),
+                );
             }
-            ThresholdTarget::MaxEscalation { rate } if !fraction(*rate) => {
-                return Err(format!("calibration.target.rate {rate} must lie in [0, 1]"));
-            }
-            ThresholdTarget::CascadeWithinTeacher { points } if !(0.0..=100.0).contains(points) => {
+            if q.samples < crate::quantize::MIN_CALIBRATION_SAMPLES {
                 return Err(format!(
-                    "calibration.target.points {points} must lie in [0, 100]"
+                    "quantize.samples {} is below the minimum of {}",
+                    q.samples,
+                    crate::quantize::MIN_CALIBRATION_SAMPLES
                 ));
             }
-            _ => {}
         }
-        Ok(())
+        self.calibration
+            .target
+            .validate()
+            .map_err(|reason| format!("calibration.{reason}"))
     }
 }
 
