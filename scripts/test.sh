@@ -21,7 +21,7 @@ if [ ! -x target/py/bin/python ]; then
   python3 -m venv target/py
 fi
 target/py/bin/python -m pip install --quiet --disable-pip-version-check \
-  "onnxruntime==1.23.2" "numpy>=2,<3"
+  "onnxruntime==1.23.2" "onnx==1.21.0" "numpy>=2,<3"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -5,6 +5,8 @@
 mod commands;
 mod inputs;
 mod progress;
+mod quantize;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +75,61 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Use only the first N images of the data (quick checks).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// With --report: another model to measure against the teacher, as [NAME=]MODEL
+        /// (NAME defaults to the file stem). Repeatable.
+        #[arg(long, value_name = "[NAME=]MODEL")]
+        compare: Vec<String>,
+        /// Write a comparison with the teacher into DIR: report.md, report.json and SVG
+        /// plots (calibration, risk-coverage, cascade, per class). Needs --teacher.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+    },
+    /// Quantize a float student to int8 (QDQ) or fp16, re-fit its temperature and threshold
+    /// on labelled held-out data, and write it with an updated model card.
+    Quantize {
+        /// The float student (.onnx).
+        model: PathBuf,
+        /// The quantized model to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// int8 (QDQ, per-channel weights) or fp16 (weights stored as fp16).
+        #[arg(long)]
+        precision: String,
+        /// How int8 activation ranges are chosen: minmax, percentile or entropy.
+        #[arg(long, default_value = "percentile")]
+        method: String,
+        /// The percentile of activation magnitudes kept by --method percentile.
+        #[arg(long, default_value_t = 99.99)]
+        percentile: f64,
+        /// Images used to calibrate int8 activation ranges (from the start of the data).
+        #[arg(long, default_value_t = 1000)]
+        samples: usize,
+        /// Labelled held-out data: fashion-mnist:validation, or see --images.
+        #[arg(long, default_value = "fashion-mnist:validation")]
+        data: String,
+        /// An IDX image file to use instead of --data (with --labels).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// The IDX label file for --images.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// The teacher, for targets that compare with it.
+        #[arg(long)]
+        teacher: Option<PathBuf>,
+        /// The threshold target (default: the one in the card's recipe): accepted_accuracy=MIN,
+        /// max_escalation=RATE, cascade_within_teacher=POINTS, accepted_at_least_teacher,
+        /// risk_bound=ERROR,DELTA.
+        #[arg(long)]
+        target: Option<String>,
+        /// The confidence score: max_probability, margin or entropy (default: the card's).
+        #[arg(long)]
+        score: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Train a teacher, distil a student, calibrate, export and evaluate, from a recipe.
     Distill {
@@ -112,8 +169,56 @@ fn main() -> ExitCode {
             teacher,
             threshold,
             json,
-        } => commands::eval(&model, &data, teacher.as_deref(), threshold, json),
+            limit,
+            compare,
+            report,
+        } => {
+            let limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+            if report.is_some() || !compare.is_empty() {
+                report::eval_report(&report::Args {
+                    model: &model,
+                    data: &data,
+                    teacher: teacher.as_deref(),
+                    threshold,
+                    json,
+                    limit,
+                    compare: &compare,
+                    report: report.as_deref(),
+                })
+            } else {
+                commands::eval(&model, &data, teacher.as_deref(), threshold, json, limit)
+            }
+        }
         Command::Distill { recipe } => commands::distill(&recipe),
+        Command::Quantize {
+            model,
+            output,
+            precision,
+            method,
+            percentile,
+            samples,
+            data,
+            images,
+            labels,
+            teacher,
+            target,
+            score,
+            json,
+        } => quantize::quantize(&quantize::Args {
+            model: &model,
+            output: &output,
+            precision: &precision,
+            method: &method,
+            percentile,
+            samples,
+            data: &data,
+            images: images.as_deref(),
+            labels: labels.as_deref(),
+            teacher: teacher.as_deref(),
+            target: target.as_deref(),
+            score: score.as_deref(),
+            json,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

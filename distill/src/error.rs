@@ -28,6 +28,31 @@ pub enum Error {
     /// Data sets do not fit together (image and label counts, sizes, class ranges).
     #[error("invalid data: {0}")]
     Data(String),
+    /// A corruption with a parameter out of its range.
+    #[error("invalid corruption {corruption}: {reason}")]
+    Corruption {
+        /// The corruption as named in reports, for example `blur(sigma=0)`.
+        corruption: String,
+        /// What was wrong and what was expected.
+        reason: String,
+    },
+    /// A model that cannot be compared with the teacher (other labels or input size), or a
+    /// list of models whose names clash.
+    #[error("cannot compare {model}: {reason}")]
+    Compare {
+        /// The model's name in the comparison, or its file.
+        model: String,
+        /// What was wrong and what was expected.
+        reason: String,
+    },
+    /// A plot could not be drawn (data that does not fit a chart, or the drawing failed).
+    #[error("cannot draw {path}: {reason}")]
+    Plot {
+        /// The plot file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
     /// The recipe is malformed or inconsistent.
     #[error("recipe {path}: {reason}")]
     Recipe {
@@ -56,6 +81,39 @@ pub enum Error {
         target: String,
         /// The closest achievable result.
         closest: String,
+    },
+    /// A model cannot be quantized as asked (a malformed graph, NaN activations met during
+    /// calibration, too few or ill-shaped calibration samples, weights out of fp16 range).
+    #[error("cannot quantize {origin}: {reason}")]
+    Quantize {
+        /// The model file.
+        origin: String,
+        /// What was wrong and what was expected.
+        reason: String,
+    },
+    /// The graph holds an operator the quantizer does not handle.
+    #[error(
+        "cannot quantize {origin}: operator {op} (node `{node}`) is not supported; supported: {supported}"
+    )]
+    UnsupportedOperator {
+        /// The model file.
+        origin: String,
+        /// The operator type.
+        op: String,
+        /// The node's name (or its first output when unnamed).
+        node: String,
+        /// The supported operators, comma separated.
+        supported: String,
+    },
+    /// The model is quantized already; quantize its float original instead.
+    #[error(
+        "cannot quantize {origin}: it is already quantized ({evidence}); quantize the fp32 model"
+    )]
+    AlreadyQuantized {
+        /// The model file.
+        origin: String,
+        /// What shows it (a node or an initializer type).
+        evidence: String,
     },
     /// The runtime refused a model or an input.
     #[error(transparent)]

@@ -12,6 +12,8 @@
 #![forbid(unsafe_code)]
 
 mod calibrate;
+mod compare;
+mod corrupt;
 mod dataset;
 mod error;
 mod eval;
@@ -20,22 +22,38 @@ mod idx;
 mod loss;
 mod net;
 mod pipeline;
+mod plots;
 mod progress;
+mod quantize;
 mod recipe;
 mod report;
 mod teacher_cache;
 mod train;
 
 pub use calibrate::{
-    ECE_BINS, ThresholdChoice, ThresholdTarget, choose_threshold, expected_calibration_error,
-    fit_temperature, temperature_scaling,
+    ECE_BINS, ThresholdChoice, ThresholdTarget, calibrate_and_choose, choose_threshold,
+    expected_calibration_error, fit_temperature, temperature_scaling,
 };
+pub use compare::{
+    CASCADE_SVG, CascadeFigures, ClassFigures, CompareOptions, Comparison, Curves, Latency,
+    ModelFigures, NamedModel, PER_CLASS_SVG, RELIABILITY_SVG, RISK_COVERAGE_SVG, Robustness,
+    TEACHER_NAME, compare_models, prepare_report_dir, write_comparison_report,
+};
+pub use corrupt::{Corruption, MAX_BLUR_SIGMA};
 pub use dataset::{Dataset, FASHION_MNIST_LABELS, Split};
 pub use error::Error;
 pub use eval::{EvalReport, evaluate, evaluate_logits};
 pub use idx::{IdxArray, read_idx};
 pub use loss::distillation_loss_reference;
 pub use pipeline::run_recipe;
+pub use plots::{
+    CascadeCurve, ClassValues, Curve, Reliability, ReliabilityBin, cascade_plot,
+    per_class_accuracy, reliability_diagram, risk_coverage,
+};
 pub use progress::{Progress, Silent};
-pub use recipe::Recipe;
-pub use report::{DistillReport, Params};
+pub use quantize::{
+    Fp16Summary, Int8Summary, MIN_CALIBRATION_SAMPLES, QuantizeSettings, QuantizedStudent,
+    RangeMethod, SUPPORTED_OPS, convert_fp16, quantize_int8, quantize_student,
+};
+pub use recipe::{QuantizeSection, Recipe};
+pub use report::{DistillReport, Params, QuantizedReport};

@@ -17,8 +17,9 @@ use crate::export::to_onnx;
 use crate::net::{NetShape, NetSpec};
 use crate::progress::Progress;
 use crate::progress::Silent;
+use crate::quantize::{QuantizeSettings, quantize_student, with_card};
 use crate::recipe::Recipe;
-use crate::report::{DistillReport, Params, markdown};
+use crate::report::{DistillReport, Params, QuantizedReport, markdown};
 use crate::teacher_cache::teacher_logits;
 use crate::train::{Job, LossSettings, TrainSettings, init, train};
 
@@ -387,6 +388,78 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
         reports.push(report);
     }
     clock.lap("export");
+
+    // 7. Quantized copies of the student: re-calibrated on validation, measured on test.
+    let mut quantized = Vec::new();
+    if let Some(q) = &recipe.quantize {
+        let method = q.range_method().map_err(|reason| Error::Recipe {
+            path: PathBuf::from(&recipe.name),
+            reason,
+        })?;
+        let student_path = out_dir.join("student.onnx");
+        let source = std::fs::read(&student_path).map_err(|source| Error::Io {
+            action: "cannot read",
+            path: student_path.clone(),
+            source,
+        })?;
+        let origin = student_path.display().to_string();
+        for &precision in &q.precisions {
+            let settings = QuantizeSettings {
+                precision,
+                method,
+                samples: q.samples,
+                target: Some(recipe.calibration.target.clone()),
+                score: Some(score_kind),
+            };
+            let made = quantize_student(
+                &source,
+                &origin,
+                &validation,
+                Some(&teacher_final),
+                &settings,
+                progress,
+            )?;
+            let model = StudentModel::from_bytes(&made.bytes, &OpenOptions { batch: EVAL_BATCH })?;
+            let test_logits = logits(&model, &test, progress)?;
+            let report = evaluate_logits(
+                &model,
+                Some(&teacher_final),
+                &test,
+                &test_logits,
+                Some(&test_teacher),
+                None,
+            )?;
+            let agreement = test_logits
+                .chunks_exact(classes)
+                .zip(test_student.chunks_exact(classes))
+                .filter(|(a, b)| argmax(a) == argmax(b))
+                .count() as f64
+                / test.len().max(1) as f64;
+            let mut card = made.card.clone();
+            card.metrics = Some(json!({
+                "validation": made.validation,
+                "test": &report,
+                "test_agreement_with_fp32": agreement,
+            }));
+            let bytes = with_card(&made.bytes, &card, &origin)?;
+            let path = write(
+                out_dir,
+                &format!("student-{}.onnx", precision.name()),
+                &bytes,
+            )?;
+            files.push(path.clone());
+            quantized.push(QuantizedReport {
+                precision: precision.name().to_string(),
+                file: path,
+                bytes: bytes.len() as u64,
+                fp32_bytes: source.len() as u64,
+                method: made.summary,
+                agreement_with_fp32: agreement,
+                test: report,
+            });
+        }
+        clock.lap("quantize");
+    }
     let baseline_test = reports
         .pop()
         .ok_or_else(|| Error::Data("baseline report missing".into()))?;
@@ -406,6 +479,7 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
         calibration,
         threshold: choice,
         history,
+        quantized,
         teacher_logits_cached: cached,
         seconds: clock.laps,
     };

@@ -28,10 +28,31 @@ pub struct DistillReport {
     pub threshold: ThresholdChoice,
     /// Validation accuracy after each epoch, per model trained here.
     pub history: Vec<(String, Vec<f64>)>,
+    /// Quantized copies of the student (the recipe's `[quantize]` section), on test.
+    pub quantized: Vec<QuantizedReport>,
     /// Whether teacher logits came from the cache.
     pub teacher_logits_cached: bool,
     /// Wall-clock seconds per stage.
     pub seconds: Vec<(String, f64)>,
+}
+
+/// A quantized copy of the student, measured on the test split.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizedReport {
+    /// `int8` or `fp16`.
+    pub precision: String,
+    /// The file written.
+    pub file: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The fp32 student's size in bytes.
+    pub fp32_bytes: u64,
+    /// What the quantizer did.
+    pub method: String,
+    /// Fraction of test images where it gives the fp32 student's class.
+    pub agreement_with_fp32: f64,
+    /// Accuracy and cascade on test, at its own re-fitted temperature and threshold.
+    pub test: EvalReport,
 }
 
 /// Parameter counts.
@@ -97,6 +118,30 @@ pub(crate) fn markdown(report: &DistillReport, classes: &[String]) -> String {
                 pct(s.per_class_accuracy[i]),
                 (s.per_class_accuracy[i] - teacher[i]) * 100.0
             ));
+        }
+    }
+    if !report.quantized.is_empty() {
+        md.push_str(
+            "\n## Quantized students\n\nEach re-calibrated (temperature, threshold) on the \
+             validation split; measured on test.\n\n\
+             | precision | file size | test accuracy | vs fp32 | agreement with fp32 | escalation | cascade accuracy |\n\
+             | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        );
+        for q in &report.quantized {
+            md.push_str(&format!(
+                "| {} | {} bytes ({:.1}% of fp32) | {} | {:+.2} points | {} | {} | {} |\n",
+                q.precision,
+                q.bytes,
+                q.bytes as f64 / q.fp32_bytes.max(1) as f64 * 100.0,
+                pct(q.test.accuracy),
+                (q.test.accuracy - s.accuracy) * 100.0,
+                pct(q.agreement_with_fp32),
+                pct(q.test.escalation_rate),
+                pct(q.test.cascade_accuracy),
+            ));
+        }
+        for q in &report.quantized {
+            md.push_str(&format!("\n- {}: {}\n", q.precision, q.method));
         }
     }
     md.push_str("\n## Stages\n\n| stage | seconds |\n| --- | ---: |\n");

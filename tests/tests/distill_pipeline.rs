@@ -6,7 +6,7 @@ mod common;
 
 use common::scratch;
 use student_distill::{Dataset, Recipe, Silent, evaluate, run_recipe};
-use student_runtime::StudentModel;
+use student_runtime::{Precision, StudentModel};
 
 const RECIPE: &str = r#"
 name = "tiny"
@@ -49,6 +49,10 @@ target = { kind = "max_escalation", rate = 0.3 }
 [output]
 dir = "out"
 cache = "cache"
+
+[quantize]
+precisions = ["int8", "fp16"]
+samples = 100
 "#;
 
 #[test]
@@ -113,6 +117,46 @@ fn a_small_recipe_produces_consistent_models_and_report() {
     assert_eq!(report.student_test.accuracy, measured.accuracy);
     assert_eq!(report.params.student, student.params());
 
+    // The [quantize] section: int8 and fp16 copies, each re-calibrated for the recipe's
+    // target on validation, with test figures in their cards that the runtime reproduces.
+    assert_eq!(report.quantized.len(), 2);
+    for (q, precision) in report
+        .quantized
+        .iter()
+        .zip([Precision::Int8, Precision::Fp16])
+    {
+        let model = StudentModel::open(out.join(format!("student-{}.onnx", q.precision))).unwrap();
+        let qcard = model.card();
+        assert_eq!(qcard.precision(), precision);
+        assert_eq!(
+            qcard.quantization.as_ref().unwrap().source_sha256,
+            student.sha256()
+        );
+        assert!(
+            qcard
+                .escalation
+                .chosen_by
+                .contains("escalate at most 30.0%")
+        );
+        assert!(q.bytes < q.fp32_bytes, "{} is not smaller", q.precision);
+        assert!(
+            q.agreement_with_fp32 >= 0.95,
+            "{}: {}",
+            q.precision,
+            q.agreement_with_fp32
+        );
+        let now = evaluate(&model, Some(&teacher), &test, None, &mut Silent).unwrap();
+        let in_card = &qcard.metrics.as_ref().unwrap()["test"];
+        assert_eq!(in_card["accuracy"].as_f64().unwrap(), now.accuracy);
+        assert_eq!(
+            in_card["escalation_rate"].as_f64().unwrap(),
+            now.escalation_rate
+        );
+        assert_eq!(q.test.accuracy, now.accuracy);
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Quantized students"), "{md}");
+
     // The same recipe and seed give the same weights, though the baseline trains on a
     // second thread (the output folder differs, and so does the recipe in the card).
     let mut again = recipe.clone();
@@ -172,6 +216,18 @@ fn bad_recipes_are_rejected_with_the_reason() {
             "teacher.net",
         ),
         (RECIPE.replace("rate = 0.3", "rate = -1.0"), "rate"),
+        (
+            RECIPE.replace("samples = 100", "samples = 100\nmethod = \"kl\""),
+            "quantize.method",
+        ),
+        (
+            RECIPE.replace("\"int8\", \"fp16\"", "\"fp32\""),
+            "quantize.precisions",
+        ),
+        (
+            RECIPE.replace("samples = 100", "samples = 3"),
+            "quantize.samples",
+        ),
         (RECIPE.replace("mean = 0.2860", "mean = 1e30"), "data.mean"),
         (RECIPE.replace("seed = 3", "seed = \"three\""), "line 3"),
         (

@@ -1,0 +1,196 @@
+//! `student quantize`: an int8 or fp16 copy of a float student, re-calibrated on held-out
+//! data, written next to nothing it could overwrite by accident.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use student_distill::{Dataset, QuantizeSettings, RangeMethod, ThresholdTarget, quantize_student};
+use student_runtime::{OpenOptions, Precision, ScoreKind, StudentModel};
+
+use crate::progress::Bars;
+
+/// The command's arguments, as parsed by clap.
+pub struct Args<'a> {
+    pub model: &'a Path,
+    pub output: &'a Path,
+    pub precision: &'a str,
+    pub method: &'a str,
+    pub percentile: f64,
+    pub samples: usize,
+    pub data: &'a str,
+    pub images: Option<&'a Path>,
+    pub labels: Option<&'a Path>,
+    pub teacher: Option<&'a Path>,
+    pub target: Option<&'a str>,
+    pub score: Option<&'a str>,
+    pub json: bool,
+}
+
+pub fn quantize(args: &Args) -> Result<()> {
+    let precision = match args.precision {
+        "int8" => Precision::Int8,
+        "fp16" => Precision::Fp16,
+        other => bail!("--precision `{other}`: expected int8 or fp16"),
+    };
+    let method = match args.method {
+        "minmax" => RangeMethod::MinMax,
+        "percentile" => RangeMethod::Percentile(args.percentile),
+        "entropy" => RangeMethod::Entropy,
+        other => bail!("--method `{other}`: expected minmax, percentile or entropy"),
+    };
+    let target = args.target.map(parse_target).transpose()?;
+    let score = args
+        .score
+        .map(|s| {
+            ScoreKind::from_name(s).with_context(|| {
+                format!("--score `{s}`: expected max_probability, margin or entropy")
+            })
+        })
+        .transpose()?;
+    if same_file(args.model, args.output) {
+        bail!(
+            "--output {} is the input model: write the quantized model to another file",
+            args.output.display()
+        );
+    }
+    let source = std::fs::read(args.model)
+        .with_context(|| format!("cannot read {}", args.model.display()))?;
+    let origin = args.model.display().to_string();
+    let float = StudentModel::from_bytes(&source, &OpenOptions::default())?;
+    let data = match (args.images, args.labels) {
+        (Some(images), Some(labels)) => {
+            let classes: Vec<&str> = float.card().labels.iter().map(String::as_str).collect();
+            Dataset::from_idx(&images.display().to_string(), images, labels, &classes)?
+        }
+        (None, None) => Dataset::from_name(args.data)?,
+        _ => bail!("--images and --labels go together: calibration needs labelled images"),
+    };
+    let teacher = args
+        .teacher
+        .map(|t| StudentModel::open_with(t, &OpenOptions { batch: 256 }))
+        .transpose()?;
+    let settings = QuantizeSettings {
+        precision,
+        method,
+        samples: args.samples,
+        target,
+        score,
+    };
+    let mut bars = Bars::default();
+    let q = quantize_student(
+        &source,
+        &origin,
+        &data,
+        teacher.as_ref(),
+        &settings,
+        &mut bars,
+    )?;
+    write_atomically(args.output, &q.bytes)?;
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let out = serde_json::json!({
+            "output": args.output.display().to_string(),
+            "precision": precision.name(),
+            "summary": q.summary,
+            "validation": q.validation,
+            "temperature": q.card.calibration.temperature,
+            "threshold": q.card.escalation.threshold,
+            "chosen_by": q.card.escalation.chosen_by,
+        });
+        writeln!(stdout, "{out}")?;
+        return Ok(());
+    }
+    let v = &q.validation;
+    let num = |k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
+    writeln!(
+        stdout,
+        "wrote {} ({} bytes, {:.1}% of the fp32 file)",
+        args.output.display(),
+        q.bytes.len(),
+        q.bytes.len() as f64 / source.len() as f64 * 100.0
+    )?;
+    writeln!(stdout, "{}", q.summary)?;
+    writeln!(
+        stdout,
+        "{}: accuracy {:.2}% ({} {:.2}%), agreement with fp32 {:.2}%",
+        data.name,
+        num("accuracy") * 100.0,
+        Precision::Fp32.name(),
+        num("fp32_accuracy") * 100.0,
+        num("agreement_with_fp32") * 100.0
+    )?;
+    writeln!(
+        stdout,
+        "temperature {:.3}; threshold {:.4}: {}",
+        q.card.calibration.temperature, q.card.escalation.threshold, q.card.escalation.chosen_by
+    )?;
+    Ok(())
+}
+
+/// Parses `accepted_accuracy=0.95`, `max_escalation=0.1`, `cascade_within_teacher=0.25`,
+/// `accepted_at_least_teacher` or `risk_bound=ERROR,DELTA`.
+fn parse_target(text: &str) -> Result<ThresholdTarget> {
+    let (kind, value) = text.split_once('=').unwrap_or((text, ""));
+    let number = |v: &str| -> Result<f64> {
+        v.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .with_context(|| format!("--target {text}: `{v}` is not a number"))
+    };
+    let target = match kind {
+        "accepted_at_least_teacher" if value.is_empty() => ThresholdTarget::AcceptedAtLeastTeacher,
+        "accepted_accuracy" => ThresholdTarget::AcceptedAccuracy {
+            min: number(value)?,
+        },
+        "max_escalation" => ThresholdTarget::MaxEscalation {
+            rate: number(value)?,
+        },
+        "cascade_within_teacher" => ThresholdTarget::CascadeWithinTeacher {
+            points: number(value)?,
+        },
+        "risk_bound" => {
+            let (error, delta) = value.split_once(',').with_context(|| {
+                format!("--target {text}: expected risk_bound=ERROR,DELTA, for example 0.05,0.1")
+            })?;
+            ThresholdTarget::RiskBound {
+                error: number(error)?,
+                delta: number(delta)?,
+            }
+        }
+        _ => bail!(
+            "--target `{text}`: expected accepted_accuracy=MIN, max_escalation=RATE, \
+             cascade_within_teacher=POINTS, accepted_at_least_teacher or risk_bound=ERROR,DELTA"
+        ),
+    };
+    target
+        .validate()
+        .map_err(|reason| anyhow::anyhow!("--target {text}: {reason}"))?;
+    Ok(target)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Writes to a temporary file beside `path`, then renames it into place: a failed write
+/// never leaves a half-written model under the final name.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("--output {} names no file", path.display()))?;
+    let tmp = dir.join(format!(".{}.partial", name.to_string_lossy()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write {}", path.display())
+    })
+}
