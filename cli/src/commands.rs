@@ -266,12 +266,27 @@ fn fmt_opt(v: Option<f64>) -> String {
         .unwrap_or_else(|| "n/a".to_string())
 }
 
+/// The data set named `name`, cut to its first `limit` images when given (the name then
+/// says so, for example `fashion-mnist:test[..200]`).
+pub fn load_data(name: &str, limit: Option<usize>) -> Result<Dataset> {
+    let data = Dataset::from_name(name)?;
+    Ok(match limit {
+        Some(n) if n < data.len() => {
+            let mut cut = data.slice(0, n);
+            cut.name = format!("{}[..{n}]", data.name);
+            cut
+        }
+        _ => data,
+    })
+}
+
 pub fn eval(
     model: &Path,
     data: &str,
     teacher: Option<&Path>,
     threshold: Option<f32>,
     as_json: bool,
+    limit: Option<usize>,
 ) -> Result<()> {
     if let Some(t) = threshold {
         if !(0.0..=1.0).contains(&t) {
@@ -283,7 +298,7 @@ pub fn eval(
     let teacher = teacher
         .map(|t| StudentModel::open_with(t, &options))
         .transpose()?;
-    let dataset = Dataset::from_name(data)?;
+    let dataset = load_data(data, limit)?;
     let mut bars = Bars::default();
     let report = evaluate(&student, teacher.as_ref(), &dataset, threshold, &mut bars)?;
     if as_json {

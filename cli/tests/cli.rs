@@ -394,3 +394,199 @@ fn top_k_zero_is_a_usage_error() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn eval_limit_cuts_the_data_and_says_so() {
+    let o = student(&["eval", &model("student.onnx"), "--limit", "100", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["samples"], 100);
+    assert_eq!(v["data"], "fashion-mnist:test[..100]");
+}
+
+/// A fraction in [0, 1].
+fn fraction(v: &serde_json::Value, what: &str) -> f64 {
+    let x = v
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what} is not a number: {v}"));
+    assert!((0.0..=1.0).contains(&x), "{what} = {x}");
+    x
+}
+
+#[test]
+fn eval_report_writes_tables_json_and_plots() {
+    let dir = scratch("report").join("out");
+    let o = student(&[
+        "eval",
+        &model("student.onnx"),
+        "--teacher",
+        &model("teacher.onnx"),
+        "--compare",
+        &model("baseline.onnx"),
+        "--compare",
+        &format!("self={}", model("teacher.onnx")),
+        "--report",
+        &dir.display().to_string(),
+        "--limit",
+        "200",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for file in [
+        "report.md",
+        "report.json",
+        "reliability.svg",
+        "risk-coverage.svg",
+        "cascade.svg",
+        "per-class.svg",
+    ] {
+        let path = dir.join(file);
+        assert!(path.is_file(), "{} missing", path.display());
+        if file.ends_with(".svg") {
+            let svg = std::fs::read_to_string(&path).unwrap();
+            assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{file}");
+        }
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(v["samples"], 200);
+    assert_eq!(v["classes"].as_array().unwrap().len(), 10);
+    let corruptions = v["corruptions"].as_array().unwrap().len();
+    assert!(corruptions >= 4, "{}", v["corruptions"]);
+    let teacher = &v["teacher"];
+    let models = v["models"].as_array().unwrap();
+    let names: Vec<&str> = models.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["student", "baseline", "self"]);
+    for m in std::iter::once(teacher).chain(models) {
+        let name = m["name"].as_str().unwrap();
+        for key in ["accuracy", "agreement", "ece", "aurc"] {
+            fraction(&m[key], &format!("{name}.{key}"));
+        }
+        assert!(m["kl_from_teacher"].as_f64().unwrap() >= 0.0, "{name}");
+        assert!(m["params"].as_u64().unwrap() > 1000, "{name}");
+        assert!(m["file_size"].as_u64().unwrap() > 1000, "{name}");
+        // Latency is reported, never judged: only its presence is checked.
+        assert!(m["latency"]["median_us"].is_number(), "{name}");
+        assert!(m["latency"]["p90_us"].is_number(), "{name}");
+        let per_class = m["per_class"].as_array().unwrap();
+        assert_eq!(per_class.len(), 10, "{name}");
+        for c in per_class {
+            fraction(&c["accuracy"], &format!("{name} per class"));
+        }
+        let robustness = m["robustness"].as_array().unwrap();
+        assert_eq!(robustness.len(), corruptions, "{name}");
+        for r in robustness {
+            fraction(&r["accuracy"], &format!("{name} {}", r["corruption"]));
+        }
+    }
+    assert!(teacher["cascade"].is_null());
+    assert_eq!(teacher["agreement"], 1.0);
+    // The teacher compared with itself: same answers, no divergence, no class singled out.
+    let same = &models[2];
+    assert_eq!(same["agreement"], 1.0);
+    assert!(same["kl_from_teacher"].as_f64().unwrap() < 1e-9);
+    assert_eq!(same["accuracy"], teacher["accuracy"]);
+    assert_eq!(same["worst_classes"].as_array().unwrap().len(), 0);
+    assert_eq!(same["cascade"]["cascade_accuracy"], teacher["accuracy"]);
+    for m in &models[..2] {
+        let cascade = &m["cascade"];
+        fraction(&cascade["escalation_rate"], "escalation_rate");
+        fraction(&cascade["cascade_accuracy"], "cascade_accuracy");
+        assert_eq!(
+            m["agreement"].as_f64().unwrap() < 1.0,
+            m["kl_from_teacher"].as_f64().unwrap() > 0.0
+        );
+    }
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    for text in [
+        "](reliability.svg)",
+        "](risk-coverage.svg)",
+        "](cascade.svg)",
+        "](per-class.svg)",
+        "| student |",
+        "| baseline |",
+        "Bias audit",
+        "noise(sigma=25)",
+    ] {
+        assert!(md.contains(text), "`{text}` missing from report.md");
+    }
+    assert!(stdout(&o).contains("wrote"), "{}", stdout(&o));
+}
+
+#[test]
+fn eval_report_refuses_bad_requests_in_one_line() {
+    let dir = scratch("report-errors");
+    let out = dir.join("out").display().to_string();
+    let base = ["eval", "--limit", "50"];
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(extra);
+        student(&args)
+    };
+    let student_model = model("student.onnx");
+    let teacher_model = model("teacher.onnx");
+    assert_one_line_error(&run(&[&student_model, "--report", &out]), "--teacher");
+    assert_one_line_error(
+        &run(&[&student_model, "--compare", &model("baseline.onnx")]),
+        "--report",
+    );
+    // The teacher file's stem is `teacher`, the name of the teacher's own row.
+    assert_one_line_error(
+        &run(&[
+            &student_model,
+            "--teacher",
+            &teacher_model,
+            "--compare",
+            &teacher_model,
+            "--report",
+            &out,
+        ]),
+        "NAME=MODEL",
+    );
+    let reversed = edited_copy("baseline.onnx", &dir, |proto| {
+        for entry in &mut proto.metadata_props {
+            if entry.key == "student.labels" {
+                let mut labels: Vec<String> = serde_json::from_str(&entry.value).unwrap();
+                labels.reverse();
+                entry.value = serde_json::to_string(&labels).unwrap();
+            }
+        }
+    });
+    assert_one_line_error(
+        &run(&[
+            &student_model,
+            "--teacher",
+            &teacher_model,
+            "--compare",
+            &reversed.display().to_string(),
+            "--report",
+            &out,
+        ]),
+        "labels",
+    );
+    // A folder that cannot exist: its parent is a regular file.
+    let file = dir.join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let under_file = file.join("report").display().to_string();
+    assert_one_line_error(
+        &run(&[
+            &student_model,
+            "--teacher",
+            &teacher_model,
+            "--report",
+            &under_file,
+        ]),
+        "plain-file",
+    );
+    assert_one_line_error(
+        &run(&[
+            &student_model,
+            "--teacher",
+            &teacher_model,
+            "--compare",
+            "=x.onnx",
+            "--report",
+            &out,
+        ]),
+        "NAME=MODEL",
+    );
+}
