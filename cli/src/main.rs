@@ -98,8 +98,10 @@ enum Command {
         /// int8 (QDQ, per-channel weights) or fp16 (weights stored as fp16).
         #[arg(long)]
         precision: String,
-        /// How int8 activation ranges are chosen: minmax, percentile or entropy.
-        #[arg(long, default_value = "percentile")]
+        /// How int8 activation ranges are chosen: minmax, percentile or entropy (on the
+        /// shipped student, minmax and percentile 99.99 both agree with fp32 on 99.8% of
+        /// test images, entropy on 93.9%).
+        #[arg(long, default_value = "minmax")]
         method: String,
         /// The percentile of activation magnitudes kept by --method percentile.
         #[arg(long, default_value_t = 99.99)]
@@ -127,6 +129,10 @@ enum Command {
         /// The confidence score: max_probability, margin or entropy (default: the card's).
         #[arg(long)]
         score: Option<String>,
+        /// Also measure the result on this data (for example fashion-mnist:test) and record
+        /// the figures in its card.
+        #[arg(long, value_name = "DATA")]
+        test_data: Option<String>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -203,6 +209,7 @@ fn main() -> ExitCode {
             teacher,
             target,
             score,
+            test_data,
             json,
         } => quantize::quantize(&quantize::Args {
             model: &model,
@@ -217,6 +224,7 @@ fn main() -> ExitCode {
             teacher: teacher.as_deref(),
             target: target.as_deref(),
             score: score.as_deref(),
+            test_data: test_data.as_deref(),
             json,
         }),
     };

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use student_distill::{Dataset, QuantizeSettings, RangeMethod, ThresholdTarget, quantize_student};
+use student_distill::{
+    Dataset, QuantizeSettings, RangeMethod, ThresholdTarget, measure_on_test, quantize_student,
+};
 use student_runtime::{OpenOptions, Precision, ScoreKind, StudentModel};
 
 use crate::progress::Bars;
@@ -24,6 +26,7 @@ pub struct Args<'a> {
     pub teacher: Option<&'a Path>,
     pub target: Option<&'a str>,
     pub score: Option<&'a str>,
+    pub test_data: Option<&'a str>,
     pub json: bool,
 }
 
@@ -77,8 +80,9 @@ pub fn quantize(args: &Args) -> Result<()> {
         target,
         score,
     };
+    let test = args.test_data.map(Dataset::from_name).transpose()?;
     let mut bars = Bars::default();
-    let q = quantize_student(
+    let mut q = quantize_student(
         &source,
         &origin,
         &data,
@@ -86,6 +90,22 @@ pub fn quantize(args: &Args) -> Result<()> {
         &settings,
         &mut bars,
     )?;
+    let measured = match &test {
+        Some(test) => {
+            let float = StudentModel::from_bytes(&source, &OpenOptions { batch: 256 })?;
+            let fp32_logits = logits_of(&float, test)?;
+            let teacher_logits = teacher.as_ref().map(|t| logits_of(t, test)).transpose()?;
+            let with_teacher = teacher.as_ref().zip(teacher_logits.as_deref());
+            Some(measure_on_test(
+                &mut q,
+                &fp32_logits,
+                with_teacher,
+                test,
+                &mut bars,
+            )?)
+        }
+        None => None,
+    };
     write_atomically(args.output, &q.bytes)?;
     let mut stdout = std::io::stdout().lock();
     if args.json {
@@ -97,6 +117,8 @@ pub fn quantize(args: &Args) -> Result<()> {
             "temperature": q.card.calibration.temperature,
             "threshold": q.card.escalation.threshold,
             "chosen_by": q.card.escalation.chosen_by,
+            "test": measured.as_ref().map(|(report, _)| report),
+            "test_agreement_with_fp32": measured.as_ref().map(|(_, a)| a),
         });
         writeln!(stdout, "{out}")?;
         return Ok(());
@@ -125,7 +147,25 @@ pub fn quantize(args: &Args) -> Result<()> {
         "temperature {:.3}; threshold {:.4}: {}",
         q.card.calibration.temperature, q.card.escalation.threshold, q.card.escalation.chosen_by
     )?;
+    if let Some((report, agreement)) = &measured {
+        writeln!(
+            stdout,
+            "{}: accuracy {:.2}%, agreement with fp32 {:.2}%, escalation {:.2}%, cascade accuracy {:.2}%",
+            report.data,
+            report.accuracy * 100.0,
+            agreement * 100.0,
+            report.escalation_rate * 100.0,
+            report.cascade_accuracy * 100.0
+        )?;
+    }
     Ok(())
+}
+
+/// Logits of every image of `data`, through the model's card.
+fn logits_of(model: &StudentModel, data: &Dataset) -> Result<Vec<f32>> {
+    let indices: Vec<usize> = (0..data.len()).collect();
+    let input = data.tensor(model.input_spec(), &indices)?;
+    Ok(model.logits_batch(&input)?)
 }
 
 /// Parses `accepted_accuracy=0.95`, `max_escalation=0.1`, `cascade_within_teacher=0.25`,

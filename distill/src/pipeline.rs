@@ -17,7 +17,7 @@ use crate::export::to_onnx;
 use crate::net::{NetShape, NetSpec};
 use crate::progress::Progress;
 use crate::progress::Silent;
-use crate::quantize::{QuantizeSettings, quantize_student, with_card};
+use crate::quantize::{QuantizeSettings, measure_on_test, quantize_student};
 use crate::recipe::Recipe;
 use crate::report::{DistillReport, Params, QuantizedReport, markdown};
 use crate::teacher_cache::teacher_logits;
@@ -419,29 +419,15 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
                 &settings,
                 progress,
             )?;
-            let model = StudentModel::from_bytes(&made.bytes, &OpenOptions { batch: EVAL_BATCH })?;
-            let test_logits = logits(&model, &test, progress)?;
-            let report = evaluate_logits(
-                &model,
-                Some(&teacher_final),
+            let mut made = made;
+            let (report, agreement) = measure_on_test(
+                &mut made,
+                &test_student,
+                Some((&teacher_final, &test_teacher)),
                 &test,
-                &test_logits,
-                Some(&test_teacher),
-                None,
+                progress,
             )?;
-            let agreement = test_logits
-                .chunks_exact(classes)
-                .zip(test_student.chunks_exact(classes))
-                .filter(|(a, b)| argmax(a) == argmax(b))
-                .count() as f64
-                / test.len().max(1) as f64;
-            let mut card = made.card.clone();
-            card.metrics = Some(json!({
-                "validation": made.validation,
-                "test": &report,
-                "test_agreement_with_fp32": agreement,
-            }));
-            let bytes = with_card(&made.bytes, &card, &origin)?;
+            let bytes = made.bytes;
             let path = write(
                 out_dir,
                 &format!("student-{}.onnx", precision.name()),

@@ -23,7 +23,7 @@ pub use proto::SUPPORTED_OPS;
 use crate::calibrate::{ThresholdChoice, ThresholdTarget, argmax, calibrate_and_choose};
 use crate::dataset::Dataset;
 use crate::error::Error;
-use crate::eval::logits;
+use crate::eval::{EvalReport, evaluate_logits, logits};
 use crate::progress::Progress;
 use proto::Editor;
 
@@ -366,8 +366,55 @@ pub fn quantize_student(
     })
 }
 
+/// Measures a quantized student on labelled `test` data, with the cascade to the teacher
+/// (given with its logits on `test`), and its top-1 agreement with the fp32 student's
+/// `fp32_logits` on the same data; records both in the card under `test` and
+/// `test_agreement_with_fp32`, and rewrites `q.bytes` with that card.
+///
+/// # Errors
+/// Runtime errors, and [`Error::Data`] when the logits do not fit `test`.
+pub fn measure_on_test(
+    q: &mut QuantizedStudent,
+    fp32_logits: &[f32],
+    teacher: Option<(&StudentModel, &[f32])>,
+    test: &Dataset,
+    progress: &mut dyn Progress,
+) -> Result<(EvalReport, f64), Error> {
+    let model = StudentModel::from_bytes(&q.bytes, &OpenOptions { batch: 256 })?;
+    let classes = model.classes();
+    let q_logits = logits(&model, test, progress)?;
+    if fp32_logits.len() != q_logits.len() {
+        return Err(Error::Data(format!(
+            "{} fp32 logits for {} test images of {classes} classes",
+            fp32_logits.len(),
+            test.len()
+        )));
+    }
+    let report = evaluate_logits(
+        &model,
+        teacher.map(|t| t.0),
+        test,
+        &q_logits,
+        teacher.map(|t| t.1),
+        None,
+    )?;
+    let agreement = q_logits
+        .chunks_exact(classes)
+        .zip(fp32_logits.chunks_exact(classes))
+        .filter(|(a, b)| argmax(a) == argmax(b))
+        .count() as f64
+        / test.len().max(1) as f64;
+    q.card.metrics = Some(json!({
+        "validation": q.validation,
+        "test": &report,
+        "test_agreement_with_fp32": agreement,
+    }));
+    q.bytes = with_card(&q.bytes, &q.card, &q.card.name)?;
+    Ok((report, agreement))
+}
+
 /// Replaces the model card entries of an ONNX file.
-pub(crate) fn with_card(onnx: &[u8], card: &ModelCard, origin: &str) -> Result<Vec<u8>, Error> {
+fn with_card(onnx: &[u8], card: &ModelCard, origin: &str) -> Result<Vec<u8>, Error> {
     let mut model = pb::ModelProto::decode(onnx).map_err(|e| Error::Quantize {
         origin: origin.to_string(),
         reason: format!("re-reading the quantized model failed: {e}"),
