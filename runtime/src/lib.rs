@@ -43,4 +43,5 @@ pub use error::{Error, HookError};
 pub use escalation::{CascadeHook, EscalationHook, EscalationRequest, HookAnswer};
 pub use model::{ClassifyOptions, OpenOptions, StudentModel};
 pub use prediction::{AnsweredBy, Decision, EscalationOutcome, Prediction, Ranked};
+pub use preprocess::PixelFormat;
 pub use score::{calibrated_probabilities, score_from_probabilities};
