@@ -1,0 +1,320 @@
+//! Plain values that cross the boundary: the model card, options, predictions.
+
+use student_runtime as rt;
+
+/// The model card and a few facts about the opened file.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct ModelInfo {
+    /// A short name for the model.
+    pub name: String,
+    /// Class labels, in logit order.
+    pub labels: Vec<String>,
+    /// The input the model expects and how raw pixels are scaled into it.
+    pub input: InputInfo,
+    /// The precision the weights are stored in.
+    pub precision: Precision,
+    /// Probabilities are `softmax(logits / temperature)`.
+    pub temperature: f32,
+    /// Predictions whose score is below this value escalate.
+    pub threshold: f32,
+    /// The score the threshold applies to.
+    pub score_kind: ScoreKind,
+    /// How the threshold was chosen, in words.
+    pub threshold_chosen_by: String,
+    /// The teacher's name, for a distilled student.
+    pub teacher: Option<String>,
+    /// The measured metrics the card records, as a JSON object; `None` when it has none.
+    pub metrics_json: Option<String>,
+    /// Card sections the file lacked, each with the default that replaced it.
+    pub defaults_applied: Vec<String>,
+    /// Number of parameters.
+    pub params: u64,
+    /// Size in bytes of the opened file or buffer.
+    pub file_size: u64,
+    /// SHA-256 of the opened file or buffer, hex encoded.
+    pub sha256: String,
+}
+
+/// The declared input: one sample holds `channels * height * width` floats (NCHW).
+///
+/// A raw pixel `p` in `[0, 255]` becomes `(p * scale - mean[c]) / std[c]` for channel `c`.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct InputInfo {
+    /// Dimension order; `"NCHW"`.
+    pub layout: String,
+    /// Channels per image.
+    pub channels: u32,
+    /// Image height in pixels.
+    pub height: u32,
+    /// Image width in pixels.
+    pub width: u32,
+    /// Multiplier applied to raw 8-bit pixels before normalization.
+    pub scale: f32,
+    /// Per-channel mean.
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation.
+    pub std: Vec<f32>,
+}
+
+/// The numeric precision of a model's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum Precision {
+    /// 32-bit floats.
+    Fp32,
+    /// 16-bit float weights, 32-bit compute.
+    Fp16,
+    /// 8-bit integer weights and activations.
+    Int8,
+}
+
+/// The confidence score a threshold applies to; all lie in `[0, 1]`, higher is surer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ScoreKind {
+    /// The largest calibrated probability.
+    MaxProbability,
+    /// The largest probability minus the second largest.
+    Margin,
+    /// One minus the normalized entropy.
+    Entropy,
+}
+
+/// How the bytes of a raw image are laid out: row-major, 8 bits per channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum PixelFormat {
+    /// One byte per pixel.
+    Gray8,
+    /// Four bytes per pixel: red, green, blue, alpha.
+    Rgba8,
+}
+
+/// Per-call choices.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct ClassifyOptions {
+    /// Overrides the card's threshold for this call; must lie in `[0, 1]`.
+    #[uniffi(default = None)]
+    pub threshold: Option<f32>,
+    /// How many ranked classes the prediction lists (at least 1).
+    #[uniffi(default = 3)]
+    pub top_k: u32,
+}
+
+/// The outcome of classifying one input.
+///
+/// `label`, `index` and `confidence` are the student's own answer; `final_label` and
+/// `final_index` are what the app should use, which differ only when a handler answered.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Prediction {
+    /// The student's class label.
+    pub label: String,
+    /// The student's class index.
+    pub index: u32,
+    /// The student's calibrated probability for its class, in `[0, 1]`.
+    pub confidence: f32,
+    /// The most probable classes, best first.
+    pub top_k: Vec<Ranked>,
+    /// The score the decision used, in `[0, 1]`.
+    pub score: f32,
+    /// Which score that is.
+    pub score_kind: ScoreKind,
+    /// The threshold in force for this call.
+    pub threshold: f32,
+    /// True when the score was below the threshold.
+    pub escalated: bool,
+    /// What the escalation produced.
+    pub outcome: EscalationOutcome,
+    /// The decision and what followed it, in words.
+    pub reason: String,
+    /// `"student"`, or the name of the handler that answered.
+    pub answered_by: String,
+    /// The class label to use.
+    pub final_label: String,
+    /// The class index to use.
+    pub final_index: u32,
+    /// Time spent in the call in Rust, in microseconds, including any handler.
+    pub latency_micros: u64,
+}
+
+/// One class with its calibrated probability.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Ranked {
+    /// Class label.
+    pub label: String,
+    /// Class index.
+    pub index: u32,
+    /// Calibrated probability.
+    pub probability: f32,
+}
+
+/// What happened to a prediction's escalation.
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum EscalationOutcome {
+    /// The score reached the threshold: nothing escalated.
+    NotEscalated,
+    /// Escalated without a handler: the student's answer stands, flagged.
+    NoHandler,
+    /// The handler answered.
+    Answered {
+        /// The handler's name.
+        by: String,
+        /// The handler's confidence, when it gave one.
+        confidence: Option<f32>,
+    },
+    /// The handler declined; the student's answer stands.
+    Declined {
+        /// The handler's name.
+        by: String,
+    },
+    /// The handler threw, or answered outside the label set; the student's answer stands.
+    Failed {
+        /// The handler's name.
+        by: String,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+impl From<rt::Precision> for Precision {
+    fn from(p: rt::Precision) -> Self {
+        match p {
+            rt::Precision::Fp32 => Precision::Fp32,
+            rt::Precision::Fp16 => Precision::Fp16,
+            rt::Precision::Int8 => Precision::Int8,
+        }
+    }
+}
+
+impl From<rt::ScoreKind> for ScoreKind {
+    fn from(k: rt::ScoreKind) -> Self {
+        match k {
+            rt::ScoreKind::MaxProbability => ScoreKind::MaxProbability,
+            rt::ScoreKind::Margin => ScoreKind::Margin,
+            rt::ScoreKind::Entropy => ScoreKind::Entropy,
+        }
+    }
+}
+
+impl From<PixelFormat> for rt::PixelFormat {
+    fn from(f: PixelFormat) -> Self {
+        match f {
+            PixelFormat::Gray8 => rt::PixelFormat::Gray8,
+            PixelFormat::Rgba8 => rt::PixelFormat::Rgba8,
+        }
+    }
+}
+
+impl From<&ClassifyOptions> for rt::ClassifyOptions {
+    fn from(o: &ClassifyOptions) -> Self {
+        rt::ClassifyOptions {
+            threshold: o.threshold,
+            top_k: o.top_k as usize,
+        }
+    }
+}
+
+impl ModelInfo {
+    pub(crate) fn of(model: &rt::StudentModel) -> ModelInfo {
+        let card = model.card();
+        let input = &card.input;
+        ModelInfo {
+            name: card.name.clone(),
+            labels: card.labels.clone(),
+            input: InputInfo {
+                layout: input.layout.clone(),
+                channels: index32(input.channels),
+                height: index32(input.height),
+                width: index32(input.width),
+                scale: input.scale,
+                mean: input.mean.clone(),
+                std: input.std.clone(),
+            },
+            precision: card.precision().into(),
+            temperature: card.calibration.temperature,
+            threshold: card.escalation.threshold,
+            score_kind: card.escalation.score.into(),
+            threshold_chosen_by: card.escalation.chosen_by.clone(),
+            teacher: card.teacher.as_ref().map(|t| t.name.clone()),
+            metrics_json: card.metrics.as_ref().map(|m| m.to_string()),
+            defaults_applied: card.defaults_applied().to_vec(),
+            params: model.params(),
+            file_size: model.file_size(),
+            sha256: model.sha256().to_string(),
+        }
+    }
+}
+
+impl Prediction {
+    pub(crate) fn of(p: &rt::Prediction, latency_micros: u64) -> Prediction {
+        let (threshold, outcome) = match &p.decision {
+            rt::Decision::Accepted { threshold } => (*threshold, EscalationOutcome::NotEscalated),
+            rt::Decision::Escalated { threshold, outcome } => (*threshold, outcome.into()),
+        };
+        let reason = describe(p.score, threshold, &outcome);
+        Prediction {
+            label: p.label.clone(),
+            index: index32(p.index),
+            confidence: p.confidence,
+            top_k: p.top_k.iter().map(Ranked::of).collect(),
+            score: p.score,
+            score_kind: p.score_kind.into(),
+            threshold,
+            escalated: p.escalated(),
+            outcome,
+            reason,
+            answered_by: match &p.answered_by {
+                rt::AnsweredBy::Student => "student".to_string(),
+                rt::AnsweredBy::Hook(name) => name.clone(),
+            },
+            final_label: p.final_label.clone(),
+            final_index: index32(p.final_index),
+            latency_micros,
+        }
+    }
+}
+
+impl Ranked {
+    pub(crate) fn of(r: &rt::Ranked) -> Ranked {
+        Ranked {
+            label: r.label.clone(),
+            index: index32(r.index),
+            probability: r.probability,
+        }
+    }
+}
+
+impl From<&rt::EscalationOutcome> for EscalationOutcome {
+    fn from(o: &rt::EscalationOutcome) -> Self {
+        match o.clone() {
+            rt::EscalationOutcome::NoHook => EscalationOutcome::NoHandler,
+            rt::EscalationOutcome::Answered { by, confidence } => {
+                EscalationOutcome::Answered { by, confidence }
+            }
+            rt::EscalationOutcome::Declined { by } => EscalationOutcome::Declined { by },
+            rt::EscalationOutcome::Failed { by, error } => EscalationOutcome::Failed { by, error },
+        }
+    }
+}
+
+/// One sentence for logs and review screens; the typed fields say the same.
+fn describe(score: f32, threshold: f32, outcome: &EscalationOutcome) -> String {
+    let below = format!("score {score:.3} is below the threshold {threshold:.3}");
+    match outcome {
+        EscalationOutcome::NotEscalated => {
+            format!("score {score:.3} reached the threshold {threshold:.3}")
+        }
+        EscalationOutcome::NoHandler => {
+            format!("{below}; no handler was given, the student's answer stands")
+        }
+        EscalationOutcome::Answered { by, .. } => format!("{below}; {by} answered"),
+        EscalationOutcome::Declined { by } => {
+            format!("{below}; {by} declined, the student's answer stands")
+        }
+        EscalationOutcome::Failed { by, error } => {
+            format!("{below}; {by} failed ({error}), the student's answer stands")
+        }
+    }
+}
+
+/// Class indices and image sides are small; the boundary carries them as `u32`.
+pub(crate) fn index32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}

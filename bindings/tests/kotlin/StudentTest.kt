@@ -1,0 +1,298 @@
+// The Kotlin binding tests: the generated bindings over the release library, on the JVM.
+// Run by bindings/tests/kotlin.sh; prints one line per failure and `N passed, N failed`.
+package dev.student.test
+
+import dev.student.*
+import java.io.File
+import java.util.concurrent.Callable
+import java.util.concurrent.CopyOnWriteArrayList
+import java.util.concurrent.Executors
+import java.util.concurrent.atomic.AtomicInteger
+import javax.imageio.ImageIO
+
+val root = File(System.getProperty("student.root") ?: ".")
+val studentPath = File(root, "models/fashion-mnist/student.onnx").path
+
+/** A sample image as 8-bit gray pixels, with the label its file name records. */
+class Sample(val name: String, val label: Int, val width: Int, val height: Int, val gray: ByteArray)
+
+fun loadSamples(): List<Sample> =
+    File(root, "models/fashion-mnist/samples").listFiles { f -> f.name.endsWith(".png") }!!
+        .sortedBy { it.name }
+        .map { file ->
+            val image = ImageIO.read(file)
+            check(image.raster.numBands == 1) { "${file.name} is not grayscale" }
+            val gray = ByteArray(image.width * image.height) { i ->
+                image.raster.getSample(i % image.width, i / image.width, 0).toByte()
+            }
+            val label = file.name.substringAfter("label-").substringBefore(".").toInt()
+            Sample(file.name, label, image.width, image.height, gray)
+        }
+
+val samples by lazy { loadSamples() }
+val model by lazy { StudentModel.open(studentPath) }
+
+var passed = 0
+var failed = 0
+
+fun test(name: String, body: () -> Unit) {
+    try {
+        body()
+        passed++
+    } catch (e: Throwable) {
+        failed++
+        println("FAILED $name: $e")
+    }
+}
+
+fun expect(condition: Boolean, what: () -> String) {
+    if (!condition) throw AssertionError(what())
+}
+
+inline fun <reified E : Throwable> expectThrows(body: () -> Unit): E {
+    try {
+        body()
+    } catch (e: Throwable) {
+        if (e is E) return e
+        throw AssertionError("expected ${E::class.simpleName}, got $e")
+    }
+    throw AssertionError("expected ${E::class.simpleName}, nothing was thrown")
+}
+
+/** The card's normalization, done in Kotlin, to check `classify` against `classifyImage`. */
+fun tensorOf(info: ModelInfo, gray: ByteArray): FloatArray {
+    val s = info.input
+    return FloatArray(gray.size) { i ->
+        ((gray[i].toInt() and 0xff) * s.scale - s.mean[0]) / s.std[0]
+    }
+}
+
+fun classifyGray(m: StudentModel, s: Sample, options: ClassifyOptions? = null, handler: EscalationHandler? = null) =
+    m.classifyImage(s.gray, s.width.toUInt(), s.height.toUInt(), PixelFormat.GRAY8, options, handler)
+
+/** A handler that records its calls and answers with `answer`. */
+class Recording(val answer: HandlerAnswer?) : EscalationHandler {
+    val requests = CopyOnWriteArrayList<EscalationRequest>()
+    override fun name() = "kotlin-reviewer"
+    override fun escalate(request: EscalationRequest): HandlerAnswer? {
+        requests.add(request)
+        return answer
+    }
+}
+
+val always = ClassifyOptions(threshold = 1.0f, topK = 3u)
+val never = ClassifyOptions(threshold = 0.0f, topK = 3u)
+
+fun main() {
+    test("the card is readable") {
+        val info = model.info()
+        expect(info.labels.size == 10 && info.labels[0] == "T-shirt/top") { "labels ${info.labels}" }
+        expect(info.input.channels == 1u && info.input.height == 28u && info.input.width == 28u) { "${info.input}" }
+        expect(info.precision == Precision.FP32) { "${info.precision}" }
+        expect(info.temperature > 0f && info.threshold in 0f..1f) { "$info" }
+        expect(info.metricsJson?.trim()?.startsWith("{") == true) { "metrics ${info.metricsJson}" }
+        expect(info.sha256.length == 64 && info.fileSize > 0uL && info.params > 0uL) { "$info" }
+    }
+
+    test("the int8 student says it is int8") {
+        val int8 = StudentModel.open(File(root, "models/fashion-mnist/student-int8.onnx").path)
+        expect(int8.info().precision == Precision.INT8) { "${int8.info().precision}" }
+        int8.unload()
+    }
+
+    test("the shipped samples are classified") {
+        expect(samples.size == 32) { "${samples.size} samples" }
+        val right = samples.count { classifyGray(model, it).index.toInt() == it.label }
+        // The student is 91.8% accurate on the test set; these 32 images are its first 32.
+        expect(right >= 28) { "$right of 32 right" }
+        val p = classifyGray(model, samples[0])
+        expect(p.topK.size == 3 && p.topK[0].index == p.index && p.topK[0].probability == p.confidence) { "$p" }
+        expect(p.answeredBy == "student" && p.finalIndex == p.index && p.finalLabel == p.label) { "$p" }
+        expect(p.latencyMicros > 0uL) { "latency ${p.latencyMicros}" }
+    }
+
+    test("a float tensor gives the same prediction as the image") {
+        val info = model.info()
+        for (s in samples.take(8)) {
+            val a = model.classify(tensorOf(info, s.gray))
+            val b = classifyGray(model, s)
+            expect(a.index == b.index && Math.abs(a.confidence - b.confidence) < 1e-5f) { "${s.name}: $a vs $b" }
+        }
+        expect(model.logits(tensorOf(info, samples[0].gray)).size == 10) { "logits" }
+    }
+
+    test("RGBA with equal channels is the gray image") {
+        for (s in samples.take(8)) {
+            val rgba = ByteArray(s.gray.size * 4) { i -> if (i % 4 == 3) 255.toByte() else s.gray[i / 4] }
+            val a = model.classifyImage(rgba, s.width.toUInt(), s.height.toUInt(), PixelFormat.RGBA8)
+            val b = classifyGray(model, s)
+            expect(a.index == b.index && a.confidence == b.confidence) { "${s.name}: $a vs $b" }
+        }
+    }
+
+    test("a larger image is resized to the card's size") {
+        var same = 0
+        for (s in samples) {
+            // Each pixel becomes a 3x3 block: 84x84.
+            val big = ByteArray(84 * 84) { i -> s.gray[(i / 84 / 3) * 28 + (i % 84) / 3] }
+            if (model.classifyImage(big, 84u, 84u, PixelFormat.GRAY8).index == classifyGray(model, s).index) same++
+        }
+        expect(same >= 28) { "$same of 32 agree after resizing" }
+    }
+
+    test("a batch equals single calls") {
+        val info = model.info()
+        val batch = samples.take(5).map { tensorOf(info, it.gray) }.reduce { a, b -> a + b }
+        val many = model.classifyBatch(batch)
+        expect(many.size == 5) { "${many.size} predictions" }
+        for ((i, p) in many.withIndex()) {
+            val one = classifyGray(model, samples[i])
+            expect(p.index == one.index && p.confidence == one.confidence) { "sample $i: $p vs $one" }
+        }
+    }
+
+    test("the threshold can be overridden per call") {
+        for (s in samples.take(8)) {
+            expect(!classifyGray(model, s, never).escalated) { "${s.name} escalated at threshold 0" }
+            val p = classifyGray(model, s, always)
+            expect(p.escalated == (p.score < 1.0f) && p.threshold == 1.0f) { "$p" }
+            expect(classifyGray(model, s).threshold == model.info().threshold) { "card threshold" }
+        }
+        val e = expectThrows<StudentException.InvalidInput> { classifyGray(model, samples[0], ClassifyOptions(1.5f, 3u)) }
+        expect(e.reason.contains("threshold")) { e.reason }
+    }
+
+    test("a Kotlin handler answers escalated inputs") {
+        val handler = Recording(HandlerAnswer(index = 3u, confidence = 0.9f))
+        val p = classifyGray(model, samples[1], always, handler)
+        expect(handler.requests.size == 1) { "${handler.requests.size} calls" }
+        val request = handler.requests[0]
+        expect(request.input.size == 784 && request.label == p.label && request.threshold == 1.0f) { "$request" }
+        expect(p.escalated && p.finalIndex == 3u && p.finalLabel == model.info().labels[3]) { "$p" }
+        expect(p.answeredBy == "kotlin-reviewer" && p.outcome == EscalationOutcome.Answered("kotlin-reviewer", 0.9f)) { "$p" }
+        expect(p.reason.contains("kotlin-reviewer answered")) { p.reason }
+    }
+
+    test("a handler is not called for confident predictions") {
+        val handler = Recording(HandlerAnswer(3u, null))
+        val p = classifyGray(model, samples[1], never, handler)
+        expect(handler.requests.isEmpty() && !p.escalated && p.outcome == EscalationOutcome.NotEscalated) { "$p" }
+    }
+
+    test("a handler may decline") {
+        val p = classifyGray(model, samples[1], always, Recording(null))
+        expect(p.outcome == EscalationOutcome.Declined("kotlin-reviewer") && p.answeredBy == "student") { "$p" }
+        val none = classifyGray(model, samples[1], always)
+        expect(none.outcome == EscalationOutcome.NoHandler && none.finalIndex == none.index) { "$none" }
+    }
+
+    test("a handler that throws is reported, not fatal") {
+        val throwing = object : EscalationHandler {
+            override fun name() = "flaky-server"
+            override fun escalate(request: EscalationRequest): HandlerAnswer? = throw IllegalStateException("server unreachable")
+        }
+        val p = classifyGray(model, samples[1], always, throwing)
+        val outcome = p.outcome
+        expect(outcome is EscalationOutcome.Failed && outcome.by == "flaky-server" && outcome.error.contains("server unreachable")) { "$p" }
+        expect(p.finalIndex == p.index && p.answeredBy == "student") { "$p" }
+        val typed = object : EscalationHandler {
+            override fun name() = "typed"
+            override fun escalate(request: EscalationRequest): HandlerAnswer? = throw EscalationException.Failed("queue full")
+        }
+        val q = classifyGray(model, samples[1], always, typed)
+        expect(q.outcome == EscalationOutcome.Failed("typed", "queue full")) { "$q" }
+    }
+
+    test("a handler answering outside the label set is reported") {
+        val p = classifyGray(model, samples[1], always, Recording(HandlerAnswer(99u, null)))
+        val outcome = p.outcome
+        expect(outcome is EscalationOutcome.Failed && outcome.error.contains("99") && p.finalIndex == p.index) { "$p" }
+    }
+
+    test("bad files raise typed exceptions") {
+        expectThrows<StudentException.Io> { StudentModel.open(File(root, "no/such/model.onnx").path) }
+        val text = expectThrows<StudentException.InvalidModel> { StudentModel.open(File(root, "README.md").path) }
+        expect(text.reason.contains("README.md")) { text.reason }
+        expectThrows<StudentException.InvalidModel> { StudentModel.fromBytes(ByteArray(0)) }
+        val bytes = File(studentPath).readBytes()
+        val cut = expectThrows<StudentException.InvalidModel> { StudentModel.fromBytes(bytes.copyOf(bytes.size / 2), "half.onnx") }
+        expect(cut.reason.contains("half.onnx")) { cut.reason }
+        val whole = StudentModel.fromBytes(bytes, "asset.onnx")
+        expect(whole.info().sha256 == model.info().sha256) { "sha256" }
+        whole.unload()
+    }
+
+    test("bad inputs raise typed exceptions") {
+        expectThrows<StudentException.InvalidInput> { model.classify(FloatArray(10)) }
+        val nan = FloatArray(784).also { it[100] = Float.NaN }
+        val e = expectThrows<StudentException.InvalidInput> { model.classify(nan) }
+        expect(e.reason.contains("100")) { e.reason }
+        expectThrows<StudentException.InvalidInput> { model.classifyImage(ByteArray(10), 28u, 28u, PixelFormat.GRAY8) }
+        expectThrows<StudentException.InvalidInput> { model.classifyImage(ByteArray(0), 0u, 0u, PixelFormat.RGBA8) }
+        expectThrows<StudentException.InvalidInput> { model.classifyBatch(FloatArray(784 + 1)) }
+        expectThrows<StudentException.InvalidInput> { model.classifyBatch(FloatArray(0)) }
+    }
+
+    test("many threads share one model") {
+        val expected = samples.map { classifyGray(model, it).confidence }
+        val pool = Executors.newFixedThreadPool(8)
+        val handler = Recording(HandlerAnswer(0u, null))
+        val jobs = (0 until 8).map { t ->
+            Callable {
+                var wrong = 0
+                for (round in 0 until 20) {
+                    val i = (t * 7 + round) % samples.size
+                    if (classifyGray(model, samples[i], null, handler).confidence != expected[i]) wrong++
+                }
+                wrong
+            }
+        }
+        val wrong = pool.invokeAll(jobs).sumOf { it.get() }
+        pool.shutdown()
+        expect(wrong == 0) { "$wrong results differ from single-threaded ones" }
+    }
+
+    test("unload, then every call is refused") {
+        val m = StudentModel.open(studentPath)
+        val s = samples[0]
+        classifyGray(m, s)
+        m.unload()
+        val e = expectThrows<StudentException.Unloaded> { classifyGray(m, s) }
+        expect(e.reason.contains("unloaded")) { e.reason }
+        expectThrows<StudentException.Unloaded> { m.info() }
+        expectThrows<StudentException.Unloaded> { m.classifyBatch(FloatArray(784)) }
+        m.unload()
+        // Kotlin's close() frees the handle itself: uniffi refuses later calls.
+        m.close()
+        expectThrows<IllegalStateException> { m.info() }
+    }
+
+    test("runtime log records reach a Kotlin sink") {
+        val records = CopyOnWriteArrayList<LogRecord>()
+        setLogSink(object : LogSink {
+            override fun log(record: LogRecord) { records.add(record) }
+        }, LogLevel.INFO)
+        StudentModel.open(studentPath).close()
+        expect(records.any { it.level == LogLevel.INFO && it.text.startsWith("opened") && it.target.startsWith("student_runtime") }) { "$records" }
+        val calls = AtomicInteger()
+        setLogSink(object : LogSink {
+            override fun log(record: LogRecord) { calls.incrementAndGet(); throw RuntimeException("logger broke") }
+        }, LogLevel.DEBUG)
+        StudentModel.open(studentPath).close()
+        expect(calls.get() > 0) { "the throwing sink was not called" }
+        setLogSink(null, LogLevel.INFO)
+        val before = records.size
+        StudentModel.open(studentPath).close()
+        expect(records.size == before) { "records after the sink was removed" }
+    }
+
+    test("a panic in Rust becomes an exception") {
+        val e = expectThrows<InternalException> { panicProbe() }
+        expect(e.message?.contains("deliberate") == true) { "${e.message}" }
+        // The library still works after it.
+        classifyGray(model, samples[0])
+    }
+
+    println("$passed passed, $failed failed")
+    if (failed > 0) System.exit(1)
+}
