@@ -32,6 +32,18 @@ trap 'rm -f "$log"' EXIT
 echo "== cargo test (release: the training tests need optimized burn)"
 cargo test --release --workspace 2>&1 | tee "$log"
 
+# The bindings: Kotlin on the JVM, and the C layer under the Swift bindings. Each script
+# builds the library with its panic probe and installs what it needs (kotlinc, JNA).
+echo "== Kotlin bindings (kotlinc, JVM, JNA)"
+bash bindings/tests/kotlin.sh 2>&1 | tee -a "$log"
+echo "== Swift bindings: their C layer"
+bash bindings/tests/swift-c.sh 2>&1 | tee -a "$log"
+# Opt in: a full tract build for Android takes about 15 minutes on two cores.
+if [ "${STUDENT_TEST_ANDROID:-0}" = 1 ]; then
+  echo "== the Rust library as an Android static library"
+  bash bindings/tests/android-staticlib.sh
+fi
+
 echo "== runtime vs onnxruntime"
 cargo build --release -p student-cli
 target/py/bin/python tests/ort_crosscheck.py | tee -a "$log"
