@@ -38,7 +38,7 @@ echo "== Kotlin bindings (kotlinc, JVM, JNA)"
 bash bindings/tests/kotlin.sh 2>&1 | tee -a "$log"
 echo "== Swift bindings: their C layer"
 bash bindings/tests/swift-c.sh 2>&1 | tee -a "$log"
-# Opt in: a full tract build for Android takes about 15 minutes on two cores.
+# Opt in: the first run builds tract for Android, 9 minutes on two cores.
 if [ "${STUDENT_TEST_ANDROID:-0}" = 1 ]; then
   echo "== the Rust library as an Android static library"
   bash bindings/tests/android-staticlib.sh
