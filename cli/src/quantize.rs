@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use student_distill::{
     Dataset, QuantizeSettings, RangeMethod, ThresholdTarget, measure_on_test, quantize_student,
+    replace_file,
 };
 use student_runtime::{OpenOptions, Precision, ScoreKind, StudentModel};
 
@@ -51,16 +52,44 @@ pub fn quantize(args: &Args) -> Result<()> {
             })
         })
         .transpose()?;
-    if same_file(args.model, args.output) {
+    // Nothing this run reads may be overwritten by its output.
+    let inputs = [
+        ("the input model", Some(args.model)),
+        ("--teacher", args.teacher),
+        ("--images", args.images),
+        ("--labels", args.labels),
+    ];
+    for (what, path) in inputs {
+        if path.is_some_and(|p| same_file(p, args.output)) {
+            bail!(
+                "--output {} is {what}: write the quantized model to another file",
+                args.output.display()
+            );
+        }
+    }
+    check_output(args.output)?;
+    if args
+        .test_data
+        .is_some_and(|t| args.images.is_none() && t == args.data)
+    {
         bail!(
-            "--output {} is the input model: write the quantized model to another file",
-            args.output.display()
+            "--test-data {} is also the calibration data (--data): figures measured where the \
+             temperature and threshold were fitted would flatter the model; use \
+             fashion-mnist:test with fashion-mnist:validation",
+            args.data
+        );
+    }
+    if args.images.is_none() && args.data == "fashion-mnist:train" {
+        log::warn!(
+            "calibrating on the training split: the student has seen these images, so the \
+             fitted temperature and threshold will be over-confident; prefer \
+             fashion-mnist:validation"
         );
     }
     let source = std::fs::read(args.model)
         .with_context(|| format!("cannot read {}", args.model.display()))?;
     let origin = args.model.display().to_string();
-    let float = StudentModel::from_bytes(&source, &OpenOptions::default())?;
+    let float = StudentModel::from_bytes_named(&source, &origin, &OpenOptions::default())?;
     let data = match (args.images, args.labels) {
         (Some(images), Some(labels)) => {
             let classes: Vec<&str> = float.card().labels.iter().map(String::as_str).collect();
@@ -106,7 +135,8 @@ pub fn quantize(args: &Args) -> Result<()> {
         }
         None => None,
     };
-    write_atomically(args.output, &q.bytes)?;
+    // Checked again at the write: the entry may have changed during the run.
+    replace_file(args.output, &q.bytes)?;
     let mut stdout = std::io::stdout().lock();
     if args.json {
         let out = serde_json::json!({
@@ -210,27 +240,28 @@ fn parse_target(text: &str) -> Result<ThresholdTarget> {
     Ok(target)
 }
 
+/// Refuses an output path whose existing entry is not a regular file: renaming over a
+/// device, a FIFO or a symlink would replace it rather than write to it.
+fn check_output(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_file() => bail!(
+            "--output {} exists and is not a regular file (a {}); give a new or regular file",
+            path.display(),
+            if meta.file_type().is_symlink() {
+                "symbolic link"
+            } else if meta.is_dir() {
+                "directory"
+            } else {
+                "device, FIFO or socket"
+            }
+        ),
+        _ => Ok(()),
+    }
+}
+
 fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
-}
-
-/// Writes to a temporary file beside `path`, then renames it into place: a failed write
-/// never leaves a half-written model under the final name.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("--output {} names no file", path.display()))?;
-    let tmp = dir.join(format!(".{}.partial", name.to_string_lossy()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}", path.display())
-    })
 }

@@ -170,6 +170,19 @@ impl ThresholdTarget {
         }
     }
 
+    /// The target in words.
+    pub fn describe(&self) -> String {
+        match self {
+            ThresholdTarget::AcceptedAtLeastTeacher => {
+                "accepted predictions at least as accurate as the teacher".to_string()
+            }
+            ThresholdTarget::CascadeWithinTeacher { points } => {
+                format!("cascade within {points} points of the teacher, fewest escalations")
+            }
+            other => target_text(other, None),
+        }
+    }
+
     /// Whether the target needs the teacher's results on the same data.
     pub fn needs_teacher(&self) -> bool {
         matches!(
@@ -223,13 +236,15 @@ pub fn calibrate_and_choose(
         teacher_correct.map(|t| &t[choose.clone()]),
         target,
     )?;
-    if choose.len() != n {
-        choice.target = format!(
-            "{}, chosen on the last {} images of {split} (the temperature was fitted on the others)",
-            choice.target,
-            choose.len()
-        );
-    }
+    choice.on = if choose.len() == n {
+        format!("{split} ({n} images)")
+    } else {
+        format!(
+            "the last {} images of {split} (the temperature was fitted on the first {})",
+            choose.len(),
+            fit.len()
+        )
+    };
     Ok((calibration, choice))
 }
 
@@ -246,6 +261,24 @@ pub struct ThresholdChoice {
     pub cascade_accuracy: Option<f64>,
     /// The target, in words, for the model card.
     pub target: String,
+    /// The data it was chosen on, in words (and the figures above are on that data).
+    pub on: String,
+}
+
+impl ThresholdChoice {
+    /// The choice for a model card: the target, the data, and what it achieved there.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}; on {}: escalation rate {:.2}%, accepted accuracy {:.2}%{}",
+            self.target,
+            self.on,
+            self.escalation_rate * 100.0,
+            self.accepted_accuracy * 100.0,
+            self.cascade_accuracy
+                .map(|a| format!(", cascade accuracy {:.2}%", a * 100.0))
+                .unwrap_or_default()
+        )
+    }
 }
 
 /// Chooses the lowest threshold on `scores` that meets `target`, given which student
@@ -345,6 +378,7 @@ pub fn choose_threshold(
                 accepted_accuracy,
                 cascade_accuracy,
                 target: describe,
+                on: format!("{n} images"),
             });
         }
     }
@@ -490,6 +524,7 @@ fn risk_bound_threshold(
         accepted_accuracy: 1.0 - mistakes as f64 / k as f64,
         cascade_accuracy: cascade,
         target: describe,
+        on: format!("{n} images"),
     })
 }
 

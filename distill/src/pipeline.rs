@@ -9,12 +9,13 @@ use student_runtime::{
     TeacherRef,
 };
 
-use crate::calibrate::{argmax, choose_threshold, scores, temperature_scaling};
+use crate::calibrate::{argmax, calibrate_and_choose, temperature_scaling};
 use crate::dataset::{Dataset, Split, fashion_mnist_dir};
 use crate::error::Error;
 use crate::eval::{evaluate_logits, logits};
 use crate::export::to_onnx;
 use crate::net::{NetShape, NetSpec};
+use crate::output::replace_file;
 use crate::progress::Progress;
 use crate::progress::Silent;
 use crate::quantize::{QuantizeSettings, measure_on_test, quantize_student};
@@ -247,9 +248,6 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
     let val_baseline = logits(&baseline_draft, &validation, progress)?;
     let val_teacher = logits(&teacher_draft, &validation, progress)?;
     let split = validation.name.as_str();
-    let calibration = temperature_scaling(&val_student, &validation.labels, classes, split);
-    let baseline_calibration =
-        temperature_scaling(&val_baseline, &validation.labels, classes, split);
     let teacher_calibration = temperature_scaling(&val_teacher, &validation.labels, classes, split);
     let correct = |l: &[f32]| -> Vec<bool> {
         l.chunks_exact(classes)
@@ -258,24 +256,34 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
             .collect()
     };
     let score_kind = recipe.calibration.score;
-    let choice = choose_threshold(
-        &scores(&val_student, classes, calibration.temperature, score_kind),
-        &correct(&val_student),
-        Some(&correct(&val_teacher)),
-        &recipe.calibration.target,
+    let teacher_correct = correct(&val_teacher);
+    let target = &recipe.calibration.target;
+    let (calibration, choice) = calibrate_and_choose(
+        &val_student,
+        &validation.labels,
+        classes,
+        Some(&teacher_correct),
+        target,
+        score_kind,
+        split,
     )?;
-    let baseline_choice = choose_threshold(
-        &scores(
-            &val_baseline,
-            classes,
-            baseline_calibration.temperature,
-            score_kind,
+    // The baseline is only compared: without a threshold meeting the target, it keeps
+    // its fitted temperature and the card's default policy.
+    let (baseline_calibration, baseline_choice) = match calibrate_and_choose(
+        &val_baseline,
+        &validation.labels,
+        classes,
+        Some(&teacher_correct),
+        target,
+        score_kind,
+        split,
+    ) {
+        Ok((c, choice)) => (c, Some(choice)),
+        Err(_) => (
+            temperature_scaling(&val_baseline, &validation.labels, classes, split),
+            None,
         ),
-        &correct(&val_baseline),
-        Some(&correct(&val_teacher)),
-        &recipe.calibration.target,
-    )
-    .ok();
+    };
     clock.lap("calibration");
 
     // 5. Test split: run every model once through the runtime.
@@ -332,17 +340,7 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
             card.escalation = EscalationPolicy {
                 score: score_kind,
                 threshold: c.threshold,
-                chosen_by: format!(
-                    "{} on {} ({} images): escalation rate {:.2}%, accepted accuracy {:.2}%{}",
-                    c.target,
-                    validation.name,
-                    validation.len(),
-                    c.escalation_rate * 100.0,
-                    c.accepted_accuracy * 100.0,
-                    c.cascade_accuracy
-                        .map(|a| format!(", cascade accuracy {:.2}%", a * 100.0))
-                        .unwrap_or_default()
-                ),
+                chosen_by: c.describe(),
             };
         }
         card.teacher = Some(teacher_ref.clone());
@@ -532,15 +530,9 @@ fn base_card(name: &str, data: &Dataset, input: &InputSpec) -> ModelCard {
 
 fn write(dir: &Path, file: &str, bytes: &[u8]) -> Result<PathBuf, Error> {
     let path = dir.join(file);
-    // Write beside the target, then rename: an interrupted run never leaves a torn model.
-    let tmp = dir.join(format!(".{file}.tmp"));
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, &path))
-        .map_err(|source| Error::Io {
-            action: "cannot write",
-            path: path.clone(),
-            source,
-        })?;
+    // Through a fresh temporary file renamed into place: an interrupted run never leaves
+    // a torn model, and a link planted at the name is not followed.
+    replace_file(&path, bytes)?;
     Ok(path)
 }
 

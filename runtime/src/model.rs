@@ -112,6 +112,16 @@ impl StudentModel {
         StudentModel::parse(bytes, "in-memory bytes", options)
     }
 
+    /// Like [`from_bytes`](StudentModel::from_bytes), naming the bytes `origin` (a file
+    /// name, say) in errors and logs.
+    pub fn from_bytes_named(
+        bytes: &[u8],
+        origin: &str,
+        options: &OpenOptions,
+    ) -> Result<StudentModel, Error> {
+        StudentModel::parse(bytes, origin, options)
+    }
+
     fn parse(bytes: &[u8], origin: &str, options: &OpenOptions) -> Result<StudentModel, Error> {
         if options.batch == 0 {
             return Err(Error::InvalidOption {
@@ -126,7 +136,7 @@ impl StudentModel {
         if bytes.is_empty() {
             return Err(not_onnx("the file is empty".to_string()));
         }
-        let proto: pb::ModelProto = catch_unwind(AssertUnwindSafe(|| {
+        let mut proto: pb::ModelProto = catch_unwind(AssertUnwindSafe(|| {
             tract_onnx::onnx().proto_model_for_read(&mut &bytes[..])
         }))
         .map_err(|_| not_onnx("the protobuf decoder panicked".to_string()))?
@@ -146,6 +156,12 @@ impl StudentModel {
         )?;
         for default in card.defaults_applied() {
             log::warn!("{origin}: model card lacks {default}");
+        }
+        // Shape annotations of intermediate tensors are hints that exporters and shape
+        // inference write with their own batch symbol; tract would hold the plan to them and
+        // refuse a fixed batch size. The graph determines the shapes without them.
+        if let Some(graph) = proto.graph.as_mut() {
+            graph.value_info.clear();
         }
         let sample_dims = &info.input_dims[1..];
         let single = Engine::plan(&proto, 1, sample_dims, info.classes, origin)?;

@@ -96,15 +96,35 @@ impl GraphInfo {
                 )));
             }
         };
+        // Scales and zero points of a quantized graph describe weights; they are not weights.
+        let quantization_params: std::collections::HashSet<&str> = graph
+            .node
+            .iter()
+            .filter(|n| matches!(n.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear"))
+            .flat_map(|n| n.input.iter().skip(1).map(String::as_str))
+            .collect();
         let params = graph
             .initializer
             .iter()
+            .filter(|t| !quantization_params.contains(t.name.as_str()))
             .map(|t| {
                 t.dims
                     .iter()
                     .fold(1u64, |acc, d| acc.saturating_mul((*d).max(0) as u64))
             })
             .fold(0u64, u64::saturating_add);
+        if let Some(last) = graph.node.iter().find(|n| n.output.contains(&output.name)) {
+            if matches!(last.op_type.as_str(), "Softmax" | "LogSoftmax") {
+                log::warn!(
+                    "{origin}: the output `{}` is made by {}: the runtime takes outputs as \
+                     logits, so confidences will be softmax of probabilities; export the model \
+                     without its final {}",
+                    output.name,
+                    last.op_type,
+                    last.op_type
+                );
+            }
+        }
         let mut operators = BTreeMap::new();
         for node in &graph.node {
             *operators.entry(node.op_type.clone()).or_insert(0usize) += 1;

@@ -447,3 +447,39 @@ fn open_options_reject_zero_batch() {
         Err(Error::InvalidOption { name: "batch", .. })
     ));
 }
+
+#[test]
+fn shape_annotations_with_their_own_batch_symbol_do_not_stop_a_fixed_batch() {
+    // What ONNX shape inference writes: every intermediate tensor annotated with the
+    // exporter's batch symbol. The runtime plans with batch 1 and 32 regardless.
+    use prost::Message;
+    use tract_onnx::pb;
+    use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension};
+    let bytes = std::fs::read(models_dir().join("student.onnx")).unwrap();
+    let mut m = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let dim = |v: dimension::Value| Dimension {
+        value: Some(v),
+        ..Default::default()
+    };
+    for (name, rest) in [("conv0", [8, 28, 28]), ("pool0", [8, 14, 14])] {
+        let mut dims = vec![dim(dimension::Value::DimParam("N".to_string()))];
+        dims.extend(rest.map(|d| dim(dimension::Value::DimValue(d))));
+        g.value_info.push(pb::ValueInfoProto {
+            name: name.to_string(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(pb::TensorShapeProto { dim: dims }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let annotated = StudentModel::from_bytes(&m.encode_to_vec(), &OpenOptions { batch: 32 })
+        .expect("annotated model opens");
+    let plain = student();
+    let (_, _, x) = &samples(&plain)[0];
+    assert_eq!(annotated.logits(x).unwrap(), plain.logits(x).unwrap());
+}

@@ -114,6 +114,8 @@ fn shipped_quantized_students_meet_the_goals_and_their_cards_tell_the_truth() {
             student.sha256(),
             "{file} names the shipped student as its source"
         );
+        // Scales and zero points are not counted as parameters.
+        assert_eq!(q.params(), student.params(), "{file}");
         let size = q.file_size() as f64 / student.file_size() as f64;
         let r = evaluate(&q, Some(&teacher), &test, None, &mut Silent).unwrap();
         let a = agreement(&q.logits_batch(&input).unwrap(), &fp32_logits, q.classes());

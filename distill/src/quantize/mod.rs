@@ -188,7 +188,7 @@ pub fn quantize_student(
     progress: &mut dyn Progress,
 ) -> Result<QuantizedStudent, Error> {
     let batch = OpenOptions { batch: 256 };
-    let float = StudentModel::from_bytes(source, &batch)?;
+    let float = StudentModel::from_bytes_named(source, origin, &batch)?;
     let fail = |reason: String| Error::Quantize {
         origin: origin.to_string(),
         reason,
@@ -213,6 +213,48 @@ pub fn quantize_student(
             data.classes.len(),
             float.classes()
         )));
+    }
+    // The target is settled before any work: a missing teacher is a usage error.
+    let recipe_target = float
+        .card()
+        .recipe
+        .as_ref()
+        .and_then(|r| r.pointer("/calibration/target"))
+        .and_then(|t| serde_json::from_value::<ThresholdTarget>(t.clone()).ok());
+    let target = settings.target.clone().or(recipe_target);
+    if let Some(target) = &target {
+        target.validate().map_err(fail)?;
+        match teacher {
+            None if target.needs_teacher() => {
+                return Err(fail(format!(
+                    "the threshold target ({}) compares with the teacher: give the teacher, \
+                     or another target",
+                    target.describe()
+                )));
+            }
+            Some(t) if target.needs_teacher() => {
+                if t.card().labels != float.card().labels {
+                    return Err(Error::Data(format!(
+                        "the teacher's labels [{}] differ from the student's [{}]",
+                        t.card().labels.join(", "),
+                        float.card().labels.join(", ")
+                    )));
+                }
+                if let Some(named) = &float.card().teacher {
+                    if named.sha256 != t.sha256() {
+                        log::warn!(
+                            "{origin}: its card names the teacher {} ({}), but the threshold \
+                             is chosen against {} ({}); the new card records both",
+                            named.name,
+                            &named.sha256[..named.sha256.len().min(12)],
+                            t.card().name,
+                            &t.sha256()[..12]
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
     }
     let (bytes, summary) = match settings.precision {
         Precision::Fp32 => return Err(fail("fp32 is not a quantized precision".to_string())),
@@ -266,13 +308,6 @@ pub fn quantize_student(
         .filter(|(a, b)| argmax(a) == argmax(b))
         .count() as f64
         / data.len().max(1) as f64;
-    let recipe_target = float
-        .card()
-        .recipe
-        .as_ref()
-        .and_then(|r| r.pointer("/calibration/target"))
-        .and_then(|t| serde_json::from_value::<ThresholdTarget>(t.clone()).ok());
-    let target = settings.target.clone().or(recipe_target);
     let score = settings.score.unwrap_or(float.card().escalation.score);
     let mut card = float.card().clone();
     card.name = format!("{}-{}", card.name, settings.precision.name());
@@ -284,31 +319,17 @@ pub fn quantize_student(
     let mut choice: Option<ThresholdChoice> = None;
     match target {
         Some(target) => {
-            let teacher_correct = match (target.needs_teacher(), teacher) {
-                (false, _) => None,
-                (true, Some(t)) => {
-                    if t.card().labels != float.card().labels {
-                        return Err(Error::Data(format!(
-                            "the teacher's labels [{}] differ from the student's [{}]",
-                            t.card().labels.join(", "),
-                            float.card().labels.join(", ")
-                        )));
-                    }
+            let compared = teacher.filter(|_| target.needs_teacher());
+            let teacher_correct = compared
+                .map(|t| -> Result<Vec<bool>, Error> {
                     let tl = logits(t, data, progress)?;
-                    Some(
-                        tl.chunks_exact(classes)
-                            .zip(&data.labels)
-                            .map(|(row, &y)| argmax(row) == y as usize)
-                            .collect::<Vec<bool>>(),
-                    )
-                }
-                (true, None) => {
-                    return Err(Error::Data(format!(
-                        "the threshold target ({target:?}) compares with the teacher: give the \
-                         teacher, or another target"
-                    )));
-                }
-            };
+                    Ok(tl
+                        .chunks_exact(classes)
+                        .zip(&data.labels)
+                        .map(|(row, &y)| argmax(row) == y as usize)
+                        .collect())
+                })
+                .transpose()?;
             let (calibration, c) = calibrate_and_choose(
                 &q_logits,
                 &data.labels,
@@ -321,17 +342,15 @@ pub fn quantize_student(
             card.calibration = calibration;
             card.escalation.score = score;
             card.escalation.threshold = c.threshold;
-            card.escalation.chosen_by = format!(
-                "{} on {} ({} images): escalation rate {:.2}%, accepted accuracy {:.2}%{}",
-                c.target,
-                data.name,
-                data.len(),
-                c.escalation_rate * 100.0,
-                c.accepted_accuracy * 100.0,
-                c.cascade_accuracy
-                    .map(|a| format!(", cascade accuracy {:.2}%", a * 100.0))
-                    .unwrap_or_default()
-            );
+            card.escalation.chosen_by = match compared {
+                Some(t) => format!(
+                    "{}; teacher {} (sha256 {})",
+                    c.describe(),
+                    t.card().name,
+                    &t.sha256()[..12]
+                ),
+                None => c.describe(),
+            };
             choice = Some(c);
         }
         None => {
@@ -351,8 +370,6 @@ pub fn quantize_student(
         "fp32_accuracy": accuracy(&f_logits),
         "agreement_with_fp32": agreement,
         "threshold_choice": choice,
-        "file_bytes": bytes.len(),
-        "fp32_file_bytes": source.len(),
     });
     card.metrics = Some(json!({ "validation": validation }));
     let bytes = with_card(&bytes, &card, origin)?;
