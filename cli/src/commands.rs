@@ -246,6 +246,15 @@ pub fn inspect(model: &Path, as_json: bool) -> Result<()> {
             t.sha256
         );
     }
+    match &card.quantization {
+        Some(q) => out!(
+            "precision   {}: {} (from the fp32 file with sha256 {})",
+            q.precision.name(),
+            q.method,
+            q.source_sha256
+        ),
+        None => out!("precision   {}", card.precision().name()),
+    }
     let ops: Vec<String> = m
         .operators()
         .iter()
@@ -264,6 +273,12 @@ pub fn inspect(model: &Path, as_json: bool) -> Result<()> {
 fn fmt_opt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.4}"))
         .unwrap_or_else(|| "n/a".to_string())
+}
+
+/// `1 image`, `200 images`.
+pub fn images(n: usize) -> String {
+    let plural = if n == 1 { "" } else { "s" };
+    format!("{n} image{plural}")
 }
 
 /// The data set named `name`, cut to its first `limit` images when given (the name then
@@ -307,9 +322,9 @@ pub fn eval(
     }
     let pct = |v: f64| format!("{:.2}%", v * 100.0);
     out!(
-        "data                {} ({} images)",
+        "data                {} ({})",
         report.data,
-        report.samples
+        images(report.samples)
     );
     out!(
         "student accuracy    {} ({} parameters)",

@@ -23,7 +23,8 @@ impl Progress for Bars {
         bar.set_style(style);
         bar.set_prefix(name.to_string());
         if bar.is_hidden() {
-            eprintln!("{name} ({total} steps)");
+            let plural = if total == 1 { "" } else { "s" };
+            eprintln!("{name} ({total} step{plural})");
         }
         self.bar = Some(bar);
     }

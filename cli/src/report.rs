@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use student_distill::{
-    CompareOptions, Comparison, ModelFigures, NamedModel, compare_models, prepare_report_dir,
-    write_comparison_report,
+    CompareOptions, Comparison, MAX_MODEL_NAME_LEN, MODEL_NAME_RULE, ModelFigures, NamedModel,
+    ReportFolder, compare_models, is_valid_model_name, prepare_report_dir, write_comparison_report,
 };
 use student_runtime::{OpenOptions, StudentModel};
 
-use crate::commands::load_data;
+use crate::commands::{images, load_data};
 use crate::progress::Bars;
 
 /// `eval`'s arguments when it writes a report (or was asked to compare).
@@ -39,13 +39,12 @@ pub fn eval_report(args: &Args) -> Result<()> {
              threshold"
         );
     }
-    // Every name is checked before any work, and the folder before the long measurement.
+    // Every name is checked before any work, the models and data are opened before the
+    // report folder is made, and the folder is made before the long measurement.
     let mut specs = vec![(stem(args.model)?, args.model.to_path_buf())];
     for spec in args.compare {
         specs.push(parse_compare(spec)?);
     }
-    prepare_report_dir(dir)?;
-
     let options = OpenOptions { batch: 256 };
     let teacher = StudentModel::open_with(teacher_path, &options)?;
     let models: Vec<StudentModel> = specs
@@ -58,15 +57,30 @@ pub fn eval_report(args: &Args) -> Result<()> {
         .map(|((name, _), model)| NamedModel { name, model })
         .collect();
     let data = load_data(args.data, args.limit)?;
-    let mut bars = Bars::default();
-    let comparison = compare_models(
+
+    let folder = prepare_report_dir(dir)?;
+    let written = compare_models(
         &teacher,
         &named,
         &data,
         &CompareOptions::default(),
-        &mut bars,
-    )?;
-    let files = write_comparison_report(&comparison, dir)?;
+        &mut Bars::default(),
+    )
+    .and_then(|comparison| {
+        let files = write_comparison_report(&comparison, dir)?;
+        Ok((comparison, files))
+    });
+    let (comparison, files) = match written {
+        Ok(done) => done,
+        Err(e) => {
+            // A failed run leaves no empty folder of its own making behind; `remove_dir`
+            // removes only an empty one.
+            if folder == ReportFolder::Created {
+                let _ = std::fs::remove_dir(dir);
+            }
+            return Err(e.into());
+        }
+    };
     if args.json {
         writeln!(
             std::io::stdout().lock(),
@@ -78,34 +92,53 @@ pub fn eval_report(args: &Args) -> Result<()> {
     print_summary(&comparison, &files)
 }
 
-/// `NAME=MODEL` or `MODEL` (named by its file stem). Text before the first `=` is a name
-/// only when it holds no path separator, so a path with `=` in a folder name still works.
+/// `NAME=MODEL` or `MODEL` (named by its file stem). Text before the first `=` is always
+/// the name, and must be a valid one: a model whose path holds `=` is given as NAME=MODEL.
 fn parse_compare(spec: &str) -> Result<(String, PathBuf)> {
-    match spec.split_once('=') {
-        Some((name, path)) if !name.contains(['/', std::path::MAIN_SEPARATOR]) => {
-            if name.trim().is_empty() || path.is_empty() {
-                bail!("--compare `{spec}`: expected NAME=MODEL or MODEL, with neither part empty");
-            }
-            Ok((name.to_string(), PathBuf::from(path)))
-        }
-        _ => {
-            let path = PathBuf::from(spec);
-            Ok((stem(&path)?, path))
-        }
+    let shown = spec.escape_debug();
+    let Some((name, path)) = spec.split_once('=') else {
+        let path = PathBuf::from(spec);
+        return Ok((stem(&path)?, path));
+    };
+    if name.is_empty() || path.is_empty() {
+        bail!("--compare `{shown}`: expected NAME=MODEL or MODEL, with neither part empty");
     }
+    if !is_valid_model_name(name) {
+        bail!(
+            "--compare `{shown}`: `{}` before the first `=` is not a valid model name; \
+             expected {MODEL_NAME_RULE} (a model whose path holds `=` is given as NAME=MODEL)",
+            name.escape_debug()
+        );
+    }
+    Ok((name.to_string(), PathBuf::from(path)))
 }
 
+/// The name of a model given without one: its file stem, with every character outside the
+/// allowed set ([`MODEL_NAME_RULE`]) made `_` and cut to [`MAX_MODEL_NAME_LEN`].
 fn stem(path: &Path) -> Result<String> {
-    path.file_stem()
+    let stem = path
+        .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .filter(|s| !s.is_empty())
-        .with_context(|| format!("{}: no file name to name the model by", path.display()))
+        .with_context(|| format!("{}: no file name to name the model by", path.display()))?;
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if is_valid_model_name(c.encode_utf8(&mut [0; 4])) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(MAX_MODEL_NAME_LEN)
+        .collect();
+    Ok(name)
 }
 
 fn print_summary(c: &Comparison, files: &[PathBuf]) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let pct = |v: f64| format!("{:.2}%", v * 100.0);
-    writeln!(out, "data      {} ({} images)", c.data, c.samples)?;
+    writeln!(out, "data      {} ({})", c.data, images(c.samples))?;
     writeln!(
         out,
         "{:<14} {:>10} {:>9} {:>9} {:>8} {:>7} {:>18} {:>14}",
@@ -164,12 +197,39 @@ mod tests {
         );
         let (name, _) = parse_compare("models/x/baseline.onnx").unwrap();
         assert_eq!(name, "baseline");
-        let (name, path) = parse_compare("runs/a=b/model.onnx").unwrap();
+        // A path holding `=` is given with a name.
+        let (name, path) = parse_compare("model=runs/a=b/model.onnx").unwrap();
         assert_eq!(
             (name.as_str(), path),
             ("model", "runs/a=b/model.onnx".into())
         );
         assert!(parse_compare("=model.onnx").is_err());
         assert!(parse_compare("name=").is_err());
+    }
+
+    #[test]
+    fn compare_names_outside_the_safe_set_are_refused_by_name() {
+        for (spec, name) in [
+            ("a|b<script>=m.onnx", "a|b<script>"),
+            ("x/y=m.onnx", "x/y"),
+            ("runs/a=b/model.onnx", "runs/a"),
+            ("two\nlines=m.onnx", "two\\nlines"),
+        ] {
+            let err = parse_compare(spec).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{name}`")), "{err}");
+            assert!(err.contains(MODEL_NAME_RULE), "{err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        let long = format!("{}=m.onnx", "n".repeat(MAX_MODEL_NAME_LEN + 1));
+        assert!(parse_compare(&long).is_err());
+    }
+
+    #[test]
+    fn a_file_stem_becomes_a_safe_name() {
+        let (name, _) = parse_compare("runs/my model|v2.onnx").unwrap();
+        assert_eq!(name, "my_model_v2");
+        let (name, _) = parse_compare(&format!("{}.onnx", "é".repeat(80))).unwrap();
+        assert_eq!(name, "_".repeat(MAX_MODEL_NAME_LEN));
+        assert!(is_valid_model_name(&name));
     }
 }

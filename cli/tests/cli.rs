@@ -1,6 +1,7 @@
 //! The command line as a user meets it: outputs, JSON fields, and one-line errors with a
 //! non-zero exit for every bad input.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -486,6 +487,18 @@ fn eval_report_writes_tables_json_and_plots() {
     assert!(same["kl_from_teacher"].as_f64().unwrap() < 1e-9);
     assert_eq!(same["accuracy"], teacher["accuracy"]);
     assert_eq!(same["worst_classes"].as_array().unwrap().len(), 0);
+    // No gap at all is 0, not -0.
+    let no_gap = same["mean_class_drop"].as_f64().unwrap();
+    assert!(no_gap == 0.0 && no_gap.is_sign_positive(), "{no_gap}");
+    // The bias audit names a class only where the model is below the teacher and loses
+    // more than its mean loss per class.
+    for m in models {
+        let mean_drop = m["mean_class_drop"].as_f64().unwrap();
+        for k in m["worst_classes"].as_array().unwrap() {
+            let delta = k["delta"].as_f64().unwrap();
+            assert!(delta < 0.0 && -delta > mean_drop, "{}: {k}", m["name"]);
+        }
+    }
     assert_eq!(same["cascade"]["cascade_accuracy"], teacher["accuracy"]);
     for m in &models[..2] {
         let cascade = &m["cascade"];
@@ -589,4 +602,311 @@ fn eval_report_refuses_bad_requests_in_one_line() {
         ]),
         "NAME=MODEL",
     );
+    assert_one_line_error(
+        &run(&[
+            &student_model,
+            "--teacher",
+            "/nonexistent/teacher.onnx",
+            "--report",
+            &out,
+        ]),
+        "/nonexistent/teacher.onnx",
+    );
+    // None of the refused runs leaves a report folder behind.
+    assert!(!Path::new(&out).exists(), "{out} was left behind");
+}
+
+/// `student eval` of the shipped student against the shipped teacher on the first `limit`
+/// test images, with extra arguments.
+fn eval_report(limit: &str, extra: &[&str]) -> Output {
+    let student_model = model("student.onnx");
+    let teacher_model = model("teacher.onnx");
+    let mut args = vec![
+        "eval",
+        &student_model,
+        "--teacher",
+        &teacher_model,
+        "--limit",
+        limit,
+    ];
+    args.extend_from_slice(extra);
+    student(&args)
+}
+
+#[test]
+fn eval_report_makes_only_its_own_folder() {
+    let dir = scratch("report-parents");
+    let deep = dir.join("missing").join("a").join("b");
+    let o = eval_report("5", &["--report", &deep.display().to_string()]);
+    assert_one_line_error(&o, "missing/a does not exist");
+    assert!(!dir.join("missing").exists(), "a parent folder was created");
+    // The folder itself is made when its parent is there.
+    let out = dir.join("out");
+    let o = eval_report("5", &["--report", &out.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("report.md").is_file());
+}
+
+#[cfg(unix)]
+#[test]
+fn eval_report_never_writes_through_a_link_at_a_file_name() {
+    let dir = scratch("report-link");
+    let out = dir.join("out");
+    std::fs::create_dir(&out).unwrap();
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("report.md")).unwrap();
+    let o = eval_report("5", &["--report", &out.display().to_string()]);
+    assert_one_line_error(&o, "symbolic link");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    assert!(
+        std::fs::symlink_metadata(out.join("report.md"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // No temporary file is left beside the report files.
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with('.'), "{name} left behind");
+    }
+}
+
+#[test]
+fn eval_report_refuses_names_that_would_break_the_report() {
+    let dir = scratch("report-names");
+    let out = dir.join("out").display().to_string();
+    let baseline = model("baseline.onnx");
+    for name in ["a|b<script>", "two\nlines", &"n".repeat(65)] {
+        let spec = format!("{name}={baseline}");
+        let o = eval_report("5", &["--compare", &spec, "--report", &out]);
+        assert_one_line_error(&o, &format!("`{}`", name.escape_debug()));
+        assert_one_line_error(&o, "ASCII letters, digits");
+    }
+    // The text before the first `=` is a name, not part of a path.
+    let spec = format!("x/y={baseline}");
+    let o = eval_report("5", &["--compare", &spec, "--report", &out]);
+    assert_one_line_error(&o, "`x/y` before the first `=` is not a valid model name");
+    assert!(!stderr(&o).contains("cannot read"), "{}", stderr(&o));
+    assert!(!Path::new(&out).exists());
+}
+
+#[test]
+fn classes_without_images_have_no_accuracy() {
+    let o = student(&["eval", &model("student.onnx"), "--limit", "1", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let per_class = v["per_class_accuracy"].as_array().unwrap();
+    assert_eq!(per_class.len(), 10);
+    // The first test image is an ankle boot: the other nine classes have no image.
+    assert_eq!(per_class.iter().filter(|a| a.is_null()).count(), 9, "{v}");
+    assert!(per_class[9].is_number(), "{v}");
+    let text = student(&["eval", &model("student.onnx"), "--limit", "1"]);
+    assert!(stdout(&text).contains("(1 image)"), "{}", stdout(&text));
+
+    let dir = scratch("report-one-image").join("out");
+    let o = eval_report("1", &["--report", &dir.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("1 images") && !stderr(&o).contains("1 images"));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    for m in std::iter::once(&v["teacher"]).chain(v["models"].as_array().unwrap()) {
+        let per_class = m["per_class"].as_array().unwrap();
+        let empty: Vec<&serde_json::Value> = per_class
+            .iter()
+            .filter(|k| k["accuracy"].is_null())
+            .collect();
+        assert_eq!(empty.len(), 9, "{}", m["name"]);
+        for k in empty {
+            assert!(
+                k["teacher_accuracy"].is_null() && k["delta"].is_null(),
+                "{k}"
+            );
+        }
+        assert!(m["worst_classes"].as_array().unwrap().is_empty());
+    }
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("| T-shirt/top | n/a | n/a | n/a |"), "{md}");
+    assert!(md.contains("1 image.") && !md.contains("1 images"), "{md}");
+    // One bar per model, for the one class with an image (besides the legend swatches).
+    let svg = std::fs::read_to_string(dir.join("per-class.svg")).unwrap();
+    let filled = svg
+        .split("<rect ")
+        .skip(1)
+        .filter(|r| !r.contains("fill=\"#FFFFFF\"") && !r.contains("fill=\"none\""))
+        .count();
+    assert_eq!(filled, 2 + 2, "{svg}");
+}
+
+/// `student quantize` of the shipped student into `out`, with extra arguments.
+fn quantize_into(out: &Path, extra: &[&str]) -> Output {
+    let student_model = model("student.onnx");
+    let out = out.display().to_string();
+    let mut args = vec![
+        "quantize",
+        &student_model,
+        "--precision",
+        "fp16",
+        "--target",
+        "max_escalation=0.2",
+        "-o",
+        &out,
+    ];
+    args.extend_from_slice(extra);
+    student(&args)
+}
+
+#[test]
+fn quantize_writes_a_model_that_opens_with_its_card() {
+    let dir = scratch("quantize-ok");
+    let out = dir.join("s-fp16.onnx");
+    let o = quantize_into(&out, &["--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["precision"], "fp16");
+    assert!(
+        v["chosen_by"]
+            .as_str()
+            .unwrap()
+            .contains("escalate at most 20.0%")
+    );
+    let i = student(&["inspect", &out.display().to_string()]);
+    assert!(stdout(&i).contains("precision   fp16"), "{}", stdout(&i));
+    // Only the output remains: no temporary file is left beside it.
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["s-fp16.onnx"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn quantize_never_replaces_what_is_not_a_regular_file_or_is_an_input() {
+    let dir = scratch("quantize-out");
+    // A symlink at the output name: refused, and its target untouched.
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    let link = dir.join("link.onnx");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    assert_one_line_error(&quantize_into(&link, &[]), "symbolic link");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // A FIFO and a directory.
+    let fifo = dir.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_one_line_error(&quantize_into(&fifo, &[]), "not a regular file");
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert_one_line_error(&quantize_into(&dir, &[]), "directory");
+    // The output may not be one of the run's inputs.
+    let teacher_copy = dir.join("teacher.onnx");
+    std::fs::copy(models().join("teacher.onnx"), &teacher_copy).unwrap();
+    let before = std::fs::read(&teacher_copy).unwrap();
+    let t = teacher_copy.display().to_string();
+    assert_one_line_error(
+        &quantize_into(&teacher_copy, &["--teacher", &t]),
+        "--teacher",
+    );
+    assert_eq!(std::fs::read(&teacher_copy).unwrap(), before);
+    let o = student(&[
+        "quantize",
+        &model("student.onnx"),
+        "--precision",
+        "int8",
+        "-o",
+        &model("student.onnx"),
+    ]);
+    assert_one_line_error(&o, "the input model");
+}
+
+#[test]
+fn quantize_usage_errors_fail_before_any_work() {
+    let dir = scratch("quantize-usage");
+    let out = dir.join("x.onnx").display().to_string();
+    let s = model("student.onnx");
+    // Unknown values are usage errors (exit 2).
+    for args in [
+        vec!["quantize", &s, "--precision", "int4", "-o", &out],
+        vec![
+            "quantize",
+            &s,
+            "--precision",
+            "int8",
+            "--method",
+            "kl",
+            "-o",
+            &out,
+        ],
+        vec![
+            "quantize",
+            &s,
+            "--precision",
+            "int8",
+            "--score",
+            "x",
+            "-o",
+            &out,
+        ],
+    ] {
+        let o = student(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    // The card's recipe target compares with the teacher: without one, a clear error
+    // that says how to fix it.
+    let o = student(&["quantize", &s, "--precision", "fp16", "-o", &out]);
+    assert_one_line_error(&o, "give the teacher");
+    assert!(
+        !stderr(&o).contains("CascadeWithinTeacher"),
+        "{}",
+        stderr(&o)
+    );
+    // Measuring on the data the threshold was fitted on would flatter the model.
+    let o = student(&[
+        "quantize",
+        &s,
+        "--precision",
+        "fp16",
+        "--target",
+        "max_escalation=0.1",
+        "--test-data",
+        "fashion-mnist:validation",
+        "-o",
+        &out,
+    ]);
+    assert_one_line_error(&o, "also the calibration data");
+    for bad in [
+        "risk_bound=0.05",
+        "risk_bound=2,0.1",
+        "accepted_accuracy=nan",
+        "fastest",
+    ] {
+        let o = student(&[
+            "quantize",
+            &s,
+            "--precision",
+            "fp16",
+            "--target",
+            bad,
+            "-o",
+            &out,
+        ]);
+        assert_one_line_error(&o, "--target");
+    }
+    assert!(!dir.join("x.onnx").exists());
 }

@@ -17,6 +17,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An output path that cannot be used: a folder to create whose parent is missing, or
+    /// something other than a regular file at the name of a file to write.
+    #[error("cannot write {path}: {reason}")]
+    Output {
+        /// The file or folder at fault.
+        path: PathBuf,
+        /// What was in the way and what to do.
+        reason: String,
+    },
     /// An IDX file is malformed.
     #[error("{path}: invalid IDX file: {reason}")]
     Idx {

@@ -35,10 +35,11 @@ pub struct EvalReport {
     pub params: u64,
     /// Teacher parameter count.
     pub teacher_params: Option<u64>,
-    /// Student accuracy per class, in label order.
-    pub per_class_accuracy: Vec<f64>,
-    /// Teacher accuracy per class, in label order.
-    pub teacher_per_class_accuracy: Option<Vec<f64>>,
+    /// Student accuracy per class, in label order; `None` (JSON `null`) for a class with
+    /// no image in the data, which has no accuracy to report.
+    pub per_class_accuracy: Vec<Option<f64>>,
+    /// Teacher accuracy per class, in label order; `None` as for the student.
+    pub teacher_per_class_accuracy: Option<Vec<Option<f64>>>,
 }
 
 /// Runs `student` (and `teacher`) over `data` and measures accuracy, escalation and
@@ -120,11 +121,12 @@ pub fn evaluate_logits(
             answer == data.labels[i] as usize
         })
         .count();
-    let per_class = |pred: &[usize]| -> Vec<f64> {
+    let per_class = |pred: &[usize]| -> Vec<Option<f64>> {
         (0..classes)
             .map(|c| {
                 let of: Vec<usize> = (0..n).filter(|&i| data.labels[i] as usize == c).collect();
-                frac(of.iter().filter(|&&i| pred[i] == c).count(), of.len())
+                let right = of.iter().filter(|&&i| pred[i] == c).count();
+                (!of.is_empty()).then(|| frac(right, of.len()))
             })
             .collect()
     };
@@ -190,7 +192,12 @@ pub(crate) fn logits(
         out.extend(model.logits_batch(&data.tensor(spec, chunk)?)?);
         progress.advance(chunk.len() as u64);
     }
-    progress.finish(&format!("{}: {} images", model.card().name, data.len()));
+    let plural = if data.len() == 1 { "" } else { "s" };
+    progress.finish(&format!(
+        "{}: {} image{plural}",
+        model.card().name,
+        data.len()
+    ));
     Ok(out)
 }
 

@@ -21,6 +21,7 @@ mod export;
 mod idx;
 mod loss;
 mod net;
+mod output;
 mod pipeline;
 mod plots;
 mod progress;
@@ -36,8 +37,9 @@ pub use calibrate::{
 };
 pub use compare::{
     CASCADE_SVG, CascadeFigures, ClassFigures, CompareOptions, Comparison, Curves, Latency,
-    ModelFigures, NamedModel, PER_CLASS_SVG, RELIABILITY_SVG, RISK_COVERAGE_SVG, Robustness,
-    TEACHER_NAME, compare_models, prepare_report_dir, write_comparison_report,
+    MAX_MODEL_NAME_LEN, MODEL_NAME_RULE, ModelFigures, NamedModel, PER_CLASS_SVG, RELIABILITY_SVG,
+    RISK_COVERAGE_SVG, ReportFolder, Robustness, TEACHER_NAME, compare_models, is_valid_model_name,
+    prepare_report_dir, write_comparison_report,
 };
 pub use corrupt::{Corruption, MAX_BLUR_SIGMA};
 pub use dataset::{Dataset, FASHION_MNIST_LABELS, Split};
@@ -45,6 +47,7 @@ pub use error::Error;
 pub use eval::{EvalReport, evaluate, evaluate_logits};
 pub use idx::{IdxArray, read_idx};
 pub use loss::distillation_loss_reference;
+pub use output::replace_file;
 pub use pipeline::run_recipe;
 pub use plots::{
     CascadeCurve, ClassValues, Curve, Reliability, ReliabilityBin, cascade_plot,

@@ -13,6 +13,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::output::replace_file;
 
 /// A named line through `(x, y)` points.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,8 +66,9 @@ pub struct CascadeCurve {
 pub struct ClassValues {
     /// The legend entry.
     pub name: String,
-    /// One value per class, fractions in `[0, 1]`.
-    pub values: Vec<f64>,
+    /// One value per class, fractions in `[0, 1]`; `None` where there is no value (a class
+    /// without images), drawn as no bar.
+    pub values: Vec<Option<f64>>,
 }
 
 /// Draws a reliability diagram: per model, accuracy against mean confidence in each
@@ -276,8 +278,9 @@ pub fn cascade_plot(
 }
 
 /// Draws per-class values as grouped bars, one group per class (named on the axis), one
-/// bar per series. The value axis starts below the smallest value, at a multiple of 10%,
-/// so that gaps of a few points stay visible; the axis title says where it starts.
+/// bar per series; a missing value draws no bar. The value axis starts below the smallest
+/// value, at a multiple of 10%, so that gaps of a few points stay visible, and ends at
+/// 100%; the axis title says where it starts. The legend sits in the space above.
 ///
 /// # Errors
 /// [`Error::Plot`] when there is no series or no class, a series does not hold one value
@@ -308,15 +311,20 @@ pub fn per_class_accuracy(
                 classes.len()
             )));
         }
-        check_finite(path, &s.name, s.values.iter().copied())?;
+        check_finite(path, &s.name, s.values.iter().flatten().copied())?;
     }
     let lowest = series
         .iter()
-        .flat_map(|s| s.values.iter().copied())
+        .flat_map(|s| s.values.iter().flatten().copied())
         .fold(1.0f64, f64::min);
     let floor = (((lowest - 0.05) * 10.0).floor() / 10.0).clamp(0.0, 0.9);
-    // Headroom above 100% holds the legend clear of the tallest bars.
+    // Headroom above 100% holds the legend clear of the tallest bars; the axis, its ticks
+    // and grid lines stop at 100%.
     let top = 1.0 + (1.0 - floor) * 0.3;
+    let values = CappedAxis {
+        range: (floor..top).into(),
+        cap: 1.0,
+    };
     let n = classes.len();
     let width = (110 * n as u32).clamp(600, 1600);
     render(path, (width, 650), |root| {
@@ -325,7 +333,7 @@ pub fn per_class_accuracy(
             .margin(20)
             .x_label_area_size(50)
             .y_label_area_size(80)
-            .build_cartesian_2d(ClassAxis { classes: n }, floor..top)?;
+            .build_cartesian_2d(ClassAxis { classes: n }, values)?;
         let class_name = |v: &f64| {
             let i = v.round();
             if i >= 0.0 && (i as usize) < n {
@@ -334,14 +342,7 @@ pub fn per_class_accuracy(
                 String::new()
             }
         };
-        let pct = percent(0);
-        let y_fmt = |v: &f64| {
-            if *v > 1.0 + 1e-9 {
-                String::new()
-            } else {
-                pct(v)
-            }
-        };
+        let y_fmt = percent(0);
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -358,9 +359,13 @@ pub fn per_class_accuracy(
         let bar = group / series.len() as f64;
         for (j, s) in series.iter().enumerate() {
             let c = color(j);
-            let bars = s.values.iter().enumerate().map(move |(class, &v)| {
+            let bars = s.values.iter().enumerate().filter_map(move |(class, &v)| {
                 let x0 = class as f64 - group / 2.0 + j as f64 * bar;
-                Rectangle::new([(x0, floor), (x0 + bar * 0.9, v.max(floor))], c.filled())
+                let v = v?;
+                Some(Rectangle::new(
+                    [(x0, floor), (x0 + bar * 0.9, v.max(floor))],
+                    c.filled(),
+                ))
             });
             chart
                 .draw_series(bars)?
@@ -396,8 +401,43 @@ impl Ranged for ClassAxis {
     }
 }
 
+/// A value axis over a range whose axis line, ticks and grid lines stop at `cap`: the
+/// range above it is room for the legend, not for values.
+struct CappedAxis {
+    range: RangedCoordf64,
+    cap: f64,
+}
+
+impl Ranged for CappedAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.range.map(value, limit)
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        let mut points = self.range.key_points(hint);
+        // A hair of tolerance keeps a key point computed as 0.9999999 for 100%.
+        points.retain(|&v| v <= self.cap + 1e-9);
+        points
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.range.range()
+    }
+
+    fn axis_pixel_range(&self, limit: (i32, i32)) -> std::ops::Range<i32> {
+        let (a, b) = (
+            self.map(&self.range.range().start, limit),
+            self.map(&self.cap, limit),
+        );
+        a.min(b)..a.max(b)
+    }
+}
+
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
-type Chart<'a, 'b, X> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, RangedCoordf64>>;
+type Chart<'a, 'b, X, Y = RangedCoordf64> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>;
 
 const LIGHT: RGBColor = RGBColor(232, 232, 232);
 const GREY: RGBColor = RGBColor(140, 140, 140);
@@ -438,11 +478,7 @@ fn render(
             reason: e.to_string(),
         })?;
     }
-    std::fs::write(path, svg).map_err(|source| Error::Io {
-        action: "cannot write",
-        path: path.to_path_buf(),
-        source,
-    })
+    replace_file(path, svg.as_bytes())
 }
 
 /// Draws `line` with a legend entry and, when `markers` gives a radius per point, a dot at
@@ -470,9 +506,13 @@ where
     Ok(())
 }
 
-fn legend<'a, 'b: 'a, X>(chart: &mut Chart<'a, 'b, X>, position: SeriesLabelPosition) -> DrawResult
+fn legend<'a, 'b: 'a, X, Y>(
+    chart: &mut Chart<'a, 'b, X, Y>,
+    position: SeriesLabelPosition,
+) -> DrawResult
 where
     X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
 {
     chart
         .configure_series_labels()
@@ -603,11 +643,11 @@ mod tests {
         let series = [
             ClassValues {
                 name: "teacher".into(),
-                values: vec![0.85, 0.99],
+                values: vec![Some(0.85), Some(0.99)],
             },
             ClassValues {
                 name: "student".into(),
-                values: vec![0.8, 0.98],
+                values: vec![Some(0.8), Some(0.98)],
             },
         ];
         per_class_accuracy(&path, "Per class", &classes, &series).unwrap();
@@ -626,7 +666,7 @@ mod tests {
         assert!(risk_coverage(&path, "t", &[curve("m", &[])]).is_err());
         let short = ClassValues {
             name: "m".into(),
-            values: vec![0.5],
+            values: vec![Some(0.5)],
         };
         let err = per_class_accuracy(&path, "t", &["a".into(), "b".into()], &[short]);
         assert!(
@@ -645,6 +685,65 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         let err = risk_coverage(&file.join("x.svg"), "t", &[curve("m", &[(0.5, 0.1)])]);
         assert!(matches!(err, Err(Error::Io { .. })));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The value of attribute `name` of every `tag` element of `svg` that has it.
+    fn attribute(svg: &str, tag: &str, name: &str) -> Vec<String> {
+        let key = format!(" {name}=\"");
+        svg.split(&format!("<{tag} "))
+            .skip(1)
+            .filter_map(|element| {
+                let element = format!(" {}", &element[..element.find('>')?]);
+                let start = element.find(&key)? + key.len();
+                let len = element[start..].find('"')?;
+                Some(element[start..start + len].to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn per_class_bars_stop_at_100_percent_and_skip_missing_values() {
+        let dir = scratch("per-class");
+        let path = dir.join("classes.svg");
+        let classes = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let series = [
+            ClassValues {
+                name: "teacher".into(),
+                values: vec![Some(0.9), None, Some(1.0)],
+            },
+            ClassValues {
+                name: "student".into(),
+                values: vec![Some(0.8), None, Some(0.95)],
+            },
+        ];
+        per_class_accuracy(&path, "Per class", &classes, &series).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+
+        // The 100% label's height: no grid line, tick or axis line rises above it.
+        let label = svg.find(">\n100%\n<").expect("a 100% label");
+        let element = &svg[svg[..label].rfind("<text").unwrap()..];
+        let y_100: i32 = attribute(element, "text", "y")[0].parse().unwrap();
+        let lines = attribute(&svg, "line", "y1");
+        assert!(!lines.is_empty());
+        for y in lines {
+            assert!(
+                y.parse::<i32>().unwrap() >= y_100,
+                "grid line at {y}, 100% at {y_100}"
+            );
+        }
+        for points in attribute(&svg, "polyline", "points") {
+            for point in points.split_whitespace() {
+                let y: i32 = point.split(',').nth(1).unwrap().parse().unwrap();
+                assert!(y >= y_100, "axis or tick at {y}, 100% at {y_100}: {points}");
+            }
+        }
+        // Bars: four drawn values and two legend swatches, nothing for class `b`.
+        let bars = attribute(&svg, "rect", "fill")
+            .into_iter()
+            .filter(|fill| fill != "#FFFFFF" && fill != "none")
+            .count();
+        assert_eq!(bars, 4 + 2, "{svg}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

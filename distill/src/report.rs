@@ -112,12 +112,15 @@ pub(crate) fn markdown(report: &DistillReport, classes: &[String]) -> String {
     );
     if let Some(teacher) = &s.teacher_per_class_accuracy {
         for (i, name) in classes.iter().enumerate() {
-            md.push_str(&format!(
-                "| {name} | {} | {} | {:+.2} |\n",
-                pct(teacher[i]),
-                pct(s.per_class_accuracy[i]),
-                (s.per_class_accuracy[i] - teacher[i]) * 100.0
-            ));
+            // A class with no test image has no accuracy, hence no gap.
+            let (t, a) = (
+                teacher.get(i).copied().flatten(),
+                s.per_class_accuracy.get(i).copied().flatten(),
+            );
+            let gap = t.zip(a).map_or("n/a".to_string(), |(t, a)| {
+                format!("{:+.2}", (a - t) * 100.0)
+            });
+            md.push_str(&format!("| {name} | {} | {} | {gap} |\n", opt(t), opt(a)));
         }
     }
     if !report.quantized.is_empty() {

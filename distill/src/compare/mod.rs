@@ -25,12 +25,27 @@ use curves::{cascade_curve, confidence_order, reliability_bins, risk_coverage};
 use latency::latency;
 
 pub use report::{
-    CASCADE_SVG, PER_CLASS_SVG, RELIABILITY_SVG, RISK_COVERAGE_SVG, prepare_report_dir,
-    write_comparison_report,
+    CASCADE_SVG, PER_CLASS_SVG, RELIABILITY_SVG, RISK_COVERAGE_SVG, ReportFolder,
+    prepare_report_dir, write_comparison_report,
 };
 
 /// The name of the teacher's row in a comparison; no compared model may take it.
 pub const TEACHER_NAME: &str = "teacher";
+
+/// The longest name a compared model may carry, in characters.
+pub const MAX_MODEL_NAME_LEN: usize = 64;
+
+/// The names [`is_valid_model_name`] accepts, in words, for error messages.
+pub const MODEL_NAME_RULE: &str =
+    "1 to 64 characters among ASCII letters, digits, `-`, `_`, `.` and `+`";
+
+/// Whether `name` may name a model in a comparison: 1 to [`MAX_MODEL_NAME_LEN`] ASCII
+/// letters, digits, `-`, `_`, `.` and `+`. Names appear in Markdown tables, SVG legends and
+/// JSON; this set reads the same in all of them and can break none.
+pub fn is_valid_model_name(name: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+');
+    (1..=MAX_MODEL_NAME_LEN).contains(&name.len()) && name.chars().all(allowed)
+}
 
 /// What a comparison measures besides the clean data.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +72,8 @@ impl Default for CompareOptions {
 /// A model to compare, with the name it carries in the report.
 #[derive(Debug, Clone, Copy)]
 pub struct NamedModel<'a> {
-    /// Unique within a comparison, not [`TEACHER_NAME`].
+    /// Unique within a comparison, not [`TEACHER_NAME`], and valid by
+    /// [`is_valid_model_name`].
     pub name: &'a str,
     /// The opened model.
     pub model: &'a StudentModel,
@@ -115,10 +131,11 @@ pub struct ModelFigures {
     pub latency: Latency,
     /// Accuracy per class, in label order, against the teacher's.
     pub per_class: Vec<ClassFigures>,
-    /// Mean over classes of the teacher's accuracy minus the model's.
+    /// Mean over the classes that have images of the teacher's accuracy minus the model's:
+    /// positive where the model loses on average, negative where it gains.
     pub mean_class_drop: f64,
-    /// Classes where the model loses more than `mean_class_drop` (the bias audit), the
-    /// largest loss first.
+    /// The bias audit: classes where the model is below the teacher and loses more than
+    /// `mean_class_drop`, the largest loss first. Classes without images are left out.
     pub worst_classes: Vec<ClassFigures>,
     /// Accuracy under each corruption.
     pub robustness: Vec<Robustness>,
@@ -137,17 +154,18 @@ pub struct Latency {
     pub p90_us: f64,
 }
 
-/// A model's accuracy on one class, beside the teacher's.
+/// A model's accuracy on one class, beside the teacher's. A class with no image in the
+/// data has no accuracy: its figures are `None` (JSON `null`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClassFigures {
     /// The class name.
     pub class: String,
     /// The model's accuracy on the class.
-    pub accuracy: f64,
+    pub accuracy: Option<f64>,
     /// The teacher's accuracy on the class.
-    pub teacher_accuracy: f64,
+    pub teacher_accuracy: Option<f64>,
     /// `accuracy - teacher_accuracy`: negative where the model loses.
-    pub delta: f64,
+    pub delta: Option<f64>,
 }
 
 /// Accuracy on a corrupted copy of the data.
@@ -195,7 +213,8 @@ pub struct Curves {
 /// benchmark.
 ///
 /// # Errors
-/// [`Error::Compare`] when a model's name is empty, repeated or [`TEACHER_NAME`], or its
+/// [`Error::Compare`] when a model's name is not valid ([`is_valid_model_name`]), repeated
+/// or [`TEACHER_NAME`], or its
 /// labels (names and order) or input size differ from the teacher's; [`Error::Data`] when
 /// the data does not fit the models or is empty; [`Error::Corruption`] for a corruption
 /// out of range; runtime errors from running the models.
@@ -256,7 +275,7 @@ pub fn compare_models(
                 class: class.clone(),
                 accuracy: acc,
                 teacher_accuracy: t,
-                delta: acc - t,
+                delta: acc.zip(t).map(|(a, t)| a - t),
             })
             .collect();
         let (mean_class_drop, worst_classes) = bias_audit(&per_class);
@@ -340,18 +359,25 @@ pub fn compare_models(
     })
 }
 
-/// Names unique, non-empty and not the teacher's; labels and input size the teacher's.
+/// Names valid, unique and not the teacher's; labels and input size the teacher's.
 fn check_models(teacher: &StudentModel, models: &[NamedModel<'_>]) -> Result<(), Error> {
     let tc = teacher.card();
     for (i, m) in models.iter().enumerate() {
         let refuse = |reason: String| {
             Err(Error::Compare {
-                model: format!("{} ({})", m.name, m.model.origin()),
+                // Escaped: a refused name may hold a line break or a control character.
+                model: format!("`{}` ({})", m.name.escape_debug(), m.model.origin()),
                 reason,
             })
         };
         if m.name.trim().is_empty() {
             return refuse("its name is empty; give it one with NAME=MODEL".to_string());
+        }
+        if !is_valid_model_name(m.name) {
+            return refuse(format!(
+                "its name is not allowed; expected {MODEL_NAME_RULE}; give it one with \
+                 NAME=MODEL"
+            ));
         }
         if m.name == TEACHER_NAME {
             return refuse(format!(
@@ -405,18 +431,27 @@ fn accuracy(logits: &[f32], labels: &[u8]) -> f64 {
     right as f64 / labels.len() as f64
 }
 
-/// Mean over classes of the teacher's accuracy minus the model's, and the classes that
-/// lose more than that mean, the largest loss first.
+/// Mean over the classes with images of the teacher's accuracy minus the model's, and the
+/// classes where the model is below the teacher and loses more than that mean, the largest
+/// loss first. Where the model gains on average, every class it loses on is named.
 fn bias_audit(per_class: &[ClassFigures]) -> (f64, Vec<ClassFigures>) {
-    let mean = -per_class.iter().map(|c| c.delta).sum::<f64>() / per_class.len().max(1) as f64;
-    // A hair of tolerance: classes losing exactly the mean are not singled out for
-    // floating-point noise.
+    // A hair of tolerance: a class at the teacher's accuracy or losing exactly the mean is
+    // not singled out for floating-point noise.
+    const NOISE: f64 = 1e-12;
+    let deltas: Vec<f64> = per_class.iter().filter_map(|c| c.delta).collect();
+    let mean = -deltas.iter().sum::<f64>() / deltas.len().max(1) as f64;
+    // No gap at all is 0, not -0, in report.json.
+    let mean = if mean == 0.0 { 0.0 } else { mean };
+    let loses = |d: f64| d < -NOISE && -d > mean + NOISE;
     let mut worst: Vec<ClassFigures> = per_class
         .iter()
-        .filter(|c| -c.delta > mean + 1e-12)
+        .filter(|c| c.delta.is_some_and(loses))
         .cloned()
         .collect();
-    worst.sort_by(|a, b| a.delta.total_cmp(&b.delta));
+    worst.sort_by(|a, b| {
+        let (a, b) = (a.delta.unwrap_or(0.0), b.delta.unwrap_or(0.0));
+        a.total_cmp(&b)
+    });
     (mean, worst)
 }
 
@@ -454,9 +489,19 @@ mod tests {
     fn class(name: &str, accuracy: f64, teacher: f64) -> ClassFigures {
         ClassFigures {
             class: name.into(),
-            accuracy,
-            teacher_accuracy: teacher,
-            delta: accuracy - teacher,
+            accuracy: Some(accuracy),
+            teacher_accuracy: Some(teacher),
+            delta: Some(accuracy - teacher),
+        }
+    }
+
+    /// A class with no image in the data.
+    fn empty_class(name: &str) -> ClassFigures {
+        ClassFigures {
+            class: name.into(),
+            accuracy: None,
+            teacher_accuracy: None,
+            delta: None,
         }
     }
 
@@ -474,7 +519,69 @@ mod tests {
         assert_eq!(names, ["b", "c"]);
         let (mean, worst) = bias_audit(&[class("a", 0.9, 0.9), class("b", 0.5, 0.5)]);
         assert_eq!(mean, 0.0);
+        assert!(mean.is_sign_positive(), "no gap is 0, not -0");
         assert!(worst.is_empty());
+    }
+
+    #[test]
+    fn bias_audit_names_only_classes_below_the_teacher() {
+        // A model that gains on average: the classes at the teacher's accuracy lose more
+        // than the mean change but lose nothing, so only `b` is named.
+        let per_class = [
+            class("a", 0.90, 0.90),
+            class("b", 0.85, 0.90),
+            class("c", 1.00, 0.80),
+            class("d", 0.70, 0.70),
+        ];
+        let (mean, worst) = bias_audit(&per_class);
+        assert!((mean + 0.0375).abs() < 1e-12, "{mean}");
+        let names: Vec<&str> = worst.iter().map(|c| c.class.as_str()).collect();
+        assert_eq!(names, ["b"]);
+    }
+
+    #[test]
+    fn bias_audit_leaves_out_classes_without_images() {
+        let per_class = [
+            class("a", 0.80, 0.90),
+            empty_class("b"),
+            class("c", 0.90, 0.90),
+            empty_class("d"),
+        ];
+        let (mean, worst) = bias_audit(&per_class);
+        // Over `a` and `c` only: (0.10 + 0) / 2.
+        assert!((mean - 0.05).abs() < 1e-12, "{mean}");
+        let names: Vec<&str> = worst.iter().map(|c| c.class.as_str()).collect();
+        assert_eq!(names, ["a"]);
+        let (mean, worst) = bias_audit(&[empty_class("a")]);
+        assert_eq!((mean, worst.len()), (0.0, 0));
+    }
+
+    #[test]
+    fn model_names_are_kept_to_a_safe_set() {
+        for good in [
+            "student",
+            "int8",
+            "student-fp16",
+            "v1.2+qat",
+            "a_b",
+            &"x".repeat(64),
+        ] {
+            assert!(is_valid_model_name(good), "{good}");
+        }
+        let long = "x".repeat(65);
+        for bad in [
+            "",
+            "a|b",
+            "a<script>",
+            "two\nlines",
+            "x/y",
+            "a b",
+            "é",
+            "`x`",
+            &long,
+        ] {
+            assert!(!is_valid_model_name(bad), "{bad:?}");
+        }
     }
 
     #[test]
