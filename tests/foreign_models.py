@@ -102,7 +102,13 @@ def torchstyle(student, opset):
         mm = g.op("MatMul", [x, g.init(f"onnx::MatMul_{name}", f32(w[f"{name}.weight"]))], name)
         return g.op("Add", [mm, g.init(f"{name}.bias", f32(w[f"{name}.bias"]))], name, out=out)
 
-    x = g.op("Relu", [conv_bn("conv0", "input.1", w["conv0.weight"], w["conv0.bias"])], "relu0")
+    # The normalization as the first ops of the graph (as exports of a model that wraps its
+    # transforms do): the file takes pixels / 255, which is what a runtime feeds a model
+    # without a card, so it sees the inputs it was trained on.
+    spec = json.loads(next(p.value for p in student.metadata_props if p.key == "student.input"))
+    x = g.op("Add", ["input.1", g.init("normalize.shift", f32([-spec["mean"][0]]))], "normalize")
+    x = g.op("Mul", [x, g.init("normalize.scale", f32([1.0 / spec["std"][0]]))], "normalize")
+    x = g.op("Relu", [conv_bn("conv0", x, w["conv0.weight"], w["conv0.bias"])], "relu0")
     # A depthwise 1x1 conv scales channel c by s_c > 0. Relu and MaxPool commute with positive
     # scaling and conv1's zero padding stays zero, so dividing conv1's input channel c by s_c
     # undoes it exactly (up to rounding).
@@ -224,9 +230,10 @@ def main():
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
     expected = run(student, x)[0]
+    raw = read_idx(idx)[:200].astype(f32)[:, None, :, :] / f32(255)
     for name, opset in (("student-torchstyle.onnx", 17), ("opset11.onnx", 11)):
         model = torchstyle(student, opset)
-        worst = float(np.abs(run(model, x)[0] - expected).max())
+        worst = float(np.abs(run(model, raw)[0] - expected).max())
         if not worst <= TOLERANCE:
             fail(f"{name}: logits differ from the student's by {worst:.2e} on {len(x)} images "
                  f"(tolerance {TOLERANCE:.0e})")

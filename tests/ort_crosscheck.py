@@ -147,12 +147,11 @@ def foreign(tmp, images, idx_path, args):
     write_idx(calib[0], train)
     write_idx(calib[1], labels)
     results = []
-    # The torchstyle student has no card, so it is fed pixels / 255 without the
-    # normalization it was trained with; off its input distribution, its logits are less
-    # decisive and int8 flips more of them (the shipped student's int8 file agrees with
-    # fp32 on 98.0% of raw-scaled test images against 100% of normalized ones). The
-    # random-weight ops-zoo has logits within about one unit of each other.
-    for name, min_agreement in [("student-torchstyle", 0.98), ("ops-zoo", 0.75)]:
+    # The torchstyle student normalizes its pixels / 255 input itself, so it is the shipped
+    # student's function and must meet the same 99% goal. The random-weight ops-zoo has
+    # logits within about one unit of each other, so int8 rounding flips more of them
+    # (98.4% agree on the 500 images here).
+    for name, min_agreement in [("student-torchstyle", 0.99), ("ops-zoo", 0.95)]:
         for precision in ["int8", "fp16"]:
             q = out / f"{name}-{precision}.onnx"
             code, err = quantize(args.student, out / f"{name}.onnx", precision, q, calib)
