@@ -45,7 +45,10 @@ if [ "${STUDENT_TEST_ANDROID:-0}" = 1 ]; then
 fi
 
 echo "== runtime vs onnxruntime"
-cargo build --release -p student-cli
+# `cargo test --workspace` above built target/release/student for the CLI tests. Building
+# `-p student-cli` alone would resolve features for that package only and rebuild burn and
+# tract (about 8 minutes on two cores).
+test -x target/release/student
 target/py/bin/python tests/ort_crosscheck.py | tee -a "$log"
 
 # One closing line over every suite above.

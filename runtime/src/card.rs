@@ -4,6 +4,8 @@
 //! value under a key starting with [`CARD_KEY_PREFIX`]. A file without a card still runs:
 //! every missing section gets a stated default, listed by [`ModelCard::defaults_applied`].
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -261,8 +263,9 @@ impl ModelCard {
             key: format!("{CARD_KEY_PREFIX}{key}"),
             reason,
         };
-        for (i, (key, _)) in entries.iter().enumerate() {
-            if entries[..i].iter().any(|(k, _)| k == key) {
+        let mut seen = HashSet::new();
+        for (key, _) in &entries {
+            if !seen.insert(*key) {
                 return Err(invalid(key, "appears more than once".to_string()));
             }
         }
@@ -310,11 +313,11 @@ impl ModelCard {
                     "a label contains control characters".to_string(),
                 ));
             }
+            // A set, not a scan of the labels before each: a card may hold a million labels
+            // and opening must stay linear in them.
             Some(labels)
-                if labels
-                    .iter()
-                    .enumerate()
-                    .any(|(i, l)| l.trim().is_empty() || labels[..i].contains(l)) =>
+                if labels.iter().any(|l| l.trim().is_empty())
+                    || labels.iter().collect::<HashSet<_>>().len() != labels.len() =>
             {
                 return Err(invalid(
                     "labels",
@@ -540,6 +543,37 @@ mod tests {
         .unwrap();
         assert_eq!(read, original);
         assert!(read.defaults_applied().is_empty());
+    }
+
+    #[test]
+    fn a_million_labels_are_checked_in_linear_time() {
+        // Checked as the correctness of a large card, not by timing: the former pairwise
+        // scan made this case take hours, so the test would not finish.
+        let n = 1 << 20;
+        let mut labels: Vec<String> = (0..n).map(|i| format!("class {i}")).collect();
+        let mut c = card();
+        c.labels = labels.clone();
+        let entries = c.to_metadata();
+        let read = ModelCard::from_metadata(
+            entries.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            n,
+            &[1, 1, 2, 2],
+            "test",
+        )
+        .unwrap();
+        assert_eq!(read.labels.len(), n);
+        // A duplicate at the very end is still found.
+        labels[n - 1] = "class 0".to_string();
+        c.labels = labels;
+        let entries = c.to_metadata();
+        let err = ModelCard::from_metadata(
+            entries.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            n,
+            &[1, 1, 2, 2],
+            "test",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("distinct"), "{err}");
     }
 
     #[test]
