@@ -47,6 +47,33 @@ pub enum StudentError {
     },
 }
 
+impl StudentError {
+    /// The same error with `prefix: ` before its reason, naming what failed within a call.
+    pub(crate) fn within(self, prefix: &str) -> StudentError {
+        let with = |reason: String| format!("{prefix}: {reason}");
+        match self {
+            StudentError::Io { reason } => StudentError::Io {
+                reason: with(reason),
+            },
+            StudentError::InvalidModel { reason } => StudentError::InvalidModel {
+                reason: with(reason),
+            },
+            StudentError::InvalidInput { reason } => StudentError::InvalidInput {
+                reason: with(reason),
+            },
+            StudentError::Execution { reason } => StudentError::Execution {
+                reason: with(reason),
+            },
+            StudentError::Unloaded { reason } => StudentError::Unloaded {
+                reason: with(reason),
+            },
+            StudentError::Logging { reason } => StudentError::Logging {
+                reason: with(reason),
+            },
+        }
+    }
+}
+
 impl From<student_runtime::Error> for StudentError {
     fn from(error: student_runtime::Error) -> Self {
         use student_runtime::Error as E;
@@ -106,5 +133,16 @@ mod tests {
             StudentError::from(option),
             StudentError::InvalidInput { .. }
         ));
+    }
+
+    #[test]
+    fn within_prefixes_the_reason_and_keeps_the_kind() {
+        let error = StudentError::Execution {
+            reason: "non-finite output".into(),
+        };
+        match error.within("sample 2") {
+            StudentError::Execution { reason } => assert_eq!(reason, "sample 2: non-finite output"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -1,6 +1,5 @@
 //! Escalation handlers written in Kotlin or Swift, seen by the runtime as hooks.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use student_runtime as rt;
@@ -13,12 +12,14 @@ use crate::tensor::Tensor;
 ///
 /// `escalate` is called only for predictions whose score is below the threshold, on the
 /// thread that called `classify`. Return `null`/`nil` to decline. Anything thrown is caught
-/// and recorded in the prediction's `outcome` as `Failed`; the student's answer stands and
-/// the `classify` call still succeeds.
+/// and recorded in the prediction's `outcome` as `Failed` (the first line of its text, at
+/// most 300 characters); the student's answer stands and the `classify` call still
+/// succeeds.
 #[uniffi::export(foreign)]
 pub trait EscalationHandler: Send + Sync {
-    /// A short name recorded in predictions as the answering party.
-    fn name(&self) -> String;
+    /// A short name recorded in predictions as the answering party. A `name()` that throws
+    /// or returns an empty string is named `escalation handler` instead.
+    fn name(&self) -> Result<String, EscalationError>;
 
     /// Answers, declines (`None`), or fails for one escalated input.
     fn escalate(
@@ -68,13 +69,25 @@ pub enum EscalationError {
 }
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for EscalationError {
-    /// An exception of another type thrown by the handler.
+    /// Anything but an `EscalationException` / `EscalationError`: another exception type,
+    /// or a Java `Error`, which uniffi does not catch, so the call returns nothing and
+    /// uniffi's `reason` only says that the return value was missing.
     fn from(error: uniffi::UnexpectedUniFFICallbackError) -> Self {
         EscalationError::Failed {
-            reason: error.reason,
+            reason: format!(
+                "the handler failed without a typed error (a Java Error or an exception \
+                 uniffi cannot carry): {}",
+                first_line(&error.reason)
+            ),
         }
     }
 }
+
+/// The name a handler gets when its own `name()` fails.
+const FALLBACK_NAME: &str = "escalation handler";
+
+/// The most of a handler's error text kept in a prediction and in logs, in characters.
+const MAX_ERROR_CHARS: usize = 300;
 
 /// The runtime's view of a foreign handler.
 pub(crate) struct ForeignHook {
@@ -84,10 +97,19 @@ pub(crate) struct ForeignHook {
 
 impl ForeignHook {
     pub(crate) fn new(handler: Arc<dyn EscalationHandler>) -> ForeignHook {
-        // `name()` cannot report an error; one that throws anyway makes uniffi panic here,
-        // and the handler is then named generically instead of failing the call.
-        let name = catch_unwind(AssertUnwindSafe(|| handler.name()))
-            .unwrap_or_else(|_| "escalation handler".to_string());
+        // A handler whose name cannot be had still escalates, under a generic name. A Java
+        // `Error` thrown by `name()` escapes uniffi and arrives as an empty string.
+        let name = match handler.name() {
+            Ok(name) if !name.is_empty() => name,
+            Ok(_) => FALLBACK_NAME.to_string(),
+            Err(e) => {
+                log::debug!(
+                    "escalation handler name() failed, named `{FALLBACK_NAME}`: {}",
+                    brief(&e.to_string())
+                );
+                FALLBACK_NAME.to_string()
+            }
+        };
         ForeignHook { handler, name }
     }
 }
@@ -121,7 +143,60 @@ impl rt::EscalationHook for ForeignHook {
                 index: a.index as usize,
                 confidence: a.confidence,
             })),
-            Err(e) => Err(rt::HookError::new(e.to_string())),
+            Err(e) => Err(rt::HookError::new(brief(&e.to_string()))),
         }
+    }
+}
+
+/// A handler's error text as predictions carry it: Kotlin sends a whole stack trace and a
+/// message may be megabytes long, so only the first line is kept, cut at
+/// [`MAX_ERROR_CHARS`] characters with `…` marking the cut.
+fn brief(text: &str) -> String {
+    let line = first_line(text);
+    if line.chars().count() <= MAX_ERROR_CHARS {
+        return line.to_string();
+    }
+    let mut cut: String = line.chars().take(MAX_ERROR_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("").trim_end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stack_trace_is_cut_to_its_first_line() {
+        let trace = "java.lang.IllegalStateException: down\n\tat A.b(A.kt:1)\n\tat C.d(C.kt:2)\n";
+        assert_eq!(brief(trace), "java.lang.IllegalStateException: down");
+        assert_eq!(brief("queue full"), "queue full");
+        assert_eq!(brief(""), "");
+    }
+
+    #[test]
+    fn a_long_message_is_capped_with_a_mark() {
+        let long = "é".repeat(10_000);
+        let cut = brief(&long);
+        assert_eq!(cut.chars().count(), MAX_ERROR_CHARS);
+        assert!(cut.ends_with('…'));
+        let exact = "x".repeat(MAX_ERROR_CHARS);
+        assert_eq!(brief(&exact), exact);
+    }
+
+    #[test]
+    fn an_untyped_failure_says_so() {
+        let error = uniffi::UnexpectedUniFFICallbackError::new(
+            "not enough bytes remaining in buffer (0 < 1)",
+        );
+        let EscalationError::Failed { reason } = EscalationError::from(error);
+        assert!(
+            reason.starts_with("the handler failed without a typed error"),
+            "{reason}"
+        );
+        assert!(reason.ends_with("(0 < 1)"), "{reason}");
     }
 }

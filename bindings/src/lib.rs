@@ -24,7 +24,7 @@ mod tensor;
 
 pub use error::StudentError;
 pub use escalation::{EscalationError, EscalationHandler, EscalationRequest, HandlerAnswer};
-pub use logging::{LogLevel, LogRecord, LogSink, set_log_sink};
+pub use logging::{LogLevel, LogRecord, LogSink, LogSinkError, set_log_sink};
 pub use model::StudentModel;
 pub use records::{
     ClassifyOptions, EscalationOutcome, InputInfo, ModelInfo, PixelFormat, Precision, Prediction,

@@ -1,7 +1,6 @@
 //! Forwarding the runtime's `log` records to the app's logger (Logcat, os_log).
 
 use std::cell::Cell;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use crate::error::StudentError;
@@ -10,8 +9,28 @@ use crate::error::StudentError;
 /// it must not block for long. What it throws is dropped with the record.
 #[uniffi::export(foreign)]
 pub trait LogSink: Send + Sync {
-    /// Receives one record.
-    fn log(&self, record: LogRecord);
+    /// Receives one record. Anything thrown drops that record and nothing else.
+    fn log(&self, record: LogRecord) -> Result<(), LogSinkError>;
+}
+
+/// What a log sink throws (any other exception is dropped the same way).
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum LogSinkError {
+    /// The record could not be logged.
+    #[error("{reason}")]
+    Failed {
+        /// Why, in the sink's words.
+        reason: String,
+    },
+}
+
+impl From<uniffi::UnexpectedUniFFICallbackError> for LogSinkError {
+    /// Any other exception the sink threw: without this, uniffi would panic.
+    fn from(error: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        LogSinkError::Failed {
+            reason: error.reason,
+        }
+    }
 }
 
 /// One runtime log record.
@@ -122,9 +141,9 @@ impl log::Log for SinkLogger {
             text: record.args().to_string(),
         };
         FORWARDING.with(|f| f.set(true));
-        // A sink that throws makes uniffi panic; logging must never fail the call that
-        // logged, so the record is dropped instead.
-        let _ = catch_unwind(AssertUnwindSafe(|| sink.log(record)));
+        // Logging must never fail the call that logged, and logging the sink's own failure
+        // would only reach the same sink: the record is dropped.
+        let _dropped = sink.log(record);
         FORWARDING.with(|f| f.set(false));
     }
 

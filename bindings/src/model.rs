@@ -79,7 +79,9 @@ impl StudentModel {
     ) -> Result<Prediction, StudentError> {
         let start = Instant::now();
         let model = self.get("classify")?;
-        classify_one(&model, input.as_slice(), options, handler, start)
+        let options = runtime_options(options.as_ref())?;
+        let hook = handler.map(ForeignHook::new);
+        classify_one(&model, input.as_slice(), &options, hook.as_ref(), start)
     }
 
     /// Classifies a raw image of any size: 8-bit grayscale or RGBA, `width x height`
@@ -107,7 +109,9 @@ impl StudentModel {
             height as usize,
             format.into(),
         )?;
-        classify_one(&model, &input, options, handler, start)
+        let options = runtime_options(options.as_ref())?;
+        let hook = handler.map(ForeignHook::new);
+        classify_one(&model, &input, &options, hook.as_ref(), start)
     }
 
     /// Classifies samples laid end to end in `inputs` (a whole number of samples), one
@@ -116,7 +120,7 @@ impl StudentModel {
     /// # Errors
     /// [`StudentError::InvalidInput`] when `inputs` is empty or not a whole number of
     /// samples; otherwise as [`classify`](StudentModel::classify), for the first sample
-    /// that fails.
+    /// that fails, its reason starting with the sample's 0-based index (`sample 2: ...`).
     #[uniffi::method(default(options = None, handler = None))]
     pub fn classify_batch(
         &self,
@@ -135,13 +139,17 @@ impl StudentModel {
                 ),
             });
         }
+        let options = runtime_options(options.as_ref())?;
+        let hook = handler.map(ForeignHook::new);
         // The model is opened with a batch-1 plan, so samples run one at a time either way;
         // going through `classify` keeps escalation identical to single calls.
         values
             .chunks(per)
-            .map(|sample| {
+            .enumerate()
+            .map(|(i, sample)| {
                 let start = Instant::now();
-                classify_one(&model, sample, options.clone(), handler.clone(), start)
+                classify_one(&model, sample, &options, hook.as_ref(), start)
+                    .map_err(|e| e.within(&format!("sample {i}")))
             })
             .collect()
     }
@@ -173,19 +181,23 @@ impl StudentModel {
     }
 }
 
+/// The call's options, or the card's defaults.
+fn runtime_options(options: Option<&ClassifyOptions>) -> Result<rt::ClassifyOptions, StudentError> {
+    options.map_or_else(
+        || Ok(rt::ClassifyOptions::default()),
+        ClassifyOptions::to_runtime,
+    )
+}
+
 fn classify_one(
     model: &rt::StudentModel,
     input: &[f32],
-    options: Option<ClassifyOptions>,
-    handler: Option<Arc<dyn EscalationHandler>>,
+    options: &rt::ClassifyOptions,
+    hook: Option<&ForeignHook>,
     start: Instant,
 ) -> Result<Prediction, StudentError> {
-    let options = options
-        .as_ref()
-        .map_or_else(rt::ClassifyOptions::default, Into::into);
-    let hook = handler.map(ForeignHook::new);
-    let hook = hook.as_ref().map(|h| h as &dyn rt::EscalationHook);
-    let prediction = model.classify(input, &options, hook)?;
+    let hook = hook.map(|h| h as &dyn rt::EscalationHook);
+    let prediction = model.classify(input, options, hook)?;
     let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     Ok(Prediction::of(&prediction, micros))
 }

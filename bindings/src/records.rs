@@ -2,6 +2,8 @@
 
 use student_runtime as rt;
 
+use crate::error::StudentError;
+
 /// The model card and a few facts about the opened file.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct ModelInfo {
@@ -93,7 +95,8 @@ pub struct ClassifyOptions {
     /// Overrides the card's threshold for this call; must lie in `[0, 1]`.
     #[uniffi(default = None)]
     pub threshold: Option<f32>,
-    /// How many ranked classes the prediction lists (at least 1).
+    /// How many ranked classes the prediction lists: at least 1 (0 is an `InvalidInput`
+    /// error), at most the number of labels are listed.
     #[uniffi(default = 3)]
     pub top_k: u32,
 }
@@ -202,12 +205,24 @@ impl From<PixelFormat> for rt::PixelFormat {
     }
 }
 
-impl From<&ClassifyOptions> for rt::ClassifyOptions {
-    fn from(o: &ClassifyOptions) -> Self {
-        rt::ClassifyOptions {
-            threshold: o.threshold,
-            top_k: o.top_k as usize,
+impl ClassifyOptions {
+    /// The runtime's options; a threshold of `-0.0` becomes `0.0` so that predictions
+    /// report the threshold as written.
+    ///
+    /// # Errors
+    /// [`StudentError::InvalidInput`] for `top_k = 0` (the runtime would list one class
+    /// anyway, which hides a caller's bug). The threshold's range is the runtime's check.
+    pub(crate) fn to_runtime(&self) -> Result<rt::ClassifyOptions, StudentError> {
+        if self.top_k == 0 {
+            return Err(StudentError::InvalidInput {
+                reason: "top_k is 0, expected at least 1".to_string(),
+            });
         }
+        Ok(rt::ClassifyOptions {
+            // `-0.0 == 0.0`, so this maps both zeros to positive zero and nothing else.
+            threshold: self.threshold.map(|t| if t == 0.0 { 0.0 } else { t }),
+            top_k: self.top_k as usize,
+        })
     }
 }
 

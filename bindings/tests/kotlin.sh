@@ -31,6 +31,6 @@ target/release/uniffi-bindgen generate --library target/release/libstudent_ffi.s
 # Warnings in generated code are uniffi's; the test suite's own would show here too.
 "$kotlinc" -nowarn -classpath "$jna" -include-runtime -d "$out/test.jar" \
   "$out/src/dev/student/student_ffi.kt" bindings/tests/kotlin/StudentTest.kt
-# Deliberate panics (the probe, a throwing sink) print their message; no backtraces.
+# The deliberate panic (the probe) prints its message; no backtrace.
 RUST_BACKTRACE=0 java -Djna.library.path="$PWD/target/release" -Dstudent.root="$PWD" \
   -cp "$out/test.jar:$jna" dev.student.test.StudentTestKt

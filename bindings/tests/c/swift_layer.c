@@ -52,6 +52,12 @@ static RustCallStatus ok_status(void) {
     return s;
 }
 
+// Rust writes the status only when a call fails: each call gets a fresh one.
+static RustCallStatus *fresh(RustCallStatus *s) {
+    *s = ok_status();
+    return s;
+}
+
 static void free_buffer(RustBuffer buf) {
     RustCallStatus s = ok_status();
     ffi_student_ffi_rustbuffer_free(buf, &s);
@@ -188,10 +194,15 @@ static float get_f32(Reader *r) {
     return f;
 }
 
-// Copies a length-prefixed string into `out` (truncated to `cap`).
+// Copies a length-prefixed string into `out` (truncated to `cap`; empty on a short read,
+// where `take` returns only a few zero bytes).
 static void get_string(Reader *r, char *out, size_t cap) {
     uint32_t n = get_u32(r);
     const uint8_t *s = take(r, n);
+    if (r->bad) {
+        out[0] = 0;
+        return;
+    }
     size_t k = n < cap - 1 ? n : cap - 1;
     memcpy(out, s, k);
     out[k] = 0;
@@ -258,13 +269,19 @@ static Prediction take_prediction(RustBuffer buf) {
 }
 
 // The variant of a StudentError in an error buffer (0 for anything else), with its reason.
+// Frees the error buffer of a failed call, expected or not, and resets the status.
 static uint32_t error_variant(RustCallStatus *s, char *reason, size_t cap) {
-    if (s->code != CALL_ERROR) return 0;
-    Reader r = reader(s->errorBuf);
-    uint32_t variant = get_u32(&r);
-    get_string(&r, reason, cap);
-    free_buffer(s->errorBuf);
-    return r.bad ? 0 : variant;
+    reason[0] = 0;
+    uint32_t variant = 0;
+    if (s->code == CALL_ERROR) {
+        Reader r = reader(s->errorBuf);
+        variant = get_u32(&r);
+        get_string(&r, reason, cap);
+        if (r.bad) variant = 0;
+    }
+    if (s->code != CALL_SUCCESS) free_buffer(s->errorBuf);
+    *s = ok_status();
+    return variant;
 }
 
 // The escalation handler's vtable: a C "app" implementing EscalationHandler.
@@ -282,7 +299,12 @@ static void handler_free(uint64_t handle) {
 static uint64_t handler_clone(uint64_t handle) { return handle; }
 
 static void handler_name(uint64_t handle, RustBuffer *out, RustCallStatus *status) {
-    (void)status;
+    if (handle == HANDLER_PANICS) {
+        // A name() that throws something untyped: the handler is named generically.
+        status->code = CALL_UNEXPECTED_ERROR;
+        status->errorBuf = string_arg("no name today");
+        return;
+    }
     *out = string_arg(handle == HANDLER_ANSWERS ? "c-reviewer" : "c-flaky");
 }
 
@@ -317,6 +339,47 @@ static void handler_escalate(uint64_t handle, RustBuffer request, RustBuffer *ou
 static const UniffiVTableCallbackInterfaceEscalationHandler handler_vtable = {
     handler_free, handler_clone, handler_name, handler_escalate};
 
+// The log sink's vtable: a C "app" logger that keeps the text of `opened` records, and
+// one that fails on every record.
+
+enum { SINK_KEEPS = 7, SINK_THROWS = 9 };
+
+static int sink_records, sink_frees;
+static char sink_opened[256];
+
+static void sink_free(uint64_t handle) {
+    (void)handle;
+    sink_frees++;
+}
+
+static uint64_t sink_clone(uint64_t handle) { return handle; }
+
+static void sink_log(uint64_t handle, RustBuffer record, void *out, RustCallStatus *status) {
+    (void)out;
+    sink_records++;
+    Reader r = reader(record);
+    uint32_t level = get_u32(&r);
+    char target[128], text[256];
+    get_string(&r, target, sizeof target);
+    get_string(&r, text, sizeof text);
+    if (!r.bad && level == 3 && strncmp(text, "opened", 6) == 0) {
+        memcpy(sink_opened, text, sizeof sink_opened);
+    }
+    free_buffer(record);
+    if (handle == SINK_THROWS) {
+        status->code = CALL_UNEXPECTED_ERROR;
+        status->errorBuf = string_arg("logger broke");
+    }
+}
+
+static const UniffiVTableCallbackInterfaceLogSink sink_vtable = {sink_free, sink_clone, sink_log};
+
+// set_log_sink(Some(handle) or None, Info).
+static void set_sink(uint64_t handle, RustCallStatus *s) {
+    RustBuffer sink = handle ? handler_arg(handle) : none_arg();
+    uniffi_student_ffi_fn_func_set_log_sink(sink, enum_arg(3), fresh(s));
+}
+
 // Each method call consumes one reference to the object, as Student.swift passes
 // `uniffiCloneHandle()`.
 static uint64_t ref(uint64_t model) {
@@ -337,16 +400,37 @@ int main(int argc, char **argv) {
 
     RustCallStatus s = ok_status();
     uniffi_student_ffi_fn_init_callback_vtable_escalationhandler(&handler_vtable);
+    uniffi_student_ffi_fn_init_callback_vtable_logsink(&sink_vtable);
 
-    uint64_t model = uniffi_student_ffi_fn_constructor_studentmodel_open(string_arg(model_path), &s);
+    // The log sink receives the runtime's records: opening the model logs `opened`.
+    set_sink(SINK_KEEPS, &s);
+    check(s.code == CALL_SUCCESS, "set_log_sink: status %d", s.code);
+
+    uint64_t model = uniffi_student_ffi_fn_constructor_studentmodel_open(string_arg(model_path), fresh(&s));
     check(s.code == CALL_SUCCESS && model != 0, "open %s: status %d", model_path, s.code);
     if (s.code != CALL_SUCCESS) {
         printf("%d passed, %d failed\n", passed, failed + 1);
         return 1;
     }
+    check(sink_records > 0 && strstr(sink_opened, "student.onnx"),
+          "log sink: %d records, `opened` record `%s`", sink_records, sink_opened);
+
+    // A sink that fails drops its records: the call that logged goes on, nothing panics.
+    set_sink(SINK_THROWS, &s);
+    check(s.code == CALL_SUCCESS && sink_frees == 1,
+          "replacing the sink: status %d, %d sinks released", s.code, sink_frees);
+    int before = sink_records;
+    uint64_t again = uniffi_student_ffi_fn_constructor_studentmodel_open(string_arg(model_path),
+                                                                         fresh(&s));
+    check(s.code == CALL_SUCCESS && sink_records > before,
+          "open with a failing sink: status %d, %d records", s.code, sink_records - before);
+    if (s.code == CALL_SUCCESS) uniffi_student_ffi_fn_free_studentmodel(again, fresh(&s));
+    set_sink(0, &s);
+    check(s.code == CALL_SUCCESS && sink_frees == 2, "removing the sink: status %d, %d released",
+          s.code, sink_frees);
 
     // info(): the first fields are the name and the labels.
-    RustBuffer info = uniffi_student_ffi_fn_method_studentmodel_info(ref(model), &s);
+    RustBuffer info = uniffi_student_ffi_fn_method_studentmodel_info(ref(model), fresh(&s));
     Reader r = reader(info);
     char name[128], label0[64];
     get_string(&r, name, sizeof name);
@@ -363,7 +447,7 @@ int main(int argc, char **argv) {
     put_u32(&w, sizeof pixels);
     put(&w, pixels, sizeof pixels);
     RustBuffer pred = uniffi_student_ffi_fn_method_studentmodel_classify_image(
-        ref(model), done(&w), 28, 28, enum_arg(1), none_arg(), none_arg(), &s);
+        ref(model), done(&w), 28, 28, enum_arg(1), none_arg(), none_arg(), fresh(&s));
     check(s.code == CALL_SUCCESS, "classify_image: status %d", s.code);
     Prediction p = take_prediction(pred);
     check(!p.bad && p.index < 10 && p.confidence > 0 && p.confidence <= 1 && p.top_k == 3,
@@ -374,7 +458,7 @@ int main(int argc, char **argv) {
 
     float zeros[28 * 28] = {0};
     pred = uniffi_student_ffi_fn_method_studentmodel_classify(
-        ref(model), tensor_arg(zeros, 784), options_arg(0.0f, 1), none_arg(), &s);
+        ref(model), tensor_arg(zeros, 784), options_arg(0.0f, 1), none_arg(), fresh(&s));
     p = take_prediction(pred);
     check(s.code == CALL_SUCCESS && !p.bad && !p.escalated && p.outcome == NOT_ESCALATED &&
               p.top_k == 1 && p.threshold == 0.0f,
@@ -384,7 +468,7 @@ int main(int argc, char **argv) {
     // The C handler answers class 3 when every prediction escalates (threshold 1).
     pred = uniffi_student_ffi_fn_method_studentmodel_classify(
         ref(model), tensor_arg(zeros, 784), options_arg(1.0f, 3), handler_arg(HANDLER_ANSWERS),
-        &s);
+        fresh(&s));
     p = take_prediction(pred);
     check(s.code == CALL_SUCCESS && !p.bad && handler_calls == 1 && request_input_len == 784,
           "handler: status %d, %d calls, request of %u values", s.code, handler_calls,
@@ -398,7 +482,7 @@ int main(int argc, char **argv) {
     // A handler that throws, typed or not, fails the escalation but not the call.
     pred = uniffi_student_ffi_fn_method_studentmodel_classify(
         ref(model), tensor_arg(zeros, 784), options_arg(1.0f, 3), handler_arg(HANDLER_THROWS),
-        &s);
+        fresh(&s));
     p = take_prediction(pred);
     check(s.code == CALL_SUCCESS && p.outcome == FAILED && strstr(p.outcome_error, "queue full") &&
               p.final_index == p.index,
@@ -406,61 +490,69 @@ int main(int argc, char **argv) {
           p.outcome_error);
     pred = uniffi_student_ffi_fn_method_studentmodel_classify(
         ref(model), tensor_arg(zeros, 784), options_arg(1.0f, 3), handler_arg(HANDLER_PANICS),
-        &s);
+        fresh(&s));
     p = take_prediction(pred);
-    check(s.code == CALL_SUCCESS && p.outcome == FAILED && strstr(p.outcome_error, "out of cheese"),
+    check(s.code == CALL_SUCCESS && p.outcome == FAILED && strstr(p.outcome_error, "out of cheese") &&
+              strstr(p.outcome_error, "without a typed error"),
           "handler with an unexpected error: status %d outcome %u error `%s`", s.code, p.outcome,
           p.outcome_error);
+    check(strcmp(p.outcome_by, "escalation handler") == 0,
+          "a handler whose name() fails: named `%s`", p.outcome_by);
 
     // Error variants.
     char reason[512];
     float bad[10] = {0};
     uniffi_student_ffi_fn_method_studentmodel_classify(ref(model), tensor_arg(bad, 10), none_arg(),
-                                                       none_arg(), &s);
+                                                       none_arg(), fresh(&s));
     uint32_t v = error_variant(&s, reason, sizeof reason);
     check(v == ERR_INVALID_INPUT && strstr(reason, "10 values"), "wrong length: variant %u `%s`",
           v, reason);
-    s = ok_status();
     zeros[5] = NAN;
     uniffi_student_ffi_fn_method_studentmodel_classify(ref(model), tensor_arg(zeros, 784),
-                                                       none_arg(), none_arg(), &s);
+                                                       none_arg(), none_arg(), fresh(&s));
     v = error_variant(&s, reason, sizeof reason);
     check(v == ERR_INVALID_INPUT && strstr(reason, "not finite"), "NaN: variant %u `%s`", v,
           reason);
     zeros[5] = 0;
-    s = ok_status();
     uniffi_student_ffi_fn_method_studentmodel_classify(ref(model), tensor_arg(zeros, 784),
-                                                       options_arg(2.0f, 3), none_arg(), &s);
+                                                       options_arg(2.0f, 3), none_arg(), fresh(&s));
     v = error_variant(&s, reason, sizeof reason);
     check(v == ERR_INVALID_INPUT && strstr(reason, "threshold"), "threshold 2: variant %u `%s`", v,
           reason);
-    s = ok_status();
-    uniffi_student_ffi_fn_constructor_studentmodel_open(string_arg("no/such/model.onnx"), &s);
+    uniffi_student_ffi_fn_method_studentmodel_classify(ref(model), tensor_arg(zeros, 784),
+                                                       options_arg(0.5f, 0), none_arg(), fresh(&s));
+    v = error_variant(&s, reason, sizeof reason);
+    check(v == ERR_INVALID_INPUT && strstr(reason, "top_k"), "top_k 0: variant %u `%s`", v, reason);
+    // Finite inputs this large overflow the logits.
+    float huge[28 * 28];
+    for (int i = 0; i < 28 * 28; i++) huge[i] = 3e38f;
+    uniffi_student_ffi_fn_method_studentmodel_classify(ref(model), tensor_arg(huge, 784),
+                                                       none_arg(), none_arg(), fresh(&s));
+    v = error_variant(&s, reason, sizeof reason);
+    check(v == ERR_EXECUTION && strstr(reason, "finite"), "3e38 inputs: variant %u `%s`", v, reason);
+    uniffi_student_ffi_fn_constructor_studentmodel_open(string_arg("no/such/model.onnx"), fresh(&s));
     v = error_variant(&s, reason, sizeof reason);
     check(v == ERR_IO, "missing file: variant %u `%s`", v, reason);
-    s = ok_status();
     Writer junk = {0};
     put_string(&junk, "not a model");  // bytes: length, then the bytes
-    uniffi_student_ffi_fn_constructor_studentmodel_from_bytes(done(&junk), none_arg(), &s);
+    uniffi_student_ffi_fn_constructor_studentmodel_from_bytes(done(&junk), none_arg(), fresh(&s));
     v = error_variant(&s, reason, sizeof reason);
     check(v == ERR_INVALID_MODEL && strstr(reason, "not an ONNX model"), "junk bytes: variant %u `%s`",
           v, reason);
 
     // A panic in Rust is an unexpected error with its message, not an abort.
-    s = ok_status();
-    uniffi_student_ffi_fn_func_panic_probe(&s);
+    uniffi_student_ffi_fn_func_panic_probe(fresh(&s));
     check(s.code == CALL_UNEXPECTED_ERROR, "panic probe: status %d", s.code);
     if (s.code == CALL_UNEXPECTED_ERROR) free_buffer(s.errorBuf);
 
     // Unload, then calls fail with Unloaded; freeing the handle ends the object.
-    s = ok_status();
-    uniffi_student_ffi_fn_method_studentmodel_unload(ref(model), &s);
+    uniffi_student_ffi_fn_method_studentmodel_unload(ref(model), fresh(&s));
+    check(s.code == CALL_SUCCESS, "unload: status %d", s.code);
     uniffi_student_ffi_fn_method_studentmodel_classify(ref(model), tensor_arg(zeros, 784),
-                                                       none_arg(), none_arg(), &s);
+                                                       none_arg(), none_arg(), fresh(&s));
     v = error_variant(&s, reason, sizeof reason);
     check(v == ERR_UNLOADED, "after unload: variant %u `%s`", v, reason);
-    s = ok_status();
-    uniffi_student_ffi_fn_free_studentmodel(model, &s);
+    uniffi_student_ffi_fn_free_studentmodel(model, fresh(&s));
     check(s.code == CALL_SUCCESS, "free: status %d", s.code);
     check(handler_frees == handler_calls, "%d handler references released for %d calls",
           handler_frees, handler_calls);

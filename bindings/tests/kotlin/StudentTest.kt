@@ -80,6 +80,34 @@ class Recording(val answer: HandlerAnswer?) : EscalationHandler {
     }
 }
 
+/** libc's descriptor calls, to see what native code prints on stderr. */
+interface LibC : com.sun.jna.Library {
+    fun creat(path: String, mode: Int): Int
+    fun dup(fd: Int): Int
+    fun dup2(from: Int, to: Int): Int
+    fun close(fd: Int): Int
+}
+
+val libc: LibC by lazy { com.sun.jna.Native.load("c", LibC::class.java) }
+
+/** Runs `body` with file descriptor 2 sent to a file, and returns what was written there. */
+fun captureStderr(body: () -> Unit): String {
+    val file = File.createTempFile("student-stderr", ".txt")
+    val fd = libc.creat(file.path, 0x180)  // 0600
+    check(fd >= 0) { "cannot create ${file.path}" }
+    val saved = libc.dup(2)
+    libc.dup2(fd, 2)
+    libc.close(fd)
+    try {
+        body()
+    } finally {
+        System.err.flush()
+        libc.dup2(saved, 2)
+        libc.close(saved)
+    }
+    return file.readText().also { file.delete() }
+}
+
 val always = ClassifyOptions(threshold = 1.0f, topK = 3u)
 val never = ClassifyOptions(threshold = 0.0f, topK = 3u)
 
@@ -203,6 +231,54 @@ fun main() {
         expect(q.outcome == EscalationOutcome.Failed("typed", "queue full")) { "$q" }
     }
 
+    test("a handler's error keeps one line of at most 300 characters") {
+        val traced = object : EscalationHandler {
+            override fun name() = "traced"
+            override fun escalate(request: EscalationRequest): HandlerAnswer? = throw IllegalStateException("server unreachable")
+        }
+        val p = classifyGray(model, samples[1], always, traced)
+        val outcome = p.outcome as EscalationOutcome.Failed
+        // Kotlin sends the whole stack trace; only its first line is kept.
+        expect(!outcome.error.contains('\n') && !outcome.error.contains("\tat ")) { outcome.error }
+        expect(outcome.error.endsWith("java.lang.IllegalStateException: server unreachable")) { outcome.error }
+        val huge = object : EscalationHandler {
+            override fun name() = "huge"
+            override fun escalate(request: EscalationRequest): HandlerAnswer? =
+                throw EscalationException.Failed("x".repeat(10_000_000))
+        }
+        val q = classifyGray(model, samples[1], always, huge)
+        val cut = (q.outcome as EscalationOutcome.Failed).error
+        expect(cut.length == 300 && cut.endsWith("…")) { "${cut.length} characters" }
+        expect(q.reason.length < 500) { "reason of ${q.reason.length} characters" }
+    }
+
+    test("a handler throwing a Java Error is reported clearly") {
+        for (error in listOf(AssertionError("assumption broke"), StackOverflowError(), OutOfMemoryError("heap"))) {
+            val erring = object : EscalationHandler {
+                override fun name() = "erring"
+                override fun escalate(request: EscalationRequest): HandlerAnswer? = throw error
+            }
+            // JNA prints the Error it caught; keep that out of the test's output.
+            var p: Prediction? = null
+            captureStderr { p = classifyGray(model, samples[1], always, erring) }
+            val outcome = p!!.outcome
+            expect(outcome is EscalationOutcome.Failed && outcome.by == "erring" &&
+                outcome.error.startsWith("the handler failed without a typed error")) { "$error: $outcome" }
+            expect(p!!.finalIndex == p!!.index) { "$p" }
+        }
+    }
+
+    test("a handler whose name() throws is named generically, without a panic") {
+        val nameless = object : EscalationHandler {
+            override fun name(): String = throw IllegalStateException("no name")
+            override fun escalate(request: EscalationRequest): HandlerAnswer? = HandlerAnswer(2u, null)
+        }
+        var p: Prediction? = null
+        val stderr = captureStderr { p = classifyGray(model, samples[1], always, nameless) }
+        expect(p!!.answeredBy == "escalation handler" && p!!.finalIndex == 2u) { "$p" }
+        expect(!stderr.contains("panicked") && !stderr.contains("no name")) { "stderr: $stderr" }
+    }
+
     test("a handler answering outside the label set is reported") {
         val p = classifyGray(model, samples[1], always, Recording(HandlerAnswer(99u, null)))
         val outcome = p.outcome
@@ -231,6 +307,20 @@ fun main() {
         expectThrows<StudentException.InvalidInput> { model.classifyImage(ByteArray(0), 0u, 0u, PixelFormat.RGBA8) }
         expectThrows<StudentException.InvalidInput> { model.classifyBatch(FloatArray(784 + 1)) }
         expectThrows<StudentException.InvalidInput> { model.classifyBatch(FloatArray(0)) }
+    }
+
+    test("a batch error names the sample") {
+        val batch = FloatArray(784 * 4).also { it[784 * 2 + 100] = Float.NaN }
+        val e = expectThrows<StudentException.InvalidInput> { model.classifyBatch(batch) }
+        expect(e.reason.startsWith("sample 2: ") && e.reason.contains("100")) { e.reason }
+    }
+
+    test("options: topK 0 is refused, a threshold of -0.0 is 0.0") {
+        val e = expectThrows<StudentException.InvalidInput> { classifyGray(model, samples[0], ClassifyOptions(null, 0u)) }
+        expect(e.reason.contains("top_k")) { e.reason }
+        expectThrows<StudentException.InvalidInput> { model.classifyBatch(FloatArray(784), ClassifyOptions(null, 0u)) }
+        val p = classifyGray(model, samples[0], ClassifyOptions(-0.0f, 1u))
+        expect(p.threshold.toRawBits() == 0 && !p.escalated && p.topK.size == 1) { "$p" }
     }
 
     test("many threads share one model") {
@@ -276,14 +366,17 @@ fun main() {
         expect(records.any { it.level == LogLevel.INFO && it.text.startsWith("opened") && it.target.startsWith("student_runtime") }) { "$records" }
         val calls = AtomicInteger()
         setLogSink(object : LogSink {
-            // Throws once: each throw prints uniffi's panic message with the Kotlin stack.
+            // Throws on every other record: each throw drops that record, quietly.
             override fun log(record: LogRecord) {
-                if (calls.incrementAndGet() == 1) throw RuntimeException("logger broke")
+                if (calls.incrementAndGet() % 2 == 1) throw RuntimeException("logger broke")
             }
         }, LogLevel.INFO)
-        StudentModel.open(studentPath).close()
-        StudentModel.open(studentPath).close()
+        val stderr = captureStderr {
+            StudentModel.open(studentPath).close()
+            StudentModel.open(studentPath).close()
+        }
         expect(calls.get() >= 2) { "the sink was called ${calls.get()} times after it threw" }
+        expect(!stderr.contains("panicked") && !stderr.contains("logger broke")) { "stderr: $stderr" }
         setLogSink(null, LogLevel.INFO)
         val before = records.size
         StudentModel.open(studentPath).close()
