@@ -52,6 +52,13 @@ val cargoNdk by tasks.registering(Exec::class) {
     )
     inputs.dir(File(repository, "runtime/src"))
     inputs.dir(File(repository, "bindings/src"))
+    inputs.files(
+        File(repository, "Cargo.toml"),
+        File(repository, "Cargo.lock"),
+        File(repository, "runtime/Cargo.toml"),
+        File(repository, "bindings/Cargo.toml"),
+        File(repository, "bindings/uniffi.toml"),
+    )
     outputs.dir(rustLibs)
 }
 
@@ -68,6 +75,10 @@ val generateBindings by tasks.registering(Exec::class) {
             "target/release/uniffi-bindgen generate --library '$library' " +
             "--language kotlin --out-dir '$out'"
     )
+    // The bindings are read from the library and shaped by uniffi.toml: either changing
+    // must regenerate them.
+    inputs.file(library)
+    inputs.file(File(repository, "bindings/uniffi.toml"))
     outputs.dir(generatedKotlin)
 }
 

@@ -32,14 +32,41 @@ private func grayPixels(_ url: URL) throws -> (Data, Int, Int) {
     return (pixels, width, height)
 }
 
-private final class Reviewer: EscalationHandler {
+/// Records its requests. `EscalationHandler` is `Sendable` and may be called from any
+/// thread, so the one mutable field is guarded by a lock.
+private final class Reviewer: EscalationHandler, @unchecked Sendable {
     let answer: HandlerAnswer?
-    private(set) var requests: [EscalationRequest] = []
+    private let lock = NSLock()
+    private var recorded: [EscalationRequest] = []
     init(answer: HandlerAnswer?) { self.answer = answer }
+    var requests: [EscalationRequest] {
+        lock.lock()
+        defer { lock.unlock() }
+        return recorded
+    }
     func name() -> String { "swift-reviewer" }
     func escalate(request: EscalationRequest) throws -> HandlerAnswer? {
-        requests.append(request)
+        lock.lock()
+        recorded.append(request)
+        lock.unlock()
         return answer
+    }
+}
+
+/// A count shared by concurrent closures.
+private final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    // NSLock.withLock needs iOS 16 / macOS 13; the package supports iOS 15 / macOS 12.
+    var value: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return count
+    }
+    func increment() {
+        lock.lock()
+        count += 1
+        lock.unlock()
     }
 }
 
@@ -126,17 +153,12 @@ final class StudentTests: XCTestCase {
         let model = try StudentModel.open(path: studentPath)
         let input = [Float](repeating: 0.5, count: 784)
         let expected = try model.classify(input: input).confidence
-        let mismatches = NSLock()
-        var wrong = 0
+        let wrong = Counter()
         DispatchQueue.concurrentPerform(iterations: 64) { _ in
             let confidence = try? model.classify(input: input).confidence
-            if confidence != expected {
-                mismatches.lock()
-                wrong += 1
-                mismatches.unlock()
-            }
+            if confidence != expected { wrong.increment() }
         }
-        XCTAssertEqual(wrong, 0)
+        XCTAssertEqual(wrong.value, 0)
     }
 
     func testUnload() throws {
