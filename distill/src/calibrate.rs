@@ -225,11 +225,7 @@ pub fn calibrate_and_choose(
         },
     );
     let chosen_logits = rows(&choose);
-    let correct: Vec<bool> = chosen_logits
-        .chunks_exact(classes)
-        .zip(&labels[choose.clone()])
-        .map(|(row, &y)| argmax(row) == y as usize)
-        .collect();
+    let correct = correct(chosen_logits, &labels[choose.clone()], classes);
     let mut choice = choose_threshold(
         &scores(chosen_logits, classes, calibration.temperature, score),
         &correct,
@@ -561,6 +557,27 @@ pub(crate) fn error_upper_bound(mistakes: usize, n: usize, delta: f64) -> f64 {
         }
     }
     hi
+}
+
+/// For each row of `logits` (`classes` columns), whether its argmax is the row's label.
+pub(crate) fn correct(logits: &[f32], labels: &[u8], classes: usize) -> Vec<bool> {
+    logits
+        .chunks_exact(classes)
+        .zip(labels)
+        .map(|(row, &y)| argmax(row) == y as usize)
+        .collect()
+}
+
+/// The fraction of rows where two logit sets (`classes` columns each) have the same
+/// argmax; 0 for no rows.
+pub(crate) fn agreement(a: &[f32], b: &[f32], classes: usize) -> f64 {
+    let rows = a.len() / classes.max(1);
+    let same = a
+        .chunks_exact(classes)
+        .zip(b.chunks_exact(classes))
+        .filter(|(x, y)| argmax(x) == argmax(y))
+        .count();
+    same as f64 / rows.max(1) as f64
 }
 
 /// The index of the largest value (the first, on ties).

@@ -9,7 +9,7 @@ use student_runtime::{
     TeacherRef,
 };
 
-use crate::calibrate::{argmax, calibrate_and_choose, temperature_scaling};
+use crate::calibrate::{calibrate_and_choose, correct, temperature_scaling};
 use crate::dataset::{Dataset, Split, fashion_mnist_dir};
 use crate::error::Error;
 use crate::eval::{evaluate_logits, logits};
@@ -249,14 +249,8 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
     let val_teacher = logits(&teacher_draft, &validation, progress)?;
     let split = validation.name.as_str();
     let teacher_calibration = temperature_scaling(&val_teacher, &validation.labels, classes, split);
-    let correct = |l: &[f32]| -> Vec<bool> {
-        l.chunks_exact(classes)
-            .zip(&validation.labels)
-            .map(|(row, &y)| argmax(row) == y as usize)
-            .collect()
-    };
     let score_kind = recipe.calibration.score;
-    let teacher_correct = correct(&val_teacher);
+    let teacher_correct = correct(&val_teacher, &validation.labels, classes);
     let target = &recipe.calibration.target;
     let (calibration, choice) = calibrate_and_choose(
         &val_student,

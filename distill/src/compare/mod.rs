@@ -14,7 +14,7 @@ mod report;
 use serde::Serialize;
 use student_runtime::{StudentModel, calibrated_probabilities};
 
-use crate::calibrate::{ECE_BINS, argmax, expected_calibration_error};
+use crate::calibrate::{ECE_BINS, correct, expected_calibration_error};
 use crate::corrupt::Corruption;
 use crate::dataset::Dataset;
 use crate::error::Error;
@@ -409,14 +409,6 @@ fn check_models(teacher: &StudentModel, models: &[NamedModel<'_>]) -> Result<(),
         }
     }
     Ok(())
-}
-
-fn correct(logits: &[f32], labels: &[u8], classes: usize) -> Vec<bool> {
-    logits
-        .chunks_exact(classes)
-        .zip(labels)
-        .map(|(row, &y)| argmax(row) == y as usize)
-        .collect()
 }
 
 fn accuracy(logits: &[f32], labels: &[u8]) -> f64 {

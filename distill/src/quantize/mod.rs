@@ -20,7 +20,9 @@ pub use int8::Int8Summary;
 pub use observe::RangeMethod;
 pub use proto::SUPPORTED_OPS;
 
-use crate::calibrate::{ThresholdChoice, ThresholdTarget, argmax, calibrate_and_choose};
+use crate::calibrate::{
+    ThresholdChoice, ThresholdTarget, agreement, calibrate_and_choose, correct,
+};
 use crate::dataset::Dataset;
 use crate::error::Error;
 use crate::eval::{EvalReport, evaluate_logits, logits};
@@ -296,18 +298,13 @@ pub fn quantize_student(
     let f_logits = logits(&float, data, progress)?;
     let classes = float.classes();
     let accuracy = |l: &[f32]| -> f64 {
-        l.chunks_exact(classes)
-            .zip(&data.labels)
-            .filter(|(row, y)| argmax(row) == **y as usize)
-            .count() as f64
-            / data.len().max(1) as f64
+        let right = correct(l, &data.labels, classes)
+            .iter()
+            .filter(|&&c| c)
+            .count();
+        right as f64 / data.len().max(1) as f64
     };
-    let agreement = q_logits
-        .chunks_exact(classes)
-        .zip(f_logits.chunks_exact(classes))
-        .filter(|(a, b)| argmax(a) == argmax(b))
-        .count() as f64
-        / data.len().max(1) as f64;
+    let agreement = agreement(&q_logits, &f_logits, classes);
     let score = settings.score.unwrap_or(float.card().escalation.score);
     let mut card = float.card().clone();
     card.name = format!("{}-{}", card.name, settings.precision.name());
@@ -322,12 +319,7 @@ pub fn quantize_student(
             let compared = teacher.filter(|_| target.needs_teacher());
             let teacher_correct = compared
                 .map(|t| -> Result<Vec<bool>, Error> {
-                    let tl = logits(t, data, progress)?;
-                    Ok(tl
-                        .chunks_exact(classes)
-                        .zip(&data.labels)
-                        .map(|(row, &y)| argmax(row) == y as usize)
-                        .collect())
+                    Ok(correct(&logits(t, data, progress)?, &data.labels, classes))
                 })
                 .transpose()?;
             let (calibration, c) = calibrate_and_choose(
@@ -415,12 +407,7 @@ pub fn measure_on_test(
         teacher.map(|t| t.1),
         None,
     )?;
-    let agreement = q_logits
-        .chunks_exact(classes)
-        .zip(fp32_logits.chunks_exact(classes))
-        .filter(|(a, b)| argmax(a) == argmax(b))
-        .count() as f64
-        / test.len().max(1) as f64;
+    let agreement = agreement(&q_logits, fp32_logits, classes);
     q.card.metrics = Some(json!({
         "validation": q.validation,
         "test": &report,
