@@ -1,0 +1,8 @@
+//! aarch64 kernels: baseline NEON and the dot-product extension (`sdot`).
+//!
+//! Every function here is compiled with `#[target_feature]` and reached only from the
+//! public entry points, after `Isa::require` confirmed the features at run time.
+
+pub(crate) mod qgemm;
+pub(crate) mod quant;
+pub(crate) mod sgemm;

@@ -1,0 +1,146 @@
+//! Quantization loops on AVX2, eight elements per step; the last few go through the
+//! scalar code, which computes the same bits.
+
+use std::arch::x86_64::*;
+
+use crate::quant::{
+    Vals, dequantize_acc_scalar, dequantize_scalar, quantize_scalar, requantize_scalar,
+};
+
+/// One row of `requantize_u8`; `lo` and `hi` are already offset by the zero point.
+#[target_feature(enable = "avx2")]
+pub(crate) fn requantize_row(
+    acc: &[i32],
+    bias: Vals<i32>,
+    scale: Vals<f32>,
+    zero_point: i32,
+    lo: f32,
+    hi: f32,
+    out: &mut [u8],
+) {
+    let (lo_v, hi_v, zp) = (
+        _mm256_set1_ps(lo),
+        _mm256_set1_ps(hi),
+        _mm256_set1_epi32(zero_point),
+    );
+    let (chunks, _) = acc.as_chunks::<8>();
+    for (j, (x, o)) in chunks.iter().zip(out.as_chunks_mut::<8>().0).enumerate() {
+        let x = _mm256_add_epi32(load_i32(x), i32x8(bias, 8 * j));
+        let y = _mm256_mul_ps(_mm256_cvtepi32_ps(x), f32x8(scale, 8 * j));
+        // maxps returns its second operand when the first is NaN: NaN becomes `lo`.
+        let y = _mm256_min_ps(_mm256_max_ps(y, lo_v), hi_v);
+        // cvtps2dq rounds half to even (the default MXCSR mode, which Rust assumes).
+        let q = _mm256_add_epi32(_mm256_cvtps_epi32(y), zp);
+        // Every value is in 0..=255, so the saturating packs only narrow.
+        let words = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+        let bytes = _mm_packus_epi16(words, words);
+        // SAFETY: `o` is 8 writable bytes, the low 8 bytes of `bytes` are stored.
+        unsafe { _mm_storel_epi64(o.as_mut_ptr().cast(), bytes) };
+    }
+    let done = chunks.len() * 8;
+    requantize_scalar(
+        &acc[done..],
+        bias.from(done),
+        scale.from(done),
+        zero_point,
+        lo,
+        hi,
+        &mut out[done..],
+    );
+}
+
+/// One row of `dequantize_acc_f32`.
+#[target_feature(enable = "avx2")]
+pub(crate) fn dequantize_row(
+    acc: &[i32],
+    bias: Vals<i32>,
+    scale: Vals<f32>,
+    lo: f32,
+    hi: f32,
+    out: &mut [f32],
+) {
+    let (lo_v, hi_v) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+    let (chunks, _) = acc.as_chunks::<8>();
+    for (j, (x, o)) in chunks.iter().zip(out.as_chunks_mut::<8>().0).enumerate() {
+        let x = _mm256_add_epi32(load_i32(x), i32x8(bias, 8 * j));
+        let y = _mm256_mul_ps(_mm256_cvtepi32_ps(x), f32x8(scale, 8 * j));
+        // `lo` first: a NaN passes through, as in `reference::clamp`.
+        let y = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y));
+        // SAFETY: `o` is 8 writable floats.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), y) };
+    }
+    let done = chunks.len() * 8;
+    dequantize_acc_scalar(
+        &acc[done..],
+        bias.from(done),
+        scale.from(done),
+        lo,
+        hi,
+        &mut out[done..],
+    );
+}
+
+/// `quantize_u8` over a whole slice.
+#[target_feature(enable = "avx2")]
+pub(crate) fn quantize(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
+    let lo = _mm256_set1_ps(-(zero_point as f32));
+    let hi = _mm256_set1_ps(255.0 - zero_point as f32);
+    let (s, zp) = (_mm256_set1_ps(scale), _mm256_set1_epi32(zero_point as i32));
+    let (chunks, _) = x.as_chunks::<8>();
+    for (v, o) in chunks.iter().zip(out.as_chunks_mut::<8>().0) {
+        // SAFETY: `v` is 8 readable floats.
+        let v = unsafe { _mm256_loadu_ps(v.as_ptr()) };
+        // Divide, as ONNX does: multiplying by 1/scale rounds differently.
+        let y = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(v, s), lo), hi);
+        let q = _mm256_add_epi32(_mm256_cvtps_epi32(y), zp);
+        let words = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+        let bytes = _mm_packus_epi16(words, words);
+        // SAFETY: `o` is 8 writable bytes.
+        unsafe { _mm_storel_epi64(o.as_mut_ptr().cast(), bytes) };
+    }
+    let done = chunks.len() * 8;
+    quantize_scalar(&x[done..], scale, zero_point, &mut out[done..]);
+}
+
+/// `dequantize_u8` over a whole slice.
+#[target_feature(enable = "avx2")]
+pub(crate) fn dequantize(x: &[u8], scale: f32, zero_point: u8, out: &mut [f32]) {
+    let (s, zp) = (_mm256_set1_ps(scale), _mm256_set1_epi32(zero_point as i32));
+    let (chunks, _) = x.as_chunks::<8>();
+    for (v, o) in chunks.iter().zip(out.as_chunks_mut::<8>().0) {
+        // SAFETY: `v` is 8 readable bytes, exactly what movq loads.
+        let v = unsafe { _mm_loadl_epi64(v.as_ptr().cast()) };
+        let v = _mm256_sub_epi32(_mm256_cvtepu8_epi32(v), zp);
+        let y = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
+        // SAFETY: `o` is 8 writable floats.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), y) };
+    }
+    let done = chunks.len() * 8;
+    dequantize_scalar(&x[done..], scale, zero_point, &mut out[done..]);
+}
+
+#[target_feature(enable = "avx2")]
+fn load_i32(x: &[i32; 8]) -> __m256i {
+    // SAFETY: `x` is 8 readable i32.
+    unsafe { _mm256_loadu_si256(x.as_ptr().cast()) }
+}
+
+/// Eight values from column `j` on.
+#[target_feature(enable = "avx2")]
+fn i32x8(v: Vals<i32>, j: usize) -> __m256i {
+    match v {
+        Vals::Splat(x) => _mm256_set1_epi32(x),
+        // SAFETY: the slice is at least 8 long (`..8` would have panicked otherwise).
+        Vals::Cols(xs) => unsafe { _mm256_loadu_si256(xs[j..][..8].as_ptr().cast()) },
+    }
+}
+
+/// Eight values from column `j` on.
+#[target_feature(enable = "avx2")]
+fn f32x8(v: Vals<f32>, j: usize) -> __m256 {
+    match v {
+        Vals::Splat(x) => _mm256_set1_ps(x),
+        // SAFETY: the slice is at least 8 long (`..8` would have panicked otherwise).
+        Vals::Cols(xs) => unsafe { _mm256_loadu_ps(xs[j..][..8].as_ptr()) },
+    }
+}

@@ -1,0 +1,217 @@
+//! Float GEMM tiles: AVX-512 keeps a 16-column panel in one zmm, AVX2 in two ymm.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use crate::pack::NR;
+use crate::sgemm::F32Gemm;
+
+/// A packed-B element type the tiles widen to 16 f32 lanes.
+pub(crate) trait PanelF32: Copy {
+    /// One packed row of a panel as a zmm.
+    ///
+    /// # Safety
+    /// The CPU must run avx512f.
+    unsafe fn load_zmm(x: &[Self; NR]) -> __m512;
+
+    /// One packed row of a panel as two ymm.
+    ///
+    /// # Safety
+    /// The CPU must run avx2 and f16c.
+    unsafe fn load_ymm(x: &[Self; NR]) -> [__m256; 2];
+}
+
+impl PanelF32 for f32 {
+    #[inline(always)]
+    unsafe fn load_zmm(x: &[f32; NR]) -> __m512 {
+        // SAFETY: `x` is 16 readable floats; the caller guarantees avx512f.
+        unsafe { _mm512_loadu_ps(x.as_ptr()) }
+    }
+
+    #[inline(always)]
+    unsafe fn load_ymm(x: &[f32; NR]) -> [__m256; 2] {
+        let (lo, hi) = x.split_at(8);
+        // SAFETY: each half is 8 readable floats; the caller guarantees avx2.
+        unsafe { [_mm256_loadu_ps(lo.as_ptr()), _mm256_loadu_ps(hi.as_ptr())] }
+    }
+}
+
+impl PanelF32 for f16 {
+    #[inline(always)]
+    unsafe fn load_zmm(x: &[f16; NR]) -> __m512 {
+        // SAFETY: `f16` is a 2-byte IEEE half, so `x` is 32 readable bytes of 16 halves;
+        // the caller guarantees avx512f (vcvtph2ps zmm is an AVX-512F instruction).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(x.as_ptr().cast())) }
+    }
+
+    #[inline(always)]
+    unsafe fn load_ymm(x: &[f16; NR]) -> [__m256; 2] {
+        let (lo, hi) = x.split_at(8);
+        // SAFETY: each half is 16 readable bytes of 8 halves; the caller guarantees f16c.
+        unsafe {
+            [
+                _mm256_cvtph_ps(_mm_loadu_si128(lo.as_ptr().cast())),
+                _mm256_cvtph_ps(_mm_loadu_si128(hi.as_ptr().cast())),
+            ]
+        }
+    }
+}
+
+/// AVX-512: tiles of 8 rows x 1 panel (8 zmm sums); fewer rows take more panels.
+#[target_feature(enable = "avx512f")]
+pub(crate) fn gemm_avx512<B: PanelF32>(g: &F32Gemm<B>, c: &mut [f32]) {
+    for row0 in (0..g.m).step_by(8) {
+        match g.m - row0 {
+            1 => rows_avx512::<B, 1, 4>(g, row0, c),
+            2 => rows_avx512::<B, 2, 2>(g, row0, c),
+            3 => rows_avx512::<B, 3, 2>(g, row0, c),
+            4 => rows_avx512::<B, 4, 1>(g, row0, c),
+            5 => rows_avx512::<B, 5, 1>(g, row0, c),
+            6 => rows_avx512::<B, 6, 1>(g, row0, c),
+            7 => rows_avx512::<B, 7, 1>(g, row0, c),
+            _ => rows_avx512::<B, 8, 1>(g, row0, c),
+        }
+    }
+}
+
+/// One block of MR rows: NP panels at a time, then the leftover panels one by one.
+#[target_feature(enable = "avx512f")]
+fn rows_avx512<B: PanelF32, const MR: usize, const NP: usize>(
+    g: &F32Gemm<B>,
+    row0: usize,
+    c: &mut [f32],
+) {
+    let mut panel = 0;
+    while panel + NP <= g.panels() {
+        tile_avx512::<B, MR, NP>(g, row0, panel, c);
+        panel += NP;
+    }
+    while panel < g.panels() {
+        tile_avx512::<B, MR, 1>(g, row0, panel, c);
+        panel += 1;
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+fn tile_avx512<B: PanelF32, const MR: usize, const NP: usize>(
+    g: &F32Gemm<B>,
+    row0: usize,
+    panel0: usize,
+    c: &mut [f32],
+) {
+    let a = g.a_rows::<MR>(row0);
+    let b = g.b_panels::<NP>(panel0);
+
+    let mut acc = [[_mm512_setzero_ps(); NP]; MR];
+    for kk in 0..g.k {
+        let mut b_row = [_mm512_setzero_ps(); NP];
+        for q in 0..NP {
+            // SAFETY: this function is compiled for avx512f.
+            b_row[q] = unsafe { B::load_zmm(&b[q][kk]) };
+        }
+        for r in 0..MR {
+            let x = _mm512_set1_ps(a[r][kk]);
+            for q in 0..NP {
+                acc[r][q] = _mm512_fmadd_ps(x, b_row[q], acc[r][q]);
+            }
+        }
+    }
+
+    // Bias, then clamp with `lo` first so that a NaN sum passes through (maxps returns
+    // its second operand when either is NaN).
+    let (lo, hi) = (_mm512_set1_ps(g.lo), _mm512_set1_ps(g.hi));
+    for q in 0..NP {
+        let panel = panel0 + q;
+        let col_bias = g.col_bias(panel);
+        // SAFETY: `col_bias` is 16 readable floats.
+        let col_bias = unsafe { _mm512_loadu_ps(col_bias.as_ptr()) };
+        for (r, sums) in acc.iter().enumerate() {
+            let bias = _mm512_add_ps(_mm512_set1_ps(g.row_bias(row0 + r)), col_bias);
+            let v = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(sums[q], bias)));
+            let out = g.c_part(c, row0 + r, panel);
+            let mask = ((1u32 << out.len()) - 1) as __mmask16;
+            // SAFETY: the mask enables exactly the first `out.len()` lanes, all inside `out`;
+            // masked-off lanes are neither written nor faulted on.
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr(), mask, v) };
+        }
+    }
+}
+
+/// AVX2: tiles of 4 rows x 1 panel (8 ymm sums); fewer rows take more panels.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn gemm_avx2<B: PanelF32>(g: &F32Gemm<B>, c: &mut [f32]) {
+    for row0 in (0..g.m).step_by(4) {
+        match g.m - row0 {
+            1 => rows_avx2::<B, 1, 4>(g, row0, c),
+            2 => rows_avx2::<B, 2, 2>(g, row0, c),
+            3 => rows_avx2::<B, 3, 1>(g, row0, c),
+            _ => rows_avx2::<B, 4, 1>(g, row0, c),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn rows_avx2<B: PanelF32, const MR: usize, const NP: usize>(
+    g: &F32Gemm<B>,
+    row0: usize,
+    c: &mut [f32],
+) {
+    let mut panel = 0;
+    while panel + NP <= g.panels() {
+        tile_avx2::<B, MR, NP>(g, row0, panel, c);
+        panel += NP;
+    }
+    while panel < g.panels() {
+        tile_avx2::<B, MR, 1>(g, row0, panel, c);
+        panel += 1;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_avx2<B: PanelF32, const MR: usize, const NP: usize>(
+    g: &F32Gemm<B>,
+    row0: usize,
+    panel0: usize,
+    c: &mut [f32],
+) {
+    let a = g.a_rows::<MR>(row0);
+    let b = g.b_panels::<NP>(panel0);
+
+    let mut acc = [[[_mm256_setzero_ps(); 2]; NP]; MR];
+    for kk in 0..g.k {
+        let mut b_row = [[_mm256_setzero_ps(); 2]; NP];
+        for q in 0..NP {
+            // SAFETY: this function is compiled for avx2 and f16c.
+            b_row[q] = unsafe { B::load_ymm(&b[q][kk]) };
+        }
+        for r in 0..MR {
+            let x = _mm256_set1_ps(a[r][kk]);
+            for q in 0..NP {
+                for h in 0..2 {
+                    acc[r][q][h] = _mm256_fmadd_ps(x, b_row[q][h], acc[r][q][h]);
+                }
+            }
+        }
+    }
+
+    let (lo, hi) = (_mm256_set1_ps(g.lo), _mm256_set1_ps(g.hi));
+    for q in 0..NP {
+        let panel = panel0 + q;
+        let col_bias = g.col_bias(panel);
+        for (r, sums) in acc.iter().enumerate() {
+            let row_bias = _mm256_set1_ps(g.row_bias(row0 + r));
+            let mut tile = [0.0f32; NR];
+            for (h, half) in tile.chunks_exact_mut(8).enumerate() {
+                // SAFETY: `col_bias[8h..]` is 8 readable floats.
+                let bias = unsafe { _mm256_loadu_ps(col_bias[8 * h..].as_ptr()) };
+                let v = _mm256_add_ps(sums[q][h], _mm256_add_ps(row_bias, bias));
+                let v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
+                // SAFETY: `half` is 8 writable floats.
+                unsafe { _mm256_storeu_ps(half.as_mut_ptr(), v) };
+            }
+            let out = g.c_part(c, row0 + r, panel);
+            out.copy_from_slice(&tile[..out.len()]);
+        }
+    }
+}
