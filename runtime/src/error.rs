@@ -27,6 +27,26 @@ pub enum Error {
         /// What the parser found.
         reason: String,
     },
+    /// The bytes start like a compiled student but are not a valid one (truncated,
+    /// corrupted, another format version), or are not a compiled student in a build that
+    /// reads only compiled students.
+    #[error("{origin} is not a valid compiled student: {reason}")]
+    NotCompiled {
+        /// Where the bytes came from.
+        origin: String,
+        /// What the check found.
+        reason: String,
+    },
+    /// The compiler cannot translate a node of the ONNX graph.
+    #[error("{origin}: cannot compile {node}: {reason}")]
+    Compile {
+        /// Where the bytes came from.
+        origin: String,
+        /// The node at fault: its operator and name.
+        node: String,
+        /// What is not supported or wrong, and what would be.
+        reason: String,
+    },
     /// The ONNX model is well-formed but cannot serve as a classifier here.
     #[error("{origin}: unsupported model: {reason}")]
     Unsupported {

@@ -22,13 +22,20 @@
 //! ```
 
 // Only the memory-map module holds `unsafe`; it opts back in with a documented block.
+// The SIMD kernels live in the `student-kernels` crate.
 #![deny(unsafe_code)]
 
 mod card;
+#[cfg(feature = "onnx")]
+mod compile;
+mod compiled;
+#[cfg(feature = "onnx")]
 mod engine;
 mod error;
 mod escalation;
+mod info;
 mod model;
+#[cfg(feature = "onnx")]
 mod onnx_info;
 mod prediction;
 mod preprocess;
@@ -39,9 +46,12 @@ pub use card::{
     CARD_KEY_PREFIX, CalibrationInfo, EscalationPolicy, InputSpec, ModelCard, Precision,
     QuantizationInfo, ScoreKind, TeacherRef,
 };
+#[cfg(feature = "onnx")]
+pub use compile::{Compiled, compile_onnx};
 pub use error::{Error, HookError};
 pub use escalation::{CascadeHook, EscalationHook, EscalationRequest, HookAnswer};
 pub use model::{ClassifyOptions, OpenOptions, StudentModel};
 pub use prediction::{AnsweredBy, Decision, EscalationOutcome, Prediction, Ranked};
 pub use preprocess::PixelFormat;
 pub use score::{calibrated_probabilities, score_from_probabilities};
+pub use student_kernels::Isa;

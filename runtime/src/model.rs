@@ -4,14 +4,19 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
+use student_kernels::Isa;
+#[cfg(feature = "onnx")]
 use tract_onnx::pb;
+#[cfg(feature = "onnx")]
 use tract_onnx::prelude::Framework;
 
 use crate::card::{InputSpec, ModelCard};
+use crate::compiled::exec::Executor;
+#[cfg(feature = "onnx")]
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::escalation::{EscalationHook, EscalationRequest};
-use crate::onnx_info::GraphInfo;
+use crate::info::GraphInfo;
 use crate::prediction::{AnsweredBy, Decision, EscalationOutcome, Prediction, Ranked};
 use crate::score::{calibrated_probabilities, score_from_probabilities};
 use crate::source::ModelBytes;
@@ -23,11 +28,18 @@ pub struct OpenOptions {
     /// calls always use a batch-1 plan. Must be at least 1. A graph that fixes its batch
     /// size to 1 gets no batched plan and runs batches one sample at a time.
     pub batch: usize,
+    /// The kernels a compiled student runs with. `None` takes the `STUDENT_KERNELS`
+    /// environment variable when it is set, else the best level this CPU has. Naming a
+    /// level the CPU lacks is an error. ONNX files run through tract and ignore this.
+    pub kernels: Option<Isa>,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { batch: 1 }
+        OpenOptions {
+            batch: 1,
+            kernels: None,
+        }
     }
 }
 
@@ -49,6 +61,16 @@ impl Default for ClassifyOptions {
     }
 }
 
+impl OpenOptions {
+    /// Default options with batch size `batch`.
+    pub fn with_batch(batch: usize) -> Self {
+        OpenOptions {
+            batch,
+            ..OpenOptions::default()
+        }
+    }
+}
+
 impl ClassifyOptions {
     /// Options that accept every prediction (threshold 0): no escalation happens.
     pub fn accept_all() -> Self {
@@ -66,8 +88,23 @@ pub struct StudentModel {
     file_size: u64,
     info: GraphInfo,
     card: ModelCard,
-    single: Engine,
-    batched: Option<Engine>,
+    backend: Backend,
+}
+
+/// What runs the graph.
+enum Backend {
+    /// A compiled student: the executor reads its weights in place from `bytes`.
+    Compiled {
+        bytes: ModelBytes,
+        executor: Executor,
+        batch: usize,
+    },
+    /// An ONNX file through tract, with plans for batch 1 and the opening batch size.
+    #[cfg(feature = "onnx")]
+    Tract {
+        single: Engine,
+        batched: Option<Engine>,
+    },
 }
 
 impl std::fmt::Debug for StudentModel {
@@ -96,7 +133,7 @@ impl StudentModel {
     pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<StudentModel, Error> {
         let path = path.as_ref();
         let bytes = ModelBytes::map(path)?;
-        let model = StudentModel::parse(bytes.as_slice(), &path.display().to_string(), options)?;
+        let model = StudentModel::parse(bytes, &path.display().to_string(), options)?;
         log::info!(
             "opened {} ({}, {} classes, {} parameters)",
             path.display(),
@@ -109,7 +146,7 @@ impl StudentModel {
 
     /// Opens a student from bytes already in memory (for example, bundled in an app).
     pub fn from_bytes(bytes: &[u8], options: &OpenOptions) -> Result<StudentModel, Error> {
-        StudentModel::parse(bytes, "in-memory bytes", options)
+        StudentModel::parse(ModelBytes::copy(bytes), "in-memory bytes", options)
     }
 
     /// Like [`from_bytes`](StudentModel::from_bytes), naming the bytes `origin` (a file
@@ -119,16 +156,90 @@ impl StudentModel {
         origin: &str,
         options: &OpenOptions,
     ) -> Result<StudentModel, Error> {
-        StudentModel::parse(bytes, origin, options)
+        StudentModel::parse(ModelBytes::copy(bytes), origin, options)
     }
 
-    fn parse(bytes: &[u8], origin: &str, options: &OpenOptions) -> Result<StudentModel, Error> {
+    fn parse(
+        bytes: ModelBytes,
+        origin: &str,
+        options: &OpenOptions,
+    ) -> Result<StudentModel, Error> {
         if options.batch == 0 {
             return Err(Error::InvalidOption {
                 name: "batch",
                 reason: "batch size must be at least 1".to_string(),
             });
         }
+        if crate::compiled::format::is_compiled(bytes.as_slice()) {
+            return StudentModel::parse_compiled(bytes, origin, options);
+        }
+        #[cfg(feature = "onnx")]
+        {
+            StudentModel::parse_onnx(bytes.as_slice(), origin, options)
+        }
+        #[cfg(not(feature = "onnx"))]
+        {
+            Err(Error::NotCompiled {
+                origin: origin.to_string(),
+                reason: "not a compiled student; this build runs only `.student` files (compile \
+                         ONNX files with `student compile`)"
+                    .to_string(),
+            })
+        }
+    }
+
+    fn parse_compiled(
+        bytes: ModelBytes,
+        origin: &str,
+        options: &OpenOptions,
+    ) -> Result<StudentModel, Error> {
+        let isa = match options.kernels {
+            Some(isa) if isa.is_available() => isa,
+            Some(isa) => {
+                return Err(Error::InvalidOption {
+                    name: "kernels",
+                    reason: format!(
+                        "this CPU cannot run {}; the best it has is {}",
+                        isa.name(),
+                        Isa::best().name()
+                    ),
+                });
+            }
+            None => student_kernels::isa_from_env().map_err(|e| Error::InvalidOption {
+                name: "kernels",
+                reason: format!("STUDENT_KERNELS: {e}"),
+            })?,
+        };
+        let (executor, info) = crate::compiled::open(bytes.as_slice(), origin, isa)?;
+        let card = ModelCard::from_metadata(
+            info.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            info.classes,
+            &info.input_dims,
+            origin,
+        )?;
+        for default in card.defaults_applied() {
+            log::warn!("{origin}: model card lacks {default}");
+        }
+        Ok(StudentModel {
+            origin: origin.to_string(),
+            sha256: hex(&Sha256::digest(bytes.as_slice())),
+            file_size: bytes.as_slice().len() as u64,
+            info,
+            card,
+            backend: Backend::Compiled {
+                bytes,
+                executor,
+                batch: options.batch,
+            },
+        })
+    }
+
+    #[cfg(feature = "onnx")]
+    fn parse_onnx(
+        bytes: &[u8],
+        origin: &str,
+        options: &OpenOptions,
+    ) -> Result<StudentModel, Error> {
         let not_onnx = |reason: String| Error::NotOnnx {
             origin: origin.to_string(),
             reason,
@@ -183,9 +294,74 @@ impl StudentModel {
             file_size: bytes.len() as u64,
             info,
             card,
-            single,
-            batched,
+            backend: Backend::Tract { single, batched },
         })
+    }
+
+    /// What runs the model: the kernels of a compiled student (`avx512vnni`, `neon`, ...),
+    /// or `tract` for an ONNX file.
+    pub fn kernels(&self) -> &'static str {
+        match &self.backend {
+            Backend::Compiled { executor, .. } => executor.isa().name(),
+            #[cfg(feature = "onnx")]
+            Backend::Tract { .. } => "tract",
+        }
+    }
+
+    /// The ops of a compiled student by name with their counts (`conv-int8`, `dense-f32`,
+    /// ...), sorted by name; empty for an ONNX file.
+    pub fn compiled_ops(&self) -> Vec<(String, usize)> {
+        #[allow(irrefutable_let_patterns)] // Without the `onnx` feature there is one backend.
+        let Backend::Compiled { executor, .. } = &self.backend else {
+            return Vec::new();
+        };
+        let mut counts = std::collections::BTreeMap::new();
+        for op in &executor.plan().manifest.ops {
+            *counts.entry(op.name().to_string()).or_insert(0) += 1;
+        }
+        counts.into_iter().collect()
+    }
+
+    /// Runs `input`, a whole number of samples, through the backend.
+    fn run(&self, input: &[f32], samples: usize) -> Result<Vec<f32>, Error> {
+        let run_error = |e: String| Error::Run { source: e.into() };
+        match &self.backend {
+            Backend::Compiled {
+                bytes,
+                executor,
+                batch,
+            } => {
+                let per = self.card.input.len();
+                let mut out = Vec::with_capacity(samples * self.info.classes);
+                for chunk in input.chunks(per * batch) {
+                    let logits = executor
+                        .run(bytes.as_slice(), chunk, chunk.len() / per)
+                        .map_err(run_error)?;
+                    out.extend(logits);
+                }
+                Ok(out)
+            }
+            #[cfg(feature = "onnx")]
+            Backend::Tract { single, batched } => {
+                if samples == 1 {
+                    return single.run(input);
+                }
+                let per = self.card.input.len();
+                let mut out = Vec::with_capacity(samples * self.info.classes);
+                let mut rest = input;
+                if let Some(engine) = batched {
+                    let chunk = engine.batch() * per;
+                    while rest.len() >= chunk {
+                        out.extend(engine.run(&rest[..chunk])?);
+                        rest = &rest[chunk..];
+                    }
+                }
+                for sample in rest.chunks(per) {
+                    out.extend(single.run(sample)?);
+                }
+                Ok(out)
+            }
+        }
     }
 
     /// The model card (with defaults filled in where the file lacked sections).
@@ -235,7 +411,7 @@ impl StudentModel {
     /// or infinite value; [`Error::Run`] or [`Error::NonFiniteOutput`] when execution fails.
     pub fn logits(&self, input: &[f32]) -> Result<Vec<f32>, Error> {
         self.check_input(input, 1)?;
-        let logits = self.single.run(input)?;
+        let logits = self.run(input, 1)?;
         check_logits(&logits, self.info.classes, &self.origin)?;
         Ok(logits)
     }
@@ -256,18 +432,7 @@ impl StudentModel {
         }
         let n = input.len() / per;
         self.check_input(input, n)?;
-        let mut out = Vec::with_capacity(n * self.info.classes);
-        let mut rest = input;
-        if let Some(engine) = &self.batched {
-            let chunk = engine.batch() * per;
-            while rest.len() >= chunk {
-                out.extend(engine.run(&rest[..chunk])?);
-                rest = &rest[chunk..];
-            }
-        }
-        for sample in rest.chunks(per) {
-            out.extend(self.single.run(sample)?);
-        }
+        let out = self.run(input, n)?;
         check_logits(&out, self.info.classes, &self.origin)?;
         Ok(out)
     }

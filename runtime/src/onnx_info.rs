@@ -8,6 +8,7 @@ use tract_onnx::pb::tensor_shape_proto::dimension::Value as DimValue;
 use tract_onnx::pb::type_proto::Value as TypeValue;
 
 use crate::error::Error;
+use crate::info::GraphInfo;
 
 /// The largest input sample accepted (2^28 values, 1 GiB of f32): a bound that refuses
 /// absurd declared shapes before anything is allocated for them.
@@ -15,19 +16,6 @@ const MAX_SAMPLE_VALUES: usize = 1 << 28;
 
 /// The most classes a classifier may declare.
 const MAX_CLASSES: i64 = 1 << 20;
-
-/// The facts about a graph that the runtime validates and reports.
-#[derive(Debug, Clone)]
-pub(crate) struct GraphInfo {
-    /// Input dimensions with the batch dimension fixed to 1.
-    pub input_dims: Vec<usize>,
-    /// Number of classes (the last output dimension).
-    pub classes: usize,
-    pub metadata: Vec<(String, String)>,
-    pub params: u64,
-    /// Operator type and how often it occurs, sorted by name.
-    pub operators: Vec<(String, usize)>,
-}
 
 impl GraphInfo {
     pub(crate) fn read(model: &pb::ModelProto, origin: &str) -> Result<GraphInfo, Error> {

@@ -1,4 +1,4 @@
-//! Where a model's bytes live: a read-only memory map of a file, or an owned buffer.
+//! Where a model's bytes live: a read-only memory map of a file, or an aligned owned copy.
 //!
 //! This is the one module of the crate allowed to use `unsafe`.
 
@@ -7,12 +7,14 @@ use std::path::Path;
 
 use memmap2::Mmap;
 
+use crate::compiled::exec::{Line, lines};
 use crate::error::Error;
 
-/// The bytes of a model file, borrowed from a memory map or owned.
+/// The bytes of a model file, borrowed from a memory map or owned. Either way they start
+/// on a 64-byte boundary, so a compiled student's weights are read in place.
 pub(crate) enum ModelBytes {
     Mapped(Mmap),
-    Owned(Vec<u8>),
+    Owned { lines: Vec<Line>, len: usize },
 }
 
 impl ModelBytes {
@@ -32,24 +34,34 @@ impl ModelBytes {
         }
         let file = File::open(path).map_err(io)?;
         if meta.len() == 0 {
-            return Ok(ModelBytes::Owned(Vec::new()));
+            return Ok(ModelBytes::copy(&[]));
         }
-        // SAFETY: the map is read-only and private to this process. The file could still
-        // be truncated by another process while mapped, which would fault on access; the
-        // runtime only reads the map while parsing in `StudentModel::open`, and the
-        // execution plan owns copies of every weight, so later truncation cannot reach a
-        // read through this map during inference.
-        // TODO: when weights are used in place from the map (compiled students), guard
-        // against truncation after open (private copy, lease, or size checks per run).
+        // SAFETY: the map is read-only and private to this process. Another process could
+        // still truncate or rewrite the file while it is mapped. An ONNX model is only read
+        // through the map while it is parsed in `StudentModel::open` (the plan owns copies
+        // of its weights). A compiled student's weights are read in place on every run, so
+        // truncating its file under a running app faults that process (SIGBUS), as with any
+        // memory-mapped asset; apps that replace model files write a new file and rename it
+        // over the old one, which leaves the mapped inode intact.
         #[allow(unsafe_code)]
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         Ok(ModelBytes::Mapped(map))
     }
 
+    /// An aligned copy of `bytes`.
+    pub(crate) fn copy(bytes: &[u8]) -> ModelBytes {
+        let mut buffer = lines(bytes.len());
+        bytemuck::cast_slice_mut::<Line, u8>(&mut buffer)[..bytes.len()].copy_from_slice(bytes);
+        ModelBytes::Owned {
+            lines: buffer,
+            len: bytes.len(),
+        }
+    }
+
     pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             ModelBytes::Mapped(map) => map,
-            ModelBytes::Owned(bytes) => bytes,
+            ModelBytes::Owned { lines, len } => &bytemuck::cast_slice::<Line, u8>(lines)[..*len],
         }
     }
 }

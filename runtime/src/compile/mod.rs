@@ -1,0 +1,1778 @@
+//! Compiling an ONNX student into a `.student` file (needs the `onnx` feature).
+//!
+//! The compiler reads the ONNX graph itself rather than tract's typed graph: tract folds a
+//! QDQ graph's integer weights back into floats, while the compiler must see them to run
+//! the graph in integer arithmetic. It walks the nodes in order and:
+//!
+//! - folds constants, shape computations, `Constant` nodes and dequantized weights;
+//! - folds a batch norm into the convolution before it, and a Relu or Clip into the
+//!   convolution or dense layer before it;
+//! - turns `DequantizeLinear -> Conv/Gemm/MatMul [-> Relu/Clip] [-> QuantizeLinear]` with
+//!   int8 weights into one integer op (u8 x i8 -> i32, per-channel requantization);
+//! - runs max pooling and reshapes directly on u8 values (they commute with dequantizing),
+//!   drops `QuantizeLinear` of a value dequantized with the same parameters, and turns a
+//!   quantized elementwise function into a 256-entry table;
+//! - computes everything else in f32 between explicit quantize and dequantize steps, which
+//!   is exactly what the QDQ graph specifies (a quantized Softmax, say, is dequantized,
+//!   normalized along its axis in f32, and quantized again);
+//! - packs dense weights in the kernels' panel layout, and keeps fp16 weights in fp16.
+//!
+//! Every activation keeps the batch as its first axis, so one compiled file serves any
+//! batch size. An operator outside this set is an error naming the node.
+
+mod consts;
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use half::f16;
+use sha2::{Digest, Sha256};
+use tract_onnx::pb;
+use tract_onnx::prelude::Framework;
+
+use crate::card::ModelCard;
+use crate::compiled::format;
+use crate::compiled::ir::{
+    BinaryFn, BlobId, DType, Manifest, Op, Operand, PoolKind, QuantOut, UnaryFn, Value, ValueId,
+    Weights, Window,
+};
+use crate::error::Error;
+use crate::info::GraphInfo;
+use consts::{Const, Data};
+
+/// A compiled file and what the compiler made of the graph.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The `.student` file.
+    pub bytes: Vec<u8>,
+    /// The compiled ops by name with their counts, sorted by name (`conv-int8: 2`, ...).
+    pub ops: Vec<(String, usize)>,
+}
+
+/// Compiles the ONNX student in `bytes` (named `origin` in errors).
+///
+/// # Errors
+/// [`Error::NotOnnx`] and [`Error::Unsupported`] as for opening, [`Error::InvalidCard`]
+/// for a malformed model card, and [`Error::Compile`] naming the node the compiler cannot
+/// translate and why.
+pub fn compile_onnx(bytes: &[u8], origin: &str) -> Result<Compiled, Error> {
+    let not_onnx = |reason: String| Error::NotOnnx {
+        origin: origin.to_string(),
+        reason,
+    };
+    if bytes.is_empty() {
+        return Err(not_onnx("the file is empty".to_string()));
+    }
+    let proto: pb::ModelProto = catch_unwind(AssertUnwindSafe(|| {
+        tract_onnx::onnx().proto_model_for_read(&mut &bytes[..])
+    }))
+    .map_err(|_| not_onnx("the protobuf decoder panicked".to_string()))?
+    .map_err(|e| not_onnx(format!("{e:#}")))?;
+    let graph = match (&proto.graph, proto.ir_version) {
+        (Some(graph), v) if v > 0 => graph,
+        _ => {
+            return Err(not_onnx(
+                "no graph or IR version: the bytes decode as protobuf but not as an ONNX model"
+                    .to_string(),
+            ));
+        }
+    };
+    let info = GraphInfo::read(&proto, origin)?;
+    // The card must be valid before anything is written.
+    ModelCard::from_metadata(
+        info.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        info.classes,
+        &info.input_dims,
+        origin,
+    )?;
+    let compile_error = |node: String, reason: String| Error::Compile {
+        origin: origin.to_string(),
+        node,
+        reason,
+    };
+    let mut b = Builder::new(graph).map_err(|(node, reason)| compile_error(node, reason))?;
+    let input_name = b.input_name.clone();
+    let input = b.new_value(DType::F32, info.input_dims[1..].to_vec());
+    b.names.insert(input_name, Tensor::Value(input));
+    for i in 0..graph.node.len() {
+        if b.done[i] {
+            continue;
+        }
+        let node = &graph.node[i];
+        b.done[i] = true;
+        b.lower(node).map_err(|reason| {
+            let name = if node.name.is_empty() {
+                format!("#{i}")
+            } else {
+                format!("`{}`", node.name)
+            };
+            compile_error(format!("{} {name}", node.op_type), reason)
+        })?;
+    }
+    let output_name = graph
+        .output
+        .first()
+        .map(|o| o.name.clone())
+        .unwrap_or_default();
+    let output = b
+        .float_value(&output_name)
+        .map_err(|reason| compile_error(format!("output `{output_name}`"), reason))?;
+    let out_dims = &b.values[output].dims;
+    if out_dims != &[info.classes] {
+        return Err(compile_error(
+            format!("output `{output_name}`"),
+            format!(
+                "computes dimensions {out_dims:?} per sample, expected [{}]",
+                info.classes
+            ),
+        ));
+    }
+    let mut counts: HashMap<&'static str, usize> = HashMap::new();
+    for op in &b.ops {
+        *counts.entry(op.name()).or_default() += 1;
+    }
+    let mut ops: Vec<(String, usize)> = counts
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    ops.sort();
+    let mut manifest = Manifest {
+        producer: format!("student-runtime {}", env!("CARGO_PKG_VERSION")),
+        source_sha256: Sha256::digest(bytes)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect(),
+        metadata: info.metadata.clone(),
+        params: info.params,
+        source_operators: info.operators.clone(),
+        values: b.values,
+        blobs: b.blobs,
+        ops: b.ops,
+        input,
+        output,
+    };
+    let bytes = format::write(&mut manifest, &b.blob_data);
+    Ok(Compiled { bytes, ops })
+}
+
+/// What an ONNX tensor name stands for while compiling.
+#[derive(Debug, Clone)]
+enum Tensor {
+    Const(Const),
+    Value(ValueId),
+    /// A u8 value dequantized lazily: its f32 form is materialized only when an op needs
+    /// it, so integer ops can read the u8 value directly.
+    Deq {
+        src: ValueId,
+        scale: f32,
+        zero_point: u8,
+        float: Option<ValueId>,
+    },
+}
+
+/// Int8 weights behind a folded `DequantizeLinear`.
+#[derive(Debug, Clone)]
+struct QWeight {
+    data: Vec<i8>,
+    dims: Vec<usize>,
+    /// One scale, or one per index of `axis`.
+    scales: Vec<f32>,
+    axis: usize,
+}
+
+struct Builder<'g> {
+    nodes: &'g [pb::NodeProto],
+    input_name: String,
+    outputs: Vec<String>,
+    values: Vec<Value>,
+    blobs: Vec<crate::compiled::ir::Blob>,
+    blob_data: Vec<Vec<u8>>,
+    ops: Vec<Op>,
+    names: HashMap<String, Tensor>,
+    qweights: HashMap<String, QWeight>,
+    halves: HashMap<String, Vec<f16>>,
+    consumers: HashMap<String, Vec<usize>>,
+    done: Vec<bool>,
+}
+
+fn attr<'n>(node: &'n pb::NodeProto, name: &str) -> Option<&'n pb::AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
+fn attr_i(node: &pb::NodeProto, name: &str, default: i64) -> i64 {
+    attr(node, name).map_or(default, |a| a.i)
+}
+
+fn attr_f(node: &pb::NodeProto, name: &str, default: f32) -> f32 {
+    attr(node, name).map_or(default, |a| a.f)
+}
+
+fn attr_ints(node: &pb::NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(node, name).map(|a| a.ints.clone())
+}
+
+fn attr_s(node: &pb::NodeProto, name: &str) -> String {
+    attr(node, name).map_or_else(String::new, |a| String::from_utf8_lossy(&a.s).into_owned())
+}
+
+fn to_usize(v: &[i64], what: &str) -> Result<Vec<usize>, String> {
+    v.iter()
+        .map(|&x| usize::try_from(x).map_err(|_| format!("{what} {x} is negative")))
+        .collect()
+}
+
+/// ONNX QuantizeLinear of one value: round half to even, saturate to u8.
+fn quantize(x: f32, scale: f32, zero_point: u8) -> u8 {
+    ((x / scale).round_ties_even() + zero_point as f32).clamp(0.0, 255.0) as u8
+}
+
+fn dequantize(q: u8, scale: f32, zero_point: u8) -> f32 {
+    (q as i32 - zero_point as i32) as f32 * scale
+}
+
+impl<'g> Builder<'g> {
+    fn new(graph: &'g pb::GraphProto) -> Result<Builder<'g>, (String, String)> {
+        let mut names = HashMap::new();
+        let qweights = HashMap::new();
+        for t in &graph.initializer {
+            let c = consts::decode(t).map_err(|r| (format!("initializer `{}`", t.name), r))?;
+            names.insert(t.name.clone(), Tensor::Const(c));
+        }
+        let input_name = graph
+            .input
+            .iter()
+            .find(|i| !names.contains_key(&i.name))
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        let mut consumers: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, node) in graph.node.iter().enumerate() {
+            for input in node.input.iter().filter(|s| !s.is_empty()) {
+                let list = consumers.entry(input.clone()).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        Ok(Builder {
+            nodes: &graph.node,
+            input_name,
+            outputs: graph.output.iter().map(|o| o.name.clone()).collect(),
+            values: Vec::new(),
+            blobs: Vec::new(),
+            blob_data: Vec::new(),
+            ops: Vec::new(),
+            names,
+            qweights,
+            halves: HashMap::new(),
+            consumers,
+            done: vec![false; graph.node.len()],
+        })
+    }
+
+    fn new_value(&mut self, dtype: DType, dims: Vec<usize>) -> ValueId {
+        self.values.push(Value { dtype, dims });
+        self.values.len() - 1
+    }
+
+    fn blob(&mut self, dtype: DType, bytes: Vec<u8>) -> BlobId {
+        self.blobs.push(crate::compiled::ir::Blob {
+            offset: 0,
+            len: 0,
+            dtype,
+        });
+        self.blob_data.push(bytes);
+        self.blobs.len() - 1
+    }
+
+    fn blob_f32(&mut self, data: &[f32]) -> BlobId {
+        self.blob(DType::F32, bytemuck::cast_slice(data).to_vec())
+    }
+
+    fn blob_i32(&mut self, data: &[i32]) -> BlobId {
+        self.blob(DType::I32, bytemuck::cast_slice(data).to_vec())
+    }
+
+    fn get(&self, name: &str) -> Result<&Tensor, String> {
+        self.names
+            .get(name)
+            .ok_or_else(|| format!("input `{name}` is not produced by any earlier node"))
+    }
+
+    fn constant(&self, name: &str) -> Result<&Const, String> {
+        match self.get(name)? {
+            Tensor::Const(c) => Ok(c),
+            _ => Err(format!(
+                "input `{name}` must be a constant (an initializer), but it is computed at run time"
+            )),
+        }
+    }
+
+    fn opt_const(&self, node: &pb::NodeProto, i: usize) -> Result<Option<&Const>, String> {
+        match node.input.get(i).filter(|s| !s.is_empty()) {
+            Some(name) => self.constant(name).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The f32 activation behind `name`, dequantizing a u8 value if needed.
+    fn float_value(&mut self, name: &str) -> Result<ValueId, String> {
+        match self.get(name)?.clone() {
+            Tensor::Value(v) if self.values[v].dtype == DType::F32 => Ok(v),
+            Tensor::Value(_) => Err(format!(
+                "`{name}` is quantized (uint8) where a float tensor is expected"
+            )),
+            Tensor::Deq { float: Some(v), .. } => Ok(v),
+            Tensor::Deq {
+                src,
+                scale,
+                zero_point,
+                float: None,
+            } => {
+                let y = self.new_value(DType::F32, self.values[src].dims.clone());
+                self.ops.push(Op::Dequantize {
+                    x: src,
+                    y,
+                    scale,
+                    zero_point,
+                });
+                self.names.insert(
+                    name.to_string(),
+                    Tensor::Deq {
+                        src,
+                        scale,
+                        zero_point,
+                        float: Some(y),
+                    },
+                );
+                Ok(y)
+            }
+            Tensor::Const(_) => Err(format!(
+                "`{name}` is a constant where a run-time tensor is expected"
+            )),
+        }
+    }
+
+    /// The run-time value behind `name`, with its quantization when it is a lazily
+    /// dequantized u8 value.
+    fn activation(&self, name: &str) -> Result<(ValueId, Option<(f32, u8)>), String> {
+        match self.get(name)? {
+            Tensor::Value(v) => Ok((*v, None)),
+            Tensor::Deq {
+                src,
+                scale,
+                zero_point,
+                ..
+            } => Ok((*src, Some((*scale, *zero_point)))),
+            Tensor::Const(_) => Err(format!(
+                "`{name}` is a constant mixed with run-time shape inputs, which is not supported"
+            )),
+        }
+    }
+
+    fn dims(&self, v: ValueId) -> Vec<usize> {
+        self.values[v].dims.clone()
+    }
+
+    /// The one node reading `name`, when exactly one does and it is not a graph output.
+    fn sole_consumer(&self, name: &str) -> Option<usize> {
+        if self.outputs.iter().any(|o| o == name) {
+            return None;
+        }
+        match self.consumers.get(name).map(Vec::as_slice) {
+            Some([i]) if !self.done[*i] => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// A Relu or Clip with constant bounds as the sole reader of `name`: its bounds, output
+    /// name and node.
+    fn follow_activation(&self, name: &str) -> Option<(f32, f32, String, usize)> {
+        let i = self.sole_consumer(name)?;
+        let node = &self.nodes[i];
+        let (lo, hi) = match node.op_type.as_str() {
+            "Relu" => (0.0, f32::INFINITY),
+            "Clip" => self.clip_bounds(node).ok()?,
+            _ => return None,
+        };
+        Some((lo, hi, node.output.first()?.clone(), i))
+    }
+
+    fn clip_bounds(&self, node: &pb::NodeProto) -> Result<(f32, f32), String> {
+        let bound = |i: usize, default: f32| -> Result<f32, String> {
+            match self.opt_const(node, i)? {
+                Some(c) if c.is_scalar() => Ok(c.data.to_f32()[0]),
+                Some(_) => Err("Clip bounds must be scalars".to_string()),
+                None => Ok(default),
+            }
+        };
+        let lo = bound(1, attr_f(node, "min", f32::NEG_INFINITY))?;
+        let hi = bound(2, attr_f(node, "max", f32::INFINITY))?;
+        if lo.is_nan() || hi.is_nan() || lo > hi {
+            return Err(format!("Clip bounds [{lo}, {hi}] are empty"));
+        }
+        Ok((lo, hi))
+    }
+
+    /// The scale and zero point of a QuantizeLinear/DequantizeLinear of activations.
+    ///
+    /// Activations quantized as int8 are kept as uint8 with the zero point moved up by 128:
+    /// `q + 128` with zero point `z + 128` dequantizes to the same value, and quantizing
+    /// saturates at the same values. The shift is invisible outside, since the model's
+    /// input and output are float.
+    fn qparams(&self, node: &pb::NodeProto) -> Result<(f32, u8), String> {
+        let scale = self.opt_const(node, 1)?.ok_or("the scale is missing")?;
+        if !scale.is_scalar() {
+            return Err(
+                "per-channel quantization of activations is not supported (one scale per tensor is)"
+                    .to_string(),
+            );
+        }
+        let s = scale.data.to_f32()[0];
+        if !(s.is_finite() && s > 0.0) {
+            return Err(format!("scale {s} is not a positive finite number"));
+        }
+        let zp = match self.opt_const(node, 2)? {
+            None => 0,
+            Some(Const {
+                data: Data::U8(z), ..
+            }) if z.len() == 1 => z[0],
+            Some(Const {
+                data: Data::I8(z), ..
+            }) if z.len() == 1 => (z[0] as i16 + 128) as u8,
+            Some(c) => {
+                return Err(format!(
+                    "activations quantized as {} are not supported; quantize activations as uint8 or int8 with one zero point",
+                    c.data.type_name()
+                ));
+            }
+        };
+        Ok((s, zp))
+    }
+
+    /// A QuantizeLinear as the sole reader of `name`: its parameters, output and node.
+    fn follow_quantize(&self, name: &str) -> Option<(f32, u8, String, usize)> {
+        let i = self.sole_consumer(name)?;
+        let node = &self.nodes[i];
+        if node.op_type != "QuantizeLinear" {
+            return None;
+        }
+        let (s, zp) = self.qparams(node).ok()?;
+        Some((s, zp, node.output.first()?.clone(), i))
+    }
+
+    fn lower(&mut self, node: &pb::NodeProto) -> Result<(), String> {
+        if !node.domain.is_empty() && node.domain != "ai.onnx" {
+            return Err(format!(
+                "operators of domain `{}` are not supported",
+                node.domain
+            ));
+        }
+        let out = node.output.first().cloned().unwrap_or_default();
+        if node.op_type == "Constant" {
+            let t = attr(node, "value")
+                .and_then(|a| a.t.as_ref())
+                .ok_or("only tensor-valued Constant nodes are supported")?;
+            self.names.insert(out, Tensor::Const(consts::decode(t)?));
+            return Ok(());
+        }
+        if self.fold(node)? {
+            return Ok(());
+        }
+        match node.op_type.as_str() {
+            "Conv" => self.conv(node),
+            "Gemm" | "MatMul" => self.dense(node),
+            "QuantizeLinear" => self.quantize_linear(node),
+            "DequantizeLinear" => self.dequantize_linear(node),
+            "MaxPool" | "AveragePool" => self.pool(node),
+            "GlobalAveragePool" => {
+                let x = self.float_value(&node.input[0])?;
+                let dims = self.dims(x);
+                if dims.len() < 2 {
+                    return Err(format!("input of dimensions {dims:?} has no spatial axes"));
+                }
+                let mut y_dims = vec![dims[0]];
+                y_dims.extend(std::iter::repeat_n(1, dims.len() - 1));
+                let y = self.new_value(DType::F32, y_dims);
+                self.ops.push(Op::GlobalAvgPool { x, y });
+                self.names.insert(out, Tensor::Value(y));
+                Ok(())
+            }
+            "Relu" | "Sigmoid" | "Tanh" | "LeakyRelu" | "HardSigmoid" | "HardSwish" | "Clip"
+            | "Gelu" | "Exp" | "Sqrt" | "Neg" | "Abs" | "Erf" => self.unary(node),
+            "Add" | "Sub" | "Mul" | "Div" => self.binary(node),
+            "Softmax" => {
+                let x = self.float_value(&node.input[0])?;
+                let dims = self.dims(x);
+                let axis = consts::axis(attr_i(node, "axis", -1), dims.len() + 1)?;
+                if axis == 0 {
+                    return Err("softmax over the batch axis is not supported".to_string());
+                }
+                let y = self.new_value(DType::F32, dims);
+                self.ops.push(Op::Softmax { x, y, axis });
+                self.names.insert(out, Tensor::Value(y));
+                Ok(())
+            }
+            "BatchNormalization" => {
+                let x = self.float_value(&node.input[0])?;
+                let (scale, shift) = self.batch_norm(node)?;
+                let y = self.new_value(DType::F32, self.dims(x));
+                let (scale, shift) = (self.blob_f32(&scale), self.blob_f32(&shift));
+                self.ops.push(Op::ChannelAffine { x, y, scale, shift });
+                self.names.insert(out, Tensor::Value(y));
+                Ok(())
+            }
+            "LayerNormalization" => {
+                let x = self.float_value(&node.input[0])?;
+                let dims = self.dims(x);
+                let axis = consts::axis(attr_i(node, "axis", -1), dims.len() + 1)?;
+                if axis != dims.len() {
+                    return Err(
+                        "layer normalization over more than the last axis is not supported"
+                            .to_string(),
+                    );
+                }
+                let size = dims[dims.len() - 1];
+                let gamma = self.constant(&node.input[1])?.data.to_f32();
+                let beta = self.opt_const(node, 2)?.map(|c| c.data.to_f32());
+                if gamma.len() != size || beta.as_ref().is_some_and(|b| b.len() != size) {
+                    return Err(format!("scale and bias must hold {size} values"));
+                }
+                let gamma = self.blob_f32(&gamma);
+                let beta = beta.map(|b| self.blob_f32(&b));
+                let y = self.new_value(DType::F32, dims);
+                self.ops.push(Op::LayerNorm {
+                    x,
+                    y,
+                    size,
+                    epsilon: attr_f(node, "epsilon", 1e-5),
+                    gamma,
+                    beta,
+                });
+                self.names.insert(out, Tensor::Value(y));
+                Ok(())
+            }
+            "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" | "Identity" | "Dropout" => {
+                self.reshape(node)
+            }
+            "Transpose" => self.transpose(node),
+            "Concat" => self.concat(node),
+            "Shape" => {
+                let (x, _) = self.activation(&node.input[0])?;
+                let dims: Vec<i64> = std::iter::once(1)
+                    .chain(self.values[x].dims.iter().map(|&d| d as i64))
+                    .collect();
+                self.names
+                    .insert(out, Tensor::Const(Const::i64(vec![dims.len()], dims)));
+                Ok(())
+            }
+            "Cast" => {
+                let to = attr_i(node, "to", 0);
+                let x = self.float_value(&node.input[0])?;
+                if to != pb::tensor_proto::DataType::Float as i32 as i64 {
+                    return Err(format!(
+                        "casting a run-time tensor to type {to} is not supported (float is)"
+                    ));
+                }
+                self.names.insert(out, Tensor::Value(x));
+                Ok(())
+            }
+            "Gather" => {
+                let table = self.constant(&node.input[0])?.clone();
+                let x = self.float_value(&node.input[1])?;
+                if attr_i(node, "axis", 0) != 0 || table.dims.len() != 2 {
+                    return Err(
+                        "only embedding lookups (a [rows, width] table, axis 0) are supported"
+                            .to_string(),
+                    );
+                }
+                let (rows, width) = (table.dims[0], table.dims[1]);
+                let mut dims = self.dims(x);
+                dims.push(width);
+                let blob = self.blob_f32(&table.data.to_f32());
+                let y = self.new_value(DType::F32, dims);
+                self.ops.push(Op::Gather {
+                    x,
+                    y,
+                    table: blob,
+                    rows,
+                    width,
+                });
+                self.names.insert(out, Tensor::Value(y));
+                Ok(())
+            }
+            other => Err(format!(
+                "operator {other} is not supported by the compiler (run the .onnx file through tract instead)"
+            )),
+        }
+    }
+
+    /// Folds a node whose inputs are all constants. Returns whether it did.
+    fn fold(&mut self, node: &pb::NodeProto) -> Result<bool, String> {
+        let inputs: Vec<&String> = node.input.iter().filter(|s| !s.is_empty()).collect();
+        if inputs.is_empty()
+            || !inputs
+                .iter()
+                .all(|n| matches!(self.names.get(n.as_str()), Some(Tensor::Const(_))))
+        {
+            return Ok(false);
+        }
+        let out = node.output.first().cloned().unwrap_or_default();
+        let c = |i: usize| self.constant(&node.input[i]);
+        let folded = match node.op_type.as_str() {
+            "DequantizeLinear" => {
+                let x = c(0)?.clone();
+                let scale = self
+                    .opt_const(node, 1)?
+                    .ok_or("the scale is missing")?
+                    .data
+                    .to_f32();
+                let zp = self.opt_const(node, 2)?.map(|z| z.data.to_f64());
+                let axis = if scale.len() > 1 {
+                    consts::axis(attr_i(node, "axis", 1), x.dims.len())?
+                } else {
+                    0
+                };
+                let per = if scale.len() > 1 {
+                    if x.dims[axis] != scale.len() {
+                        return Err(format!(
+                            "{} scales for axis {axis} of {:?}",
+                            scale.len(),
+                            x.dims
+                        ));
+                    }
+                    x.dims[axis + 1..].iter().product::<usize>()
+                } else {
+                    x.data.len().max(1)
+                };
+                let values = x.data.to_f64();
+                let data: Vec<f32> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &q)| {
+                        let ch = if scale.len() > 1 {
+                            (i / per) % scale.len()
+                        } else {
+                            0
+                        };
+                        let z = zp.as_ref().map_or(0.0, |z| z[ch.min(z.len() - 1)]);
+                        ((q - z) as f32) * scale[ch]
+                    })
+                    .collect();
+                if let Data::I8(q) = &x.data {
+                    if zp.as_ref().is_none_or(|z| z.iter().all(|&v| v == 0.0)) {
+                        self.qweights.insert(
+                            out.clone(),
+                            QWeight {
+                                data: q.clone(),
+                                dims: x.dims.clone(),
+                                scales: scale.clone(),
+                                axis,
+                            },
+                        );
+                    }
+                }
+                Const::f32(x.dims, data)
+            }
+            "Cast" => {
+                let x = c(0)?.clone();
+                let to = attr_i(node, "to", 0) as i32;
+                use pb::tensor_proto::DataType as T;
+                if let (Data::F16(h), true) = (&x.data, to == T::Float as i32) {
+                    self.halves.insert(out.clone(), h.clone());
+                }
+                match to {
+                    t if t == T::Float as i32 => Const::f32(x.dims, x.data.to_f32()),
+                    t if t == T::Int64 as i32 => Const::i64(
+                        x.dims,
+                        x.data.to_f64().into_iter().map(|v| v as i64).collect(),
+                    ),
+                    t if t == T::Float16 as i32 => Const {
+                        dims: x.dims,
+                        data: Data::F16(x.data.to_f32().into_iter().map(f16::from_f32).collect()),
+                    },
+                    t => return Err(format!("constant cast to type {t} is not supported")),
+                }
+            }
+            "Identity" => c(0)?.clone(),
+            "Add" | "Sub" | "Mul" | "Div" => consts::fold_binary(&node.op_type, c(0)?, c(1)?)?,
+            "Unsqueeze" | "Squeeze" | "Reshape" | "Flatten" => {
+                let x = c(0)?.clone();
+                let dims = self.reshaped(node, &x.dims)?;
+                Const { dims, data: x.data }
+            }
+            "Concat" => {
+                let parts: Vec<Const> = (0..node.input.len())
+                    .map(|i| c(i).cloned())
+                    .collect::<Result<_, _>>()?;
+                let all: Option<Vec<i64>> = parts
+                    .iter()
+                    .map(|p| p.data.to_i64())
+                    .collect::<Option<Vec<_>>>()
+                    .map(|v| v.concat());
+                match all {
+                    Some(v) if parts.iter().all(|p| p.dims.len() == 1) => {
+                        Const::i64(vec![v.len()], v)
+                    }
+                    _ => {
+                        return Err(
+                            "only 1-D integer constants are concatenated at compile time"
+                                .to_string(),
+                        );
+                    }
+                }
+            }
+            "Gather" => {
+                let x = c(0)?;
+                let idx = c(1)?.data.to_i64().ok_or("indices must be integers")?;
+                let v = x
+                    .data
+                    .to_i64()
+                    .ok_or("only integer constants are gathered at compile time")?;
+                if x.dims.len() != 1 || attr_i(node, "axis", 0) != 0 {
+                    return Err("only 1-D constants are gathered at compile time".to_string());
+                }
+                let picked = idx
+                    .iter()
+                    .map(|&i| {
+                        let i = if i < 0 { i + v.len() as i64 } else { i };
+                        v.get(i as usize)
+                            .copied()
+                            .ok_or(format!("index {i} out of range"))
+                    })
+                    .collect::<Result<Vec<i64>, String>>()?;
+                Const::i64(c(1)?.dims.clone(), picked)
+            }
+            "Transpose" => {
+                let x = c(0)?;
+                let perm = match attr_ints(node, "perm") {
+                    Some(p) => to_usize(&p, "axis")?,
+                    None => (0..x.dims.len()).rev().collect(),
+                };
+                let (dims, data) = consts::transpose_f32(&x.dims, &x.data.to_f32(), &perm);
+                Const::f32(dims, data)
+            }
+            _ => return Ok(false),
+        };
+        self.names.insert(out, Tensor::Const(folded));
+        Ok(true)
+    }
+
+    /// The output dimensions of a shape-only node applied to `dims` (the full shape).
+    fn reshaped(&self, node: &pb::NodeProto, dims: &[usize]) -> Result<Vec<usize>, String> {
+        let axes = || -> Result<Vec<i64>, String> {
+            match self.opt_const(node, 1)? {
+                Some(c) => c.data.to_i64().ok_or("axes must be integers".to_string()),
+                None => Ok(attr_ints(node, "axes").unwrap_or_default()),
+            }
+        };
+        match node.op_type.as_str() {
+            "Identity" | "Dropout" => Ok(dims.to_vec()),
+            "Flatten" => {
+                let axis = attr_i(node, "axis", 1);
+                let axis = if axis < 0 {
+                    axis + dims.len() as i64
+                } else {
+                    axis
+                };
+                if !(0..=dims.len() as i64).contains(&axis) {
+                    return Err(format!("axis {axis} is outside rank {}", dims.len()));
+                }
+                let axis = axis as usize;
+                Ok(vec![
+                    dims[..axis].iter().product(),
+                    dims[axis..].iter().product(),
+                ])
+            }
+            "Reshape" => {
+                let target = self
+                    .constant(&node.input[1])?
+                    .data
+                    .to_i64()
+                    .ok_or("the target shape must be integers")?;
+                consts::reshape_dims(dims, &target)
+            }
+            "Squeeze" => {
+                let axes = axes()?;
+                let axes: Vec<usize> = axes
+                    .iter()
+                    .map(|&a| consts::axis(a, dims.len()))
+                    .collect::<Result<_, _>>()?;
+                Ok(dims
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, &d)| {
+                        !(if axes.is_empty() {
+                            d == 1
+                        } else {
+                            axes.contains(&i) && d == 1
+                        })
+                    })
+                    .map(|(_, &d)| d)
+                    .collect())
+            }
+            "Unsqueeze" => {
+                let axes = axes()?;
+                let rank = dims.len() + axes.len();
+                let mut axes: Vec<usize> = axes
+                    .iter()
+                    .map(|&a| consts::axis(a, rank))
+                    .collect::<Result<_, _>>()?;
+                axes.sort_unstable();
+                let mut out = dims.to_vec();
+                for a in axes {
+                    out.insert(a.min(out.len()), 1);
+                }
+                Ok(out)
+            }
+            other => Err(format!("{other} is not a shape operation")),
+        }
+    }
+
+    fn reshape(&mut self, node: &pb::NodeProto) -> Result<(), String> {
+        let out = node.output[0].clone();
+        let (src, deq) = self.activation(&node.input[0])?;
+        let full: Vec<usize> = std::iter::once(1).chain(self.dims(src)).collect();
+        let dims = self.reshaped(node, &full)?;
+        if dims.first() != Some(&1) || dims.len() < 2 {
+            return Err(format!(
+                "the result {dims:?} moves or removes the batch axis of {full:?}"
+            ));
+        }
+        let dims = dims[1..].to_vec();
+        let y = if dims == self.dims(src) {
+            src
+        } else {
+            let y = self.new_value(self.values[src].dtype, dims);
+            self.ops.push(Op::Copy { x: src, y });
+            y
+        };
+        let t = match deq {
+            Some((scale, zero_point)) => Tensor::Deq {
+                src: y,
+                scale,
+                zero_point,
+                float: None,
+            },
+            None => Tensor::Value(y),
+        };
+        self.names.insert(out, t);
+        Ok(())
+    }
+
+    fn transpose(&mut self, node: &pb::NodeProto) -> Result<(), String> {
+        let (src, deq) = self.activation(&node.input[0])?;
+        let dims = self.dims(src);
+        let perm = match attr_ints(node, "perm") {
+            Some(p) => to_usize(&p, "axis")?,
+            None => (0..=dims.len()).rev().collect(),
+        };
+        if perm.first() != Some(&0) || perm.len() != dims.len() + 1 {
+            return Err(format!("permutation {perm:?} moves the batch axis"));
+        }
+        let perm: Vec<usize> = perm[1..].iter().map(|p| p.wrapping_sub(1)).collect();
+        if perm.iter().any(|&p| p >= dims.len()) {
+            return Err("invalid permutation".to_string());
+        }
+        let y_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
+        let y = self.new_value(self.values[src].dtype, y_dims);
+        self.ops.push(Op::Transpose { x: src, y, perm });
+        let t = match deq {
+            Some((scale, zero_point)) => Tensor::Deq {
+                src: y,
+                scale,
+                zero_point,
+                float: None,
+            },
+            None => Tensor::Value(y),
+        };
+        self.names.insert(node.output[0].clone(), t);
+        Ok(())
+    }
+
+    fn concat(&mut self, node: &pb::NodeProto) -> Result<(), String> {
+        let parts: Vec<Tensor> = node
+            .input
+            .iter()
+            .map(|n| self.get(n).cloned())
+            .collect::<Result<_, _>>()?;
+        // Dequantized inputs that share their parameters concatenate as u8.
+        let shared = match parts.first() {
+            Some(Tensor::Deq {
+                scale, zero_point, ..
+            }) => parts.iter().all(|p| {
+                matches!(p, Tensor::Deq { scale: s, zero_point: z, .. } if s == scale && z == zero_point)
+            })
+            .then_some((*scale, *zero_point)),
+            _ => None,
+        };
+        let xs: Vec<ValueId> = match shared {
+            Some(_) => parts
+                .iter()
+                .filter_map(|p| match p {
+                    Tensor::Deq { src, .. } => Some(*src),
+                    _ => None,
+                })
+                .collect(),
+            None => node
+                .input
+                .iter()
+                .map(|n| self.float_value(n))
+                .collect::<Result<_, _>>()?,
+        };
+        let first = self.dims(xs[0]);
+        let axis = consts::axis(attr_i(node, "axis", 1), first.len() + 1)?;
+        if axis == 0 {
+            return Err("concatenation along the batch axis is not supported".to_string());
+        }
+        let mut dims = first.clone();
+        dims[axis - 1] = 0;
+        for &x in &xs {
+            let d = self.dims(x);
+            if d.len() != first.len()
+                || d.iter()
+                    .zip(&first)
+                    .enumerate()
+                    .any(|(i, (p, q))| i != axis - 1 && p != q)
+            {
+                return Err(format!(
+                    "inputs {first:?} and {d:?} do not concatenate along axis {axis}"
+                ));
+            }
+            dims[axis - 1] += d[axis - 1];
+        }
+        let dtype = self.values[xs[0]].dtype;
+        let y = self.new_value(dtype, dims);
+        self.ops.push(Op::Concat { xs, y, axis });
+        let t = match shared {
+            Some((scale, zero_point)) => Tensor::Deq {
+                src: y,
+                scale,
+                zero_point,
+                float: None,
+            },
+            None => Tensor::Value(y),
+        };
+        self.names.insert(node.output[0].clone(), t);
+        Ok(())
+    }
+
+    fn unary_fn(&self, node: &pb::NodeProto) -> Result<UnaryFn, String> {
+        Ok(match node.op_type.as_str() {
+            "Relu" => UnaryFn::Relu,
+            "Sigmoid" => UnaryFn::Sigmoid,
+            "Tanh" => UnaryFn::Tanh,
+            "LeakyRelu" => UnaryFn::LeakyRelu {
+                alpha: attr_f(node, "alpha", 0.01),
+            },
+            "HardSigmoid" => UnaryFn::HardSigmoid {
+                alpha: attr_f(node, "alpha", 0.2),
+                beta: attr_f(node, "beta", 0.5),
+            },
+            "HardSwish" => UnaryFn::HardSwish,
+            "Clip" => {
+                let (lo, hi) = self.clip_bounds(node)?;
+                UnaryFn::Clip { lo, hi }
+            }
+            "Gelu" => {
+                if attr_s(node, "approximate") == "tanh" {
+                    return Err("the tanh approximation of Gelu is not supported".to_string());
+                }
+                UnaryFn::Gelu
+            }
+            "Exp" => UnaryFn::Exp,
+            "Sqrt" => UnaryFn::Sqrt,
+            "Neg" => UnaryFn::Neg,
+            "Abs" => UnaryFn::Abs,
+            "Erf" => UnaryFn::Erf,
+            other => return Err(format!("{other} is not elementwise")),
+        })
+    }
+
+    fn unary(&mut self, node: &pb::NodeProto) -> Result<(), String> {
+        let f = self.unary_fn(node)?;
+        let out = node.output[0].clone();
+        // A quantized elementwise function is a table from u8 to u8.
+        if let Tensor::Deq {
+            src,
+            scale,
+            zero_point,
+            ..
+        } = self.get(&node.input[0])?.clone()
+        {
+            if let Some((s, z, q_out, qi)) = self.follow_quantize(&out) {
+                let table: Vec<u8> = (0..=255u8)
+                    .map(|v| quantize(f.apply(dequantize(v, scale, zero_point)), s, z))
+                    .collect();
+                let y = self.new_value(DType::U8, self.dims(src));
+                self.ops.push(Op::Lut { x: src, y, table });
+                self.done[qi] = true;
+                self.names.insert(
+                    q_out,
+                    Tensor::Deq {
+                        src: y,
+                        scale: s,
+                        zero_point: z,
+                        float: None,
+                    },
+                );
+                // The node's own float output may still be read by nobody else (it had one
+                // reader, the quantize), so nothing else is needed.
+                return Ok(());
+            }
+        }
+        let x = self.float_value(&node.input[0])?;
+        let y = self.new_value(DType::F32, self.dims(x));
+        self.ops.push(Op::Unary { x, y, f });
+        self.names.insert(out, Tensor::Value(y));
+        Ok(())
+    }
+
+    fn binary(&mut self, node: &pb::NodeProto) -> Result<(), String> {
+        let f = match node.op_type.as_str() {
+            "Add" => BinaryFn::Add,
+            "Sub" => BinaryFn::Sub,
+            "Mul" => BinaryFn::Mul,
+            _ => BinaryFn::Div,
+        };
+        let mut operands = Vec::new();
+        let mut full_dims = Vec::new();
+        for name in &node.input[..2] {
+            match self.get(name)?.clone() {
+                Tensor::Const(c) => {
+                    let data = c.data.to_f32();
+                    let blob = self.blob_f32(&data);
+                    full_dims.push(c.dims.clone());
+                    operands.push(Operand::Const { blob, dims: c.dims });
+                }
+                _ => {
+                    let v = self.float_value(name)?;
+                    full_dims.push(std::iter::once(1).chain(self.dims(v)).collect());
+                    operands.push(Operand::Value(v));
+                }
+            }
+        }
+        let shape = consts::broadcast(&full_dims[0], &full_dims[1])?;
+        let value_rank = full_dims
+            .iter()
+            .zip(&operands)
+            .filter(|(_, o)| matches!(o, Operand::Value(_)))
+            .map(|(d, _)| d.len())
+            .max()
+            .unwrap_or(0);
+        if shape.len() != value_rank || shape[0] != 1 {
+            return Err(format!(
+                "a constant of dimensions {:?} would change the batch axis",
+                full_dims
+            ));
+        }
+        let y = self.new_value(DType::F32, shape[1..].to_vec());
+        let b = operands.pop().expect("two operands");
+        let a = operands.pop().expect("two operands");
+        self.ops.push(Op::Binary { a, b, y, f });
+        self.names.insert(node.output[0].clone(), Tensor::Value(y));
+        Ok(())
+    }
+
+    fn batch_norm(&self, node: &pb::NodeProto) -> Result<(Vec<f32>, Vec<f32>), String> {
+        let get = |i: usize| -> Result<Vec<f32>, String> {
+            Ok(self.constant(&node.input[i])?.data.to_f32())
+        };
+        let (gamma, beta, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
+        let eps = attr_f(node, "epsilon", 1e-5);
+        let n = gamma.len();
+        if [beta.len(), mean.len(), var.len()].iter().any(|&l| l != n) {
+            return Err("batch norm parameters differ in length".to_string());
+        }
+        let scale: Vec<f32> = (0..n).map(|c| gamma[c] / (var[c] + eps).sqrt()).collect();
+        let shift: Vec<f32> = (0..n).map(|c| beta[c] - mean[c] * scale[c]).collect();
+        Ok((scale, shift))
+    }
+
+    fn window(
+        &self,
+        node: &pb::NodeProto,
+        dims: &[usize],
+        kernel: [usize; 2],
+        c_out: usize,
+        groups: usize,
+    ) -> Result<Window, String> {
+        let [c_in, h, w] = dims else {
+            return Err(format!(
+                "input of dimensions {dims:?} is not [channels, height, width]"
+            ));
+        };
+        let two = |name: &str, default: usize| -> Result<[usize; 2], String> {
+            match attr_ints(node, name) {
+                Some(v) if v.len() == 2 => {
+                    let v = to_usize(&v, name)?;
+                    Ok([v[0], v[1]])
+                }
+                Some(v) => Err(format!("{name} {v:?} must have 2 values")),
+                None => Ok([default, default]),
+            }
+        };
+        let stride = two("strides", 1)?;
+        let dilation = two("dilations", 1)?;
+        if stride.contains(&0) || dilation.contains(&0) || kernel.contains(&0) {
+            return Err("strides, dilations and kernel sizes must be positive".to_string());
+        }
+        let span = |i: usize| dilation[i] * (kernel[i] - 1) + 1;
+        let ceil = attr_i(node, "ceil_mode", 0) == 1;
+        let size = [*h, *w];
+        let (pad_begin, out) = match attr_s(node, "auto_pad").as_str() {
+            "" | "NOTSET" => {
+                let pads = match attr_ints(node, "pads") {
+                    Some(p) if p.len() == 4 => to_usize(&p, "padding")?,
+                    Some(p) => return Err(format!("pads {p:?} must have 4 values")),
+                    None => vec![0; 4],
+                };
+                let mut out = [0; 2];
+                for i in 0..2 {
+                    let total = size[i] + pads[i] + pads[i + 2];
+                    if total < span(i) {
+                        return Err(format!(
+                            "the window {kernel:?} is larger than the padded input {size:?}"
+                        ));
+                    }
+                    let steps = total - span(i);
+                    out[i] = if ceil {
+                        steps.div_ceil(stride[i])
+                    } else {
+                        steps / stride[i]
+                    } + 1;
+                    // A window may not start in the bottom or right padding.
+                    if ceil && (out[i] - 1) * stride[i] >= size[i] + pads[i] {
+                        out[i] -= 1;
+                    }
+                }
+                ([pads[0], pads[1]], out)
+            }
+            "VALID" => {
+                let mut out = [0; 2];
+                for i in 0..2 {
+                    if size[i] < span(i) {
+                        return Err(format!(
+                            "the window {kernel:?} is larger than the input {size:?}"
+                        ));
+                    }
+                    out[i] = (size[i] - span(i)) / stride[i] + 1;
+                }
+                ([0, 0], out)
+            }
+            mode @ ("SAME_UPPER" | "SAME_LOWER") => {
+                let mut pad = [0; 2];
+                let mut out = [0; 2];
+                for i in 0..2 {
+                    out[i] = size[i].div_ceil(stride[i]);
+                    let total = ((out[i] - 1) * stride[i] + span(i)).saturating_sub(size[i]);
+                    pad[i] = if mode == "SAME_UPPER" {
+                        total / 2
+                    } else {
+                        total - total / 2
+                    };
+                }
+                (pad, out)
+            }
+            other => return Err(format!("auto_pad {other} is not supported")),
+        };
+        Ok(Window {
+            c_in: *c_in,
+            c_out,
+            h_in: *h,
+            w_in: *w,
+            h_out: out[0],
+            w_out: out[1],
+            kh: kernel[0],
+            kw: kernel[1],
+            stride,
+            pad: pad_begin,
+            dilation,
+            groups,
+        })
+    }
+
+    fn pool(&mut self, node: &pb::NodeProto) -> Result<(), String> {
+        let kernel = attr_ints(node, "kernel_shape").ok_or("kernel_shape is missing")?;
+        let kernel = to_usize(&kernel, "kernel size")?;
+        let [kh, kw] = kernel[..] else {
+            return Err(format!("only 2-D pooling is supported, kernel {kernel:?}"));
+        };
+        if node.output.len() > 1 && !node.output[1].is_empty() {
+            return Err("MaxPool indices are not supported".to_string());
+        }
+        let max = node.op_type == "MaxPool";
+        let kind = if max {
+            PoolKind::Max
+        } else {
+            PoolKind::Avg {
+                count_pad: attr_i(node, "count_include_pad", 0) == 1,
+            }
+        };
+        if !max && attr_i(node, "ceil_mode", 0) == 1 {
+            return Err("average pooling with ceil_mode is not supported".to_string());
+        }
+        // Max pooling commutes with dequantizing: run it on the u8 values.
+        let deq = match self.get(&node.input[0])?.clone() {
+            Tensor::Deq {
+                src,
+                scale,
+                zero_point,
+                ..
+            } if max => Some((src, scale, zero_point)),
+            _ => None,
+        };
+        let x = match deq {
+            Some((src, ..)) => src,
+            None => self.float_value(&node.input[0])?,
+        };
+        let dims = self.dims(x);
+        let window = self.window(node, &dims, [kh, kw], dims.first().copied().unwrap_or(0), 1)?;
+        let y = self.new_value(
+            self.values[x].dtype,
+            vec![window.c_out, window.h_out, window.w_out],
+        );
+        self.ops.push(Op::Pool { x, y, kind, window });
+        let t = match deq {
+            Some((_, scale, zero_point)) => Tensor::Deq {
+                src: y,
+                scale,
+                zero_point,
+                float: None,
+            },
+            None => Tensor::Value(y),
+        };
+        self.names.insert(node.output[0].clone(), t);
+        Ok(())
+    }
+
+    fn quantize_linear(&mut self, node: &pb::NodeProto) -> Result<(), String> {
+        let (scale, zero_point) = self.qparams(node)?;
+        let out = node.output[0].clone();
+        if let Tensor::Deq {
+            src,
+            scale: s,
+            zero_point: z,
+            ..
+        } = self.get(&node.input[0])?.clone()
+        {
+            let y = if (s, z) == (scale, zero_point) {
+                // Quantizing a dequantized value with the same parameters gives it back.
+                src
+            } else {
+                let table = (0..=255u8)
+                    .map(|v| quantize(dequantize(v, s, z), scale, zero_point))
+                    .collect();
+                let y = self.new_value(DType::U8, self.dims(src));
+                self.ops.push(Op::Lut { x: src, y, table });
+                y
+            };
+            self.names.insert(out, Tensor::Value(y));
+            return Ok(());
+        }
+        let x = self.float_value(&node.input[0])?;
+        let y = self.new_value(DType::U8, self.dims(x));
+        self.ops.push(Op::Quantize {
+            x,
+            y,
+            scale,
+            zero_point,
+        });
+        self.names.insert(out, Tensor::Value(y));
+        Ok(())
+    }
+
+    fn dequantize_linear(&mut self, node: &pb::NodeProto) -> Result<(), String> {
+        let (scale, zero_point) = self.qparams(node)?;
+        let src = match self.get(&node.input[0])? {
+            Tensor::Value(v) if self.values[*v].dtype == DType::U8 => *v,
+            _ => return Err("dequantizes a tensor that is not uint8".to_string()),
+        };
+        self.names.insert(
+            node.output[0].clone(),
+            Tensor::Deq {
+                src,
+                scale,
+                zero_point,
+                float: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Float weights as stored: fp16 when they were fp16 in the ONNX file.
+    fn float_weights(&mut self, name: &str, data: &[f32]) -> Weights {
+        match self.halves.get(name) {
+            Some(h) if h.len() == data.len() => {
+                let halves: Vec<f16> = data.iter().map(|&v| f16::from_f32(v)).collect();
+                Weights::F16(self.blob(DType::F16, bytemuck::cast_slice(&halves).to_vec()))
+            }
+            _ => Weights::F32(self.blob_f32(data)),
+        }
+    }
+
+    fn conv(&mut self, node: &pb::NodeProto) -> Result<(), String> {
+        let wname = node.input.get(1).ok_or("the weights are missing")?.clone();
+        let w = self.constant(&wname)?.clone();
+        let [c_out, cin_g, kh, kw] = w.dims[..] else {
+            return Err(format!(
+                "only 2-D convolutions are supported, weights {:?}",
+                w.dims
+            ));
+        };
+        let groups =
+            usize::try_from(attr_i(node, "group", 1)).map_err(|_| "negative group count")?;
+        if let Some(k) = attr_ints(node, "kernel_shape") {
+            if to_usize(&k, "kernel size")? != [kh, kw] {
+                return Err(format!(
+                    "kernel_shape {k:?} disagrees with the weights {:?}",
+                    w.dims
+                ));
+            }
+        }
+        let x_tensor = self.get(&node.input[0])?.clone();
+        let x_dims = match &x_tensor {
+            Tensor::Value(v) | Tensor::Deq { src: v, .. } => self.dims(*v),
+            Tensor::Const(_) => return Err("the input is a constant".to_string()),
+        };
+        if groups == 0 || x_dims.first() != Some(&(cin_g * groups)) || c_out % groups != 0 {
+            return Err(format!(
+                "weights {:?} with {groups} groups do not fit input {x_dims:?}",
+                w.dims
+            ));
+        }
+        let window = self.window(node, &x_dims, [kh, kw], c_out, groups)?;
+        let bias = self.opt_const(node, 2)?.map(|b| b.data.to_f32());
+        if bias.as_ref().is_some_and(|b| b.len() != c_out) {
+            return Err(format!("the bias does not hold {c_out} values"));
+        }
+        let out = node.output[0].clone();
+        let kk = window.k();
+        if let (
+            Tensor::Deq {
+                src,
+                scale,
+                zero_point,
+                ..
+            },
+            Some(q),
+        ) = (&x_tensor, self.qweights.get(&wname).cloned())
+        {
+            if q.dims == w.dims && (q.scales.len() == 1 || q.axis == 0) {
+                let rows: Vec<Vec<i8>> = q.data.chunks(kk).map(|r| r.to_vec()).collect();
+                return self.int8_layer(
+                    node,
+                    &out,
+                    *src,
+                    *scale,
+                    *zero_point,
+                    window.clone(),
+                    rows,
+                    &q,
+                    bias,
+                    true,
+                );
+            }
+        }
+        let x = self.float_value(&node.input[0])?;
+        let mut weights = w.data.to_f32();
+        let mut bias = bias;
+        let mut out_name = out;
+        // A batch norm right after folds into the weights and bias.
+        if let Some(i) = self.sole_consumer(&out_name) {
+            if self.nodes[i].op_type == "BatchNormalization" {
+                let bn = &self.nodes[i];
+                let (scale, shift) = self.batch_norm(bn)?;
+                if scale.len() == c_out {
+                    for (c, row) in weights.chunks_mut(kk).enumerate() {
+                        row.iter_mut().for_each(|v| *v *= scale[c]);
+                    }
+                    let b = bias.get_or_insert_with(|| vec![0.0; c_out]);
+                    for c in 0..c_out {
+                        b[c] = b[c] * scale[c] + shift[c];
+                    }
+                    out_name = bn.output[0].clone();
+                    self.done[i] = true;
+                    self.halves.remove(&wname);
+                }
+            }
+        }
+        let (lo, hi, out_name) = match self.follow_activation(&out_name) {
+            Some((lo, hi, name, i)) => {
+                self.done[i] = true;
+                (lo, hi, name)
+            }
+            None => (f32::NEG_INFINITY, f32::INFINITY, out_name),
+        };
+        let weights = self.float_weights(&wname, &weights);
+        let bias = bias.map(|b| self.blob_f32(&b));
+        let y = self.new_value(DType::F32, vec![c_out, window.h_out, window.w_out]);
+        self.ops.push(Op::Conv {
+            x,
+            y,
+            window,
+            weights,
+            bias,
+            lo,
+            hi,
+        });
+        self.names.insert(out_name, Tensor::Value(y));
+        Ok(())
+    }
+
+    fn dense(&mut self, node: &pb::NodeProto) -> Result<(), String> {
+        let gemm = node.op_type == "Gemm";
+        if gemm && attr_i(node, "transA", 0) != 0 {
+            return Err("Gemm with transA is not supported".to_string());
+        }
+        let wname = node.input.get(1).ok_or("the weights are missing")?.clone();
+        let w = match self.get(&wname)? {
+            Tensor::Const(c) => c.clone(),
+            _ => {
+                return Err(
+                    "the second input must be constant weights (a product of two run-time tensors is not supported)"
+                        .to_string(),
+                );
+            }
+        };
+        let [r, c] = w.dims[..] else {
+            return Err(format!("weights {:?} must be 2-D", w.dims));
+        };
+        let trans_b = gemm && attr_i(node, "transB", 0) != 0;
+        let (kk, n) = if trans_b { (c, r) } else { (r, c) };
+        let (alpha, beta) = if gemm {
+            (attr_f(node, "alpha", 1.0), attr_f(node, "beta", 1.0))
+        } else {
+            (1.0, 1.0)
+        };
+        let bias = match self.opt_const(node, 2)? {
+            Some(b) if gemm => {
+                let v = b.data.to_f32();
+                match v.len() {
+                    1 => Some(vec![v[0] * beta; n]),
+                    l if l == n => Some(v.iter().map(|x| x * beta).collect()),
+                    _ => {
+                        return Err(format!(
+                            "the bias of dimensions {:?} is not per output column",
+                            b.dims
+                        ));
+                    }
+                }
+            }
+            _ => None,
+        };
+        let x_tensor = self.get(&node.input[0])?.clone();
+        let x_dims = match &x_tensor {
+            Tensor::Value(v) | Tensor::Deq { src: v, .. } => self.dims(*v),
+            Tensor::Const(_) => return Err("the input is a constant".to_string()),
+        };
+        if x_dims.last() != Some(&kk) || (gemm && x_dims.len() != 1) {
+            return Err(format!(
+                "input {x_dims:?} does not fit weights {:?}",
+                w.dims
+            ));
+        }
+        let out = node.output[0].clone();
+        // The weight matrix as [k, n].
+        let kn = |data: &[f32]| -> Vec<f32> {
+            if trans_b {
+                consts::transpose_f32(&[n, kk], data, &[1, 0]).1
+            } else {
+                data.to_vec()
+            }
+        };
+        if let (
+            Tensor::Deq {
+                src,
+                scale,
+                zero_point,
+                ..
+            },
+            Some(q),
+            true,
+        ) = (&x_tensor, self.qweights.get(&wname).cloned(), alpha == 1.0)
+        {
+            // The output channel axis of the stored weights.
+            let out_axis = if trans_b { 0 } else { 1 };
+            if q.dims == w.dims && (q.scales.len() == 1 || q.axis == out_axis) {
+                let rows: Vec<Vec<i8>> = (0..n)
+                    .map(|j| {
+                        (0..kk)
+                            .map(|i| {
+                                if trans_b {
+                                    q.data[j * kk + i]
+                                } else {
+                                    q.data[i * n + j]
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let mut window_dims = x_dims.clone();
+                *window_dims.last_mut().expect("rank >= 1") = n;
+                return self.int8_dense(
+                    node,
+                    &out,
+                    *src,
+                    *scale,
+                    *zero_point,
+                    kk,
+                    n,
+                    rows,
+                    &q,
+                    bias,
+                    window_dims,
+                );
+            }
+        }
+        let x = self.float_value(&node.input[0])?;
+        let mut weights = kn(&w.data.to_f32());
+        if alpha != 1.0 {
+            weights.iter_mut().for_each(|v| *v *= alpha);
+            self.halves.remove(&wname);
+        }
+        let mut out_name = out;
+        let mut bias = bias;
+        // MatMul followed by Add of a bias vector is a dense layer with bias.
+        if !gemm {
+            if let Some(i) = self.sole_consumer(&out_name) {
+                let add = &self.nodes[i];
+                if add.op_type == "Add" {
+                    let other = if add.input[0] == out_name {
+                        &add.input[1]
+                    } else {
+                        &add.input[0]
+                    };
+                    if let Ok(c) = self.constant(other) {
+                        if c.data.len() == n
+                            && c.dims.last() == Some(&n)
+                            && c.dims.len() <= x_dims.len()
+                        {
+                            bias = Some(c.data.to_f32());
+                            out_name = add.output[0].clone();
+                            self.done[i] = true;
+                        }
+                    }
+                }
+            }
+        }
+        let (lo, hi, out_name) = match self.follow_activation(&out_name) {
+            Some((lo, hi, name, i)) => {
+                self.done[i] = true;
+                (lo, hi, name)
+            }
+            None => (f32::NEG_INFINITY, f32::INFINITY, out_name),
+        };
+        let mut packed = vec![0f32; student_kernels::packed_len_f32(kk, n)];
+        student_kernels::pack_b_f32(&weights, kk, n, &mut packed).map_err(|e| e.to_string())?;
+        let weights = match self.float_weights(&wname, &weights) {
+            Weights::F16(_) => {
+                // `float_weights` stored the unpacked halves; store the packed ones instead.
+                self.blobs.pop();
+                self.blob_data.pop();
+                let halves: Vec<f16> = packed.iter().map(|&v| f16::from_f32(v)).collect();
+                Weights::F16(self.blob(DType::F16, bytemuck::cast_slice(&halves).to_vec()))
+            }
+            Weights::F32(_) => {
+                self.blobs.pop();
+                self.blob_data.pop();
+                Weights::F32(self.blob_f32(&packed))
+            }
+        };
+        let bias = bias.map(|b| self.blob_f32(&b));
+        let mut y_dims = x_dims;
+        *y_dims.last_mut().expect("rank >= 1") = n;
+        let y = self.new_value(DType::F32, y_dims);
+        self.ops.push(Op::Dense {
+            x,
+            y,
+            k: kk,
+            n,
+            weights,
+            bias,
+            lo,
+            hi,
+        });
+        self.names.insert(out_name, Tensor::Value(y));
+        Ok(())
+    }
+
+    /// The fused activation and output quantization after an integer layer: the output's
+    /// final name, its form, and its clamp in the float domain.
+    fn int8_output(&mut self, out: &str) -> (String, QuantOut, Option<(f32, u8)>) {
+        let (lo, hi, name) = match self.follow_activation(out) {
+            Some((lo, hi, name, i)) => {
+                self.done[i] = true;
+                (lo, hi, name)
+            }
+            None => (f32::NEG_INFINITY, f32::INFINITY, out.to_string()),
+        };
+        match self.follow_quantize(&name) {
+            Some((s, z, q_name, qi)) => {
+                self.done[qi] = true;
+                let qlo = if lo.is_finite() {
+                    quantize(lo, s, z)
+                } else {
+                    0
+                };
+                let qhi = if hi.is_finite() {
+                    quantize(hi, s, z)
+                } else {
+                    255
+                };
+                (
+                    q_name,
+                    QuantOut::U8 {
+                        zero_point: z,
+                        lo: qlo,
+                        hi: qhi,
+                    },
+                    Some((s, z)),
+                )
+            }
+            None => (name, QuantOut::F32 { lo, hi }, None),
+        }
+    }
+
+    /// Per-output scale, bias with the input zero point folded in, and row sums.
+    #[allow(clippy::too_many_arguments)]
+    fn int8_params(
+        &mut self,
+        rows: &[Vec<i8>],
+        q: &QWeight,
+        x_scale: f32,
+        x_zero_point: u8,
+        bias: Option<Vec<f32>>,
+        y: Option<(f32, u8)>,
+    ) -> (BlobId, BlobId, BlobId) {
+        let n = rows.len();
+        let sums: Vec<i32> = rows
+            .iter()
+            .map(|r| r.iter().map(|&v| v as i32).sum())
+            .collect();
+        let w_scale = |j: usize| {
+            if q.scales.len() == 1 {
+                q.scales[0]
+            } else {
+                q.scales[j]
+            }
+        };
+        let acc_scale: Vec<f32> = (0..n).map(|j| x_scale * w_scale(j)).collect();
+        let bias_i32: Vec<i32> = (0..n)
+            .map(|j| {
+                let b = bias.as_ref().map_or(0.0, |b| b[j]);
+                let q = (b as f64 / acc_scale[j] as f64).round_ties_even();
+                (q.clamp(i32::MIN as f64 / 2.0, i32::MAX as f64 / 2.0) as i32)
+                    .saturating_sub(x_zero_point as i32 * sums[j])
+            })
+            .collect();
+        let scale: Vec<f32> = match y {
+            Some((s, _)) => acc_scale.iter().map(|a| a / s).collect(),
+            None => acc_scale,
+        };
+        (
+            self.blob_i32(&sums),
+            self.blob_i32(&bias_i32),
+            self.blob_f32(&scale),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn int8_layer(
+        &mut self,
+        _node: &pb::NodeProto,
+        out: &str,
+        x: ValueId,
+        x_scale: f32,
+        x_zero_point: u8,
+        window: Window,
+        rows: Vec<Vec<i8>>,
+        q: &QWeight,
+        bias: Option<Vec<f32>>,
+        _conv: bool,
+    ) -> Result<(), String> {
+        let (name, qout, y_params) = self.int8_output(out);
+        let (row_sums, bias, scale) =
+            self.int8_params(&rows, q, x_scale, x_zero_point, bias, y_params);
+        let kp = crate::compiled::plan::padded_k(window.k());
+        let mut padded = vec![0i8; rows.len() * kp];
+        for (dst, src) in padded.chunks_mut(kp).zip(&rows) {
+            dst[..src.len()].copy_from_slice(src);
+        }
+        let weights = self.blob(DType::I8, bytemuck::cast_slice(&padded).to_vec());
+        let dtype = if y_params.is_some() {
+            DType::U8
+        } else {
+            DType::F32
+        };
+        let y = self.new_value(dtype, vec![window.c_out, window.h_out, window.w_out]);
+        self.ops.push(Op::QConv {
+            x,
+            y,
+            window,
+            x_zero_point,
+            weights,
+            row_sums,
+            bias,
+            scale,
+            out: qout,
+        });
+        self.bind_int8_output(name, y, y_params);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn int8_dense(
+        &mut self,
+        _node: &pb::NodeProto,
+        out: &str,
+        x: ValueId,
+        x_scale: f32,
+        x_zero_point: u8,
+        kk: usize,
+        n: usize,
+        rows: Vec<Vec<i8>>,
+        q: &QWeight,
+        bias: Option<Vec<f32>>,
+        y_dims: Vec<usize>,
+    ) -> Result<(), String> {
+        let (name, qout, y_params) = self.int8_output(out);
+        let (col_sums, bias, scale) =
+            self.int8_params(&rows, q, x_scale, x_zero_point, bias, y_params);
+        // Pack [k, n] from the per-output rows.
+        let mut kn = vec![0i8; kk * n];
+        for (j, row) in rows.iter().enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                kn[i * n + j] = v;
+            }
+        }
+        let mut packed = vec![0i8; student_kernels::packed_len_q8(kk, n)];
+        student_kernels::pack_b_s8(&kn, kk, n, &mut packed).map_err(|e| e.to_string())?;
+        let weights = self.blob(DType::I8, bytemuck::cast_slice(&packed).to_vec());
+        let dtype = if y_params.is_some() {
+            DType::U8
+        } else {
+            DType::F32
+        };
+        let y = self.new_value(dtype, y_dims);
+        self.ops.push(Op::QDense {
+            x,
+            y,
+            k: kk,
+            n,
+            x_zero_point,
+            weights,
+            col_sums,
+            bias,
+            scale,
+            out: qout,
+        });
+        self.bind_int8_output(name, y, y_params);
+        Ok(())
+    }
+
+    fn bind_int8_output(&mut self, name: String, y: ValueId, y_params: Option<(f32, u8)>) {
+        // The quantized output is what QuantizeLinear produced: a u8 tensor.
+        let _ = y_params;
+        self.names.insert(name, Tensor::Value(y));
+    }
+}

@@ -1,0 +1,979 @@
+//! Running a compiled student: a validated plan, its weights in place, and reusable state.
+//!
+//! Each call borrows a [`State`] (the activation arena and the scratch buffers the kernels
+//! need) from a pool, so after the first call at a batch size nothing is allocated but the
+//! returned logits, and concurrent callers each get their own state.
+
+use std::ops::Range;
+use std::sync::Mutex;
+
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+use student_kernels::{self as k, Bias, Isa};
+
+use super::ir::{
+    BinaryFn, BlobId, DType, Op, Operand, PoolKind, QuantOut, UnaryFn, Weights, Window,
+};
+use super::plan::{Plan, padded_k};
+
+/// A cache line of bytes: the unit of aligned buffers, so any element type can be viewed
+/// in place.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C, align(64))]
+pub(crate) struct Line(pub [u8; 64]);
+
+/// An aligned, zeroed byte buffer of at least `len` bytes.
+pub(crate) fn lines(len: usize) -> Vec<Line> {
+    vec![Line([0; 64]); len.div_ceil(64)]
+}
+
+type RunResult<T> = Result<T, String>;
+
+/// What one call needs besides the model: the arena and the kernels' scratch space.
+struct State {
+    batch: usize,
+    arena: Vec<Line>,
+    /// Per op: a convolution's unfolded input (im2col, `[k, positions]` row-major). Its
+    /// padding positions are written once, when the state is made; each call writes only
+    /// the positions that read the image.
+    cols: Vec<Vec<Line>>,
+    /// The unfolded input packed in the kernels' panel layout.
+    packed: Vec<Line>,
+    /// i32 accumulators of the integer kernels.
+    acc: Vec<i32>,
+    /// fp16 convolution weights widened to f32.
+    widened: Vec<f32>,
+    /// u8 rows of a dense input padded to a multiple of 4.
+    rows: Vec<Line>,
+}
+
+/// A compiled student ready to run.
+pub(crate) struct Executor {
+    plan: Plan,
+    isa: Isa,
+    /// Where the data section lies in the bytes handed to [`Executor::run`].
+    data: Range<usize>,
+    pool: Mutex<Vec<State>>,
+    /// Scratch sizes per sample and per call, from the plan.
+    needs: Needs,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Needs {
+    packed_bytes: usize,
+    acc_per_call: usize,
+    acc_per_sample: usize,
+    widened: usize,
+    rows_per_sample: usize,
+}
+
+impl Executor {
+    pub(crate) fn new(plan: Plan, data: Range<usize>, isa: Isa) -> Executor {
+        let needs = needs(&plan);
+        Executor {
+            plan,
+            isa,
+            data,
+            pool: Mutex::new(Vec::new()),
+            needs,
+        }
+    }
+
+    pub(crate) fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    pub(crate) fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Runs `batch` samples; `bytes` is the whole file the plan was read from.
+    pub(crate) fn run(&self, bytes: &[u8], input: &[f32], batch: usize) -> RunResult<Vec<f32>> {
+        let m = &self.plan.manifest;
+        let per = m.values[m.input].len();
+        if input.len() != per * batch || batch == 0 {
+            return Err(format!(
+                "{} input values for batch {batch} of {per}",
+                input.len()
+            ));
+        }
+        let data = bytes
+            .get(self.data.clone())
+            .ok_or("the model's data section is out of range")?;
+        let mut state = self.take_state(batch);
+        let result = self.run_in(&mut state, data, input, batch);
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.push(state);
+        }
+        result
+    }
+
+    fn take_state(&self, batch: usize) -> State {
+        let found = self.pool.lock().ok().and_then(|mut pool| {
+            let at = pool.iter().position(|s| s.batch == batch)?;
+            Some(pool.swap_remove(at))
+        });
+        found.unwrap_or_else(|| {
+            let n = self.needs;
+            State {
+                batch,
+                arena: lines(self.plan.arena_per_sample * batch),
+                cols: self.plan.manifest.ops.iter().map(unfolded).collect(),
+                packed: lines(n.packed_bytes),
+                acc: vec![0; n.acc_per_call.max(n.acc_per_sample * batch)],
+                widened: vec![0.0; n.widened],
+                rows: lines(n.rows_per_sample * batch),
+            }
+        })
+    }
+
+    fn run_in(
+        &self,
+        st: &mut State,
+        data: &[u8],
+        input: &[f32],
+        batch: usize,
+    ) -> RunResult<Vec<f32>> {
+        let m = &self.plan.manifest;
+        let arena = bytemuck::cast_slice_mut::<Line, u8>(&mut st.arena);
+        let input_range = self.range(m.input, batch);
+        f32s_mut(&mut arena[input_range])?.copy_from_slice(input);
+        for (i, op) in m.ops.iter().enumerate() {
+            self.step(i, op, st, data, batch)
+                .map_err(|e| format!("op {i} ({}): {e}", op.name()))?;
+        }
+        let arena = bytemuck::cast_slice::<Line, u8>(&st.arena);
+        Ok(f32s(&arena[self.range(m.output, batch)])?.to_vec())
+    }
+
+    fn range(&self, v: usize, batch: usize) -> Range<usize> {
+        let start = self.plan.slots[v] * batch;
+        start..start + self.plan.value_bytes(v, batch)
+    }
+
+    fn blob<'d, T: Pod>(&self, data: &'d [u8], b: BlobId) -> RunResult<&'d [T]> {
+        let decl = &self.plan.manifest.blobs[b];
+        let bytes = data
+            .get(decl.offset as usize..(decl.offset + decl.len) as usize)
+            .ok_or("a blob lies outside the data section")?;
+        bytemuck::try_cast_slice(bytes).map_err(|e| format!("blob {b}: {e}"))
+    }
+
+    fn step(&self, i: usize, op: &Op, st: &mut State, data: &[u8], batch: usize) -> RunResult<()> {
+        let isa = self.isa;
+        let values = &self.plan.manifest.values;
+        let y_range = self.range(op.output(), batch);
+        if let Op::Copy { x, .. } = op {
+            // A reshape whose output shares its input's slot moves nothing.
+            if self.range(*x, batch) == y_range {
+                return Ok(());
+            }
+        }
+        let arena = bytemuck::cast_slice_mut::<Line, u8>(&mut st.arena);
+        let (before, rest) = arena.split_at_mut(y_range.start);
+        let (out, after) = rest.split_at_mut(y_range.len());
+        // Inputs never share the output's slot: they are live while it is written.
+        let read = |v: usize| -> RunResult<&[u8]> {
+            let r = self.range(v, batch);
+            if r.end <= y_range.start {
+                Ok(&before[r])
+            } else if r.start >= y_range.end {
+                let base = y_range.end;
+                Ok(&after[r.start - base..r.end - base])
+            } else {
+                Err(format!("value {v} overlaps the output's slot"))
+            }
+        };
+        match op {
+            Op::Conv {
+                x,
+                window: w,
+                weights,
+                bias,
+                lo,
+                hi,
+                ..
+            } => {
+                let x = f32s(read(*x)?)?;
+                let y = f32s_mut(out)?;
+                let weights: &[f32] = match weights {
+                    Weights::F32(b) => self.blob(data, *b)?,
+                    Weights::F16(b) => {
+                        let half: &[f16] = self.blob(data, *b)?;
+                        let wide = st
+                            .widened
+                            .get_mut(..half.len())
+                            .ok_or("scratch too small")?;
+                        for (d, s) in wide.iter_mut().zip(half) {
+                            *d = s.to_f32();
+                        }
+                        wide
+                    }
+                };
+                let bias: Option<&[f32]> = bias.map(|b| self.blob(data, b)).transpose()?;
+                let col = st.cols.get_mut(i).ok_or("no im2col buffer")?;
+                conv_f32(
+                    isa,
+                    w,
+                    x,
+                    y,
+                    weights,
+                    bias,
+                    *lo,
+                    *hi,
+                    batch,
+                    col,
+                    &mut st.packed,
+                )
+            }
+            Op::Dense {
+                x,
+                k: kk,
+                n,
+                weights,
+                bias,
+                lo,
+                hi,
+                ..
+            } => {
+                let x = f32s(read(*x)?)?;
+                let y = f32s_mut(out)?;
+                let rows = x.len() / kk;
+                let bias = match bias {
+                    Some(b) => Bias::PerCol(self.blob(data, *b)?),
+                    None => Bias::None,
+                };
+                match weights {
+                    Weights::F32(b) => k::sgemm(
+                        isa,
+                        rows,
+                        *n,
+                        *kk,
+                        x,
+                        *kk,
+                        self.blob(data, *b)?,
+                        bias,
+                        *lo,
+                        *hi,
+                        y,
+                        *n,
+                    ),
+                    Weights::F16(b) => k::hgemm(
+                        isa,
+                        rows,
+                        *n,
+                        *kk,
+                        x,
+                        *kk,
+                        self.blob(data, *b)?,
+                        bias,
+                        *lo,
+                        *hi,
+                        y,
+                        *n,
+                    ),
+                }
+                .map_err(|e| e.to_string())
+            }
+            Op::QConv {
+                x,
+                window: w,
+                x_zero_point,
+                weights,
+                row_sums,
+                bias,
+                scale,
+                out: q,
+                ..
+            } => {
+                let x = read(*x)?;
+                let weights: &[i8] = self.blob(data, *weights)?;
+                let sums: &[i32] = self.blob(data, *row_sums)?;
+                let bias: &[i32] = self.blob(data, *bias)?;
+                let scale: &[f32] = self.blob(data, *scale)?;
+                let (cin_g, cout_g) = (w.c_in / w.groups, w.c_out / w.groups);
+                let (kk, kp, n) = (w.k(), padded_k(w.k()), w.h_out * w.w_out);
+                let x_per = w.c_in * w.h_in * w.w_in;
+                let y_per = w.c_out * n;
+                let _ = x_zero_point; // Written into the im2col padding when it was made.
+                let col = bytemuck::cast_slice_mut::<Line, u8>(
+                    st.cols.get_mut(i).ok_or("no im2col buffer")?,
+                );
+                let col = col.get_mut(..kk * n).ok_or("scratch too small")?;
+                let packed = bytemuck::cast_slice_mut::<Line, u8>(&mut st.packed);
+                let packed = packed
+                    .get_mut(..k::packed_len_q8(kk, n))
+                    .ok_or("scratch too small")?;
+                for s in 0..batch {
+                    let xs = &x[s * x_per..(s + 1) * x_per];
+                    for g in 0..w.groups {
+                        let xg =
+                            &xs[g * cin_g * w.h_in * w.w_in..(g + 1) * cin_g * w.h_in * w.w_in];
+                        im2col(w, xg, col);
+                        k::pack_b_u8(col, kk, n, packed).map_err(|e| e.to_string())?;
+                        let rows = g * cout_g..(g + 1) * cout_g;
+                        let acc = &mut st.acc[..cout_g * n];
+                        k::qgemm_s8u8(
+                            isa,
+                            cout_g,
+                            n,
+                            kk,
+                            &weights[rows.start * kp..rows.end * kp],
+                            kp,
+                            packed,
+                            &sums[rows.clone()],
+                            acc,
+                            n,
+                        )
+                        .map_err(|e| e.to_string())?;
+                        let at = s * y_per + rows.start * n..s * y_per + rows.end * n;
+                        epilogue(
+                            isa,
+                            q,
+                            cout_g,
+                            n,
+                            acc,
+                            k::IntBias::PerRow(&bias[rows.clone()]),
+                            k::Scale::PerRow(&scale[rows.clone()]),
+                            out,
+                            at,
+                        )?;
+                    }
+                }
+                Ok(())
+            }
+            Op::QDense {
+                x,
+                k: kk,
+                n,
+                x_zero_point: _,
+                weights,
+                col_sums,
+                bias,
+                scale,
+                out: q,
+                ..
+            } => {
+                let x = read(*x)?;
+                let rows = x.len() / kk;
+                let kp = padded_k(*kk);
+                let a: &[u8] = if kp == *kk {
+                    x
+                } else {
+                    let padded = bytemuck::cast_slice_mut::<Line, u8>(&mut st.rows);
+                    let padded = padded.get_mut(..rows * kp).ok_or("scratch too small")?;
+                    for (dst, src) in padded.chunks_exact_mut(kp).zip(x.chunks_exact(*kk)) {
+                        dst[..*kk].copy_from_slice(src);
+                    }
+                    padded
+                };
+                let acc = st.acc.get_mut(..rows * n).ok_or("scratch too small")?;
+                k::qgemm_u8s8(
+                    isa,
+                    rows,
+                    *n,
+                    *kk,
+                    a,
+                    kp,
+                    self.blob(data, *weights)?,
+                    self.blob(data, *col_sums)?,
+                    acc,
+                    *n,
+                )
+                .map_err(|e| e.to_string())?;
+                let len = rows * n;
+                epilogue(
+                    isa,
+                    q,
+                    rows,
+                    *n,
+                    acc,
+                    k::IntBias::PerCol(self.blob(data, *bias)?),
+                    k::Scale::PerCol(self.blob(data, *scale)?),
+                    out,
+                    0..len,
+                )
+            }
+            Op::Pool {
+                x, kind, window, ..
+            } => {
+                match (values[*x].dtype, kind) {
+                    (DType::U8, _) => max_pool(window, batch, read(*x)?, out),
+                    (_, PoolKind::Max) => max_pool(window, batch, f32s(read(*x)?)?, f32s_mut(out)?),
+                    (_, PoolKind::Avg { count_pad }) => {
+                        avg_pool(window, batch, f32s(read(*x)?)?, f32s_mut(out)?, *count_pad)
+                    }
+                }
+                Ok(())
+            }
+            Op::GlobalAvgPool { x, .. } => {
+                let x = f32s(read(*x)?)?;
+                let y = f32s_mut(out)?;
+                let area = x.len() / y.len();
+                for (dst, src) in y.iter_mut().zip(x.chunks_exact(area)) {
+                    *dst = src.iter().sum::<f32>() / area as f32;
+                }
+                Ok(())
+            }
+            Op::Unary { x, f, .. } => {
+                let x = f32s(read(*x)?)?;
+                let y = f32s_mut(out)?;
+                unary(*f, x, y);
+                Ok(())
+            }
+            Op::Lut { x, table, .. } => {
+                let x = read(*x)?;
+                for (dst, &src) in out.iter_mut().zip(x) {
+                    *dst = table[src as usize];
+                }
+                Ok(())
+            }
+            Op::Binary { a, b, f, y } => {
+                let shape: Vec<usize> = std::iter::once(batch)
+                    .chain(values[*y].dims.iter().copied())
+                    .collect();
+                let operand = |o: &Operand| -> RunResult<(&[f32], Vec<usize>)> {
+                    match o {
+                        Operand::Value(v) => Ok((
+                            f32s(read(*v)?)?,
+                            std::iter::once(batch)
+                                .chain(values[*v].dims.iter().copied())
+                                .collect(),
+                        )),
+                        Operand::Const { blob, dims } => {
+                            Ok((self.blob(data, *blob)?, dims.clone()))
+                        }
+                    }
+                };
+                let (av, ad) = operand(a)?;
+                let (bv, bd) = operand(b)?;
+                binary(*f, av, &ad, bv, &bd, f32s_mut(out)?, &shape);
+                Ok(())
+            }
+            Op::Softmax { x, axis, .. } => {
+                let xv = &values[*x];
+                let size = xv.dims[axis - 1];
+                let inner: usize = xv.dims[*axis..].iter().product();
+                softmax(f32s(read(*x)?)?, f32s_mut(out)?, size, inner);
+                Ok(())
+            }
+            Op::ChannelAffine {
+                x, scale, shift, ..
+            } => {
+                let channels = values[*x].dims[0];
+                let x = f32s(read(*x)?)?;
+                let y = f32s_mut(out)?;
+                let (scale, shift): (&[f32], &[f32]) =
+                    (self.blob(data, *scale)?, self.blob(data, *shift)?);
+                let inner = x.len() / batch / channels;
+                for (i, (dst, src)) in y
+                    .chunks_exact_mut(inner)
+                    .zip(x.chunks_exact(inner))
+                    .enumerate()
+                {
+                    let c = i % channels;
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        *d = s * scale[c] + shift[c];
+                    }
+                }
+                Ok(())
+            }
+            Op::LayerNorm {
+                x,
+                size,
+                epsilon,
+                gamma,
+                beta,
+                ..
+            } => {
+                let x = f32s(read(*x)?)?;
+                let y = f32s_mut(out)?;
+                let gamma: &[f32] = self.blob(data, *gamma)?;
+                let beta: Option<&[f32]> = beta.map(|b| self.blob(data, b)).transpose()?;
+                for (dst, src) in y.chunks_exact_mut(*size).zip(x.chunks_exact(*size)) {
+                    let mean = src.iter().sum::<f32>() / *size as f32;
+                    let var =
+                        src.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / *size as f32;
+                    let inv = 1.0 / (var + epsilon).sqrt();
+                    for (i, (d, s)) in dst.iter_mut().zip(src).enumerate() {
+                        *d = (s - mean) * inv * gamma[i] + beta.map_or(0.0, |b| b[i]);
+                    }
+                }
+                Ok(())
+            }
+            Op::Quantize {
+                x,
+                scale,
+                zero_point,
+                ..
+            } => k::quantize_u8(isa, f32s(read(*x)?)?, *scale, *zero_point, out)
+                .map_err(|e| e.to_string()),
+            Op::Dequantize {
+                x,
+                scale,
+                zero_point,
+                ..
+            } => k::dequantize_u8(isa, read(*x)?, *scale, *zero_point, f32s_mut(out)?)
+                .map_err(|e| e.to_string()),
+            Op::Copy { x, .. } => {
+                out.copy_from_slice(read(*x)?);
+                Ok(())
+            }
+            Op::Transpose { x, perm, .. } => {
+                let xv = &values[*x];
+                match xv.dtype {
+                    DType::U8 => transpose(read(*x)?, out, &xv.dims, perm, batch),
+                    _ => transpose(f32s(read(*x)?)?, f32s_mut(out)?, &xv.dims, perm, batch),
+                }
+                Ok(())
+            }
+            Op::Concat { xs, axis, y } => {
+                let size = values[*y].dtype.size();
+                let yv = &values[*y];
+                let outer = batch * yv.dims[..axis - 1].iter().product::<usize>();
+                let inner: usize = yv.dims[*axis..].iter().product::<usize>() * size;
+                let mut at = 0;
+                for o in 0..outer {
+                    for &x in xs {
+                        let chunk = values[x].dims[axis - 1] * inner;
+                        let src = read(x)?;
+                        out[at..at + chunk].copy_from_slice(&src[o * chunk..(o + 1) * chunk]);
+                        at += chunk;
+                    }
+                }
+                Ok(())
+            }
+            Op::Gather {
+                x,
+                table,
+                rows,
+                width,
+                ..
+            } => {
+                let x = f32s(read(*x)?)?;
+                let y = f32s_mut(out)?;
+                let table: &[f32] = self.blob(data, *table)?;
+                for (dst, &index) in y.chunks_exact_mut(*width).zip(x) {
+                    let row = index as i64;
+                    let row = if row < 0 { row + *rows as i64 } else { row };
+                    if index.fract() != 0.0 || row < 0 || row >= *rows as i64 {
+                        return Err(format!("index {index} is outside a table of {rows} rows"));
+                    }
+                    let row = row as usize;
+                    dst.copy_from_slice(&table[row * width..(row + 1) * width]);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn f32s(bytes: &[u8]) -> RunResult<&[f32]> {
+    bytemuck::try_cast_slice(bytes).map_err(|e| format!("f32 view: {e}"))
+}
+
+fn f32s_mut(bytes: &mut [u8]) -> RunResult<&mut [f32]> {
+    bytemuck::try_cast_slice_mut(bytes).map_err(|e| format!("f32 view: {e}"))
+}
+
+/// Scratch sizes for every op of the plan.
+fn needs(plan: &Plan) -> Needs {
+    let mut n = Needs::default();
+    let values = &plan.manifest.values;
+    for op in &plan.manifest.ops {
+        match op {
+            Op::Conv {
+                window: w, weights, ..
+            } => {
+                n.packed_bytes = n
+                    .packed_bytes
+                    .max(k::packed_len_f32(w.k(), w.h_out * w.w_out) * 4);
+                if let Weights::F16(_) = weights {
+                    n.widened = n.widened.max(w.c_out * w.k());
+                }
+            }
+            Op::QConv { window: w, .. } => {
+                let cols = w.h_out * w.w_out;
+                n.packed_bytes = n.packed_bytes.max(k::packed_len_q8(w.k(), cols));
+                n.acc_per_call = n.acc_per_call.max(w.c_out / w.groups * cols);
+            }
+            Op::QDense {
+                x, k: kk, n: cols, ..
+            } => {
+                let rows = values[*x].len() / kk;
+                n.acc_per_sample = n.acc_per_sample.max(rows * cols);
+                n.rows_per_sample = n.rows_per_sample.max(rows * padded_k(*kk));
+            }
+            _ => {}
+        }
+    }
+    n
+}
+
+#[allow(clippy::too_many_arguments)]
+fn epilogue(
+    isa: Isa,
+    q: &QuantOut,
+    m: usize,
+    n: usize,
+    acc: &[i32],
+    bias: k::IntBias<'_>,
+    scale: k::Scale<'_>,
+    out: &mut [u8],
+    at: Range<usize>,
+) -> RunResult<()> {
+    match q {
+        QuantOut::U8 { zero_point, lo, hi } => {
+            let dst = out.get_mut(at).ok_or("output out of range")?;
+            k::requantize_u8(
+                isa,
+                m,
+                n,
+                acc,
+                n,
+                bias,
+                scale,
+                *zero_point as i32,
+                *lo,
+                *hi,
+                dst,
+                n,
+            )
+        }
+        QuantOut::F32 { lo, hi } => {
+            let all = f32s_mut(out)?;
+            let dst = all.get_mut(at.start..at.end).ok_or("output out of range")?;
+            k::dequantize_acc_f32(isa, m, n, acc, n, bias, scale, *lo, *hi, dst, n)
+        }
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The output positions `lo..hi` along one axis whose input index
+/// `o * stride + k * dilation - pad` lies inside `0..size`, clamped to `0..out`.
+fn valid_range(
+    out: usize,
+    size: usize,
+    stride: usize,
+    offset: usize,
+    pad: usize,
+) -> (usize, usize) {
+    // o * stride + offset >= pad  and  o * stride + offset < size + pad
+    let lo = pad.saturating_sub(offset).div_ceil(stride).min(out);
+    let hi = if size + pad > offset {
+        ((size + pad - offset - 1) / stride + 1).min(out)
+    } else {
+        0
+    };
+    (lo, hi.max(lo))
+}
+
+/// Unfolds one group of one sample (im2col) into the `[k, positions]` matrix `col`,
+/// writing only the positions that read the image: the others hold the padding value
+/// since the buffer was made (see [`unfolded`]).
+fn im2col<T: Copy>(w: &Window, x: &[T], col: &mut [T]) {
+    let n = w.h_out * w.w_out;
+    let mut rows = col.chunks_exact_mut(n);
+    for plane in x.chunks_exact(w.h_in * w.w_in).take(w.c_in / w.groups) {
+        for ki in 0..w.kh {
+            let (y_lo, y_hi) =
+                valid_range(w.h_out, w.h_in, w.stride[0], ki * w.dilation[0], w.pad[0]);
+            for kj in 0..w.kw {
+                let Some(dst) = rows.next() else { return };
+                let (x_lo, x_hi) =
+                    valid_range(w.w_out, w.w_in, w.stride[1], kj * w.dilation[1], w.pad[1]);
+                if x_lo == x_hi {
+                    continue;
+                }
+                let ix_lo = x_lo * w.stride[1] + kj * w.dilation[1] - w.pad[1];
+                for oy in y_lo..y_hi {
+                    let iy = oy * w.stride[0] + ki * w.dilation[0] - w.pad[0];
+                    let src = &plane[iy * w.w_in + ix_lo..(iy + 1) * w.w_in];
+                    let line = &mut dst[oy * w.w_out + x_lo..oy * w.w_out + x_hi];
+                    if w.stride[1] == 1 {
+                        line.copy_from_slice(&src[..line.len()]);
+                    } else {
+                        for (d, s) in line.iter_mut().zip(src.iter().step_by(w.stride[1])) {
+                            *d = *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The im2col buffer a convolution needs, its padding positions already holding the
+/// padding value (0, or the input's zero point).
+fn unfolded(op: &Op) -> Vec<Line> {
+    match op {
+        Op::Conv { window: w, .. } if !is_direct(w) => lines(w.k() * w.h_out * w.w_out * 4),
+        Op::QConv {
+            window: w,
+            x_zero_point,
+            ..
+        } => {
+            let len = w.k() * w.h_out * w.w_out;
+            let mut buffer = lines(len);
+            bytemuck::cast_slice_mut::<Line, u8>(&mut buffer)[..len].fill(*x_zero_point);
+            buffer
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A 1x1 convolution that reads every input position once: its input is already the
+/// `[k, positions]` matrix.
+fn is_direct(w: &Window) -> bool {
+    w.kh == 1
+        && w.kw == 1
+        && w.stride == [1, 1]
+        && w.pad == [0, 0]
+        && w.h_out * w.w_out == w.h_in * w.w_in
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_f32(
+    isa: Isa,
+    w: &Window,
+    x: &[f32],
+    y: &mut [f32],
+    weights: &[f32],
+    bias: Option<&[f32]>,
+    lo: f32,
+    hi: f32,
+    batch: usize,
+    col: &mut [Line],
+    packed: &mut [Line],
+) -> RunResult<()> {
+    let (cin_g, cout_g) = (w.c_in / w.groups, w.c_out / w.groups);
+    let (kk, n) = (w.k(), w.h_out * w.w_out);
+    let plane = w.h_in * w.w_in;
+    let direct = is_direct(w);
+    let col = f32s_mut(bytemuck::cast_slice_mut(col))?;
+    let packed = f32s_mut(bytemuck::cast_slice_mut(packed))?;
+    let packed = packed
+        .get_mut(..k::packed_len_f32(kk, n))
+        .ok_or("scratch too small")?;
+    for s in 0..batch {
+        let xs = &x[s * w.c_in * plane..(s + 1) * w.c_in * plane];
+        for g in 0..w.groups {
+            let xg = &xs[g * cin_g * plane..(g + 1) * cin_g * plane];
+            let b = if direct {
+                xg
+            } else {
+                let col = col.get_mut(..kk * n).ok_or("scratch too small")?;
+                im2col(w, xg, col);
+                col
+            };
+            k::pack_b_f32(b, kk, n, packed).map_err(|e| e.to_string())?;
+            let rows = g * cout_g..(g + 1) * cout_g;
+            let bias = bias.map_or(Bias::None, |b| Bias::PerRow(&b[rows.clone()]));
+            let at = (s * w.c_out + rows.start) * n;
+            k::sgemm(
+                isa,
+                cout_g,
+                n,
+                kk,
+                &weights[rows.start * kk..rows.end * kk],
+                kk,
+                packed,
+                bias,
+                lo,
+                hi,
+                &mut y[at..at + cout_g * n],
+                n,
+            )
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Max pooling of NCHW samples (f32 or u8).
+fn max_pool<T: Copy + PartialOrd>(w: &Window, batch: usize, x: &[T], y: &mut [T]) {
+    let (plane_in, plane_out) = (w.h_in * w.w_in, w.h_out * w.w_out);
+    let max = |a: T, b: T| if b > a { b } else { a };
+    let simple =
+        w.kh == 2 && w.kw == 2 && w.stride == [2, 2] && w.pad == [0, 0] && w.dilation == [1, 1];
+    for (src, dst) in x
+        .chunks_exact(plane_in)
+        .zip(y.chunks_exact_mut(plane_out))
+        .take(batch * w.c_in)
+    {
+        if simple {
+            // The common 2x2, stride 2 window: two input rows per output row.
+            for (oy, out) in dst.chunks_exact_mut(w.w_out).enumerate() {
+                let r0 = &src[2 * oy * w.w_in..];
+                let r1 = &src[(2 * oy + 1) * w.w_in..];
+                for (ox, d) in out.iter_mut().enumerate() {
+                    *d = max(
+                        max(r0[2 * ox], r0[2 * ox + 1]),
+                        max(r1[2 * ox], r1[2 * ox + 1]),
+                    );
+                }
+            }
+            continue;
+        }
+        for oy in 0..w.h_out {
+            for ox in 0..w.w_out {
+                let mut best: Option<T> = None;
+                for ki in 0..w.kh {
+                    let iy = (oy * w.stride[0] + ki * w.dilation[0]).wrapping_sub(w.pad[0]);
+                    if iy >= w.h_in {
+                        continue;
+                    }
+                    for kj in 0..w.kw {
+                        let ix = (ox * w.stride[1] + kj * w.dilation[1]).wrapping_sub(w.pad[1]);
+                        if ix < w.w_in {
+                            let v = src[iy * w.w_in + ix];
+                            best = Some(best.map_or(v, |b| max(b, v)));
+                        }
+                    }
+                }
+                // Compile-time geometry guarantees every window overlaps the input.
+                if let Some(b) = best {
+                    dst[oy * w.w_out + ox] = b;
+                }
+            }
+        }
+    }
+}
+
+/// Average pooling of NCHW f32 samples.
+fn avg_pool(w: &Window, batch: usize, x: &[f32], y: &mut [f32], count_pad: bool) {
+    let (plane_in, plane_out) = (w.h_in * w.w_in, w.h_out * w.w_out);
+    for (src, dst) in x
+        .chunks_exact(plane_in)
+        .zip(y.chunks_exact_mut(plane_out))
+        .take(batch * w.c_in)
+    {
+        for oy in 0..w.h_out {
+            for ox in 0..w.w_out {
+                let (mut sum, mut count) = (0.0f32, 0usize);
+                for ki in 0..w.kh {
+                    let iy = (oy * w.stride[0] + ki * w.dilation[0]).wrapping_sub(w.pad[0]);
+                    for kj in 0..w.kw {
+                        let ix = (ox * w.stride[1] + kj * w.dilation[1]).wrapping_sub(w.pad[1]);
+                        if iy < w.h_in && ix < w.w_in {
+                            sum += src[iy * w.w_in + ix];
+                            count += 1;
+                        }
+                    }
+                }
+                let divisor = if count_pad { w.kh * w.kw } else { count.max(1) };
+                dst[oy * w.w_out + ox] = sum / divisor as f32;
+            }
+        }
+    }
+}
+
+fn unary(f: UnaryFn, x: &[f32], y: &mut [f32]) {
+    match f {
+        UnaryFn::Relu => {
+            for (d, s) in y.iter_mut().zip(x) {
+                *d = s.max(0.0);
+            }
+        }
+        _ => {
+            for (d, s) in y.iter_mut().zip(x) {
+                *d = f.apply(*s);
+            }
+        }
+    }
+}
+
+fn softmax(x: &[f32], y: &mut [f32], size: usize, inner: usize) {
+    for (src, dst) in x
+        .chunks_exact(size * inner)
+        .zip(y.chunks_exact_mut(size * inner))
+    {
+        for i in 0..inner {
+            let max = (0..size)
+                .map(|j| src[j * inner + i])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for j in 0..size {
+                let e = (src[j * inner + i] - max).exp();
+                dst[j * inner + i] = e;
+                sum += e;
+            }
+            for j in 0..size {
+                dst[j * inner + i] /= sum;
+            }
+        }
+    }
+}
+
+/// Numpy-style broadcasting of two operands into `shape`.
+fn binary(
+    f: BinaryFn,
+    a: &[f32],
+    ad: &[usize],
+    b: &[f32],
+    bd: &[usize],
+    y: &mut [f32],
+    shape: &[usize],
+) {
+    if ad == shape && bd == shape {
+        for ((d, &p), &q) in y.iter_mut().zip(a).zip(b) {
+            *d = f.apply(p, q);
+        }
+        return;
+    }
+    let strides = |dims: &[usize]| -> Vec<usize> {
+        // Strides of `dims` aligned to `shape`, 0 along broadcast axes.
+        let mut out = vec![0; shape.len()];
+        let mut stride = 1;
+        for (i, &d) in dims.iter().enumerate().rev() {
+            let axis = shape.len() - dims.len() + i;
+            out[axis] = if d == 1 { 0 } else { stride };
+            stride *= d;
+        }
+        out
+    };
+    let (sa, sb) = (strides(ad), strides(bd));
+    let mut index = vec![0usize; shape.len()];
+    for d in y.iter_mut() {
+        let (mut ia, mut ib) = (0, 0);
+        for axis in 0..shape.len() {
+            ia += index[axis] * sa[axis];
+            ib += index[axis] * sb[axis];
+        }
+        *d = f.apply(a[ia], b[ib]);
+        for axis in (0..shape.len()).rev() {
+            index[axis] += 1;
+            if index[axis] < shape[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
+}
+
+/// Permutes the per-sample axes of each sample.
+fn transpose<T: Copy>(x: &[T], y: &mut [T], dims: &[usize], perm: &[usize], batch: usize) {
+    let per: usize = dims.iter().product();
+    let mut strides = vec![1usize; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * dims[i + 1];
+    }
+    let out_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
+    let out_strides: Vec<usize> = perm.iter().map(|&p| strides[p]).collect();
+    for s in 0..batch {
+        let src = &x[s * per..(s + 1) * per];
+        let dst = &mut y[s * per..(s + 1) * per];
+        let mut index = vec![0usize; dims.len()];
+        for d in dst.iter_mut() {
+            let at: usize = index.iter().zip(&out_strides).map(|(i, s)| i * s).sum();
+            *d = src[at];
+            for axis in (0..out_dims.len()).rev() {
+                index[axis] += 1;
+                if index[axis] < out_dims[axis] {
+                    break;
+                }
+                index[axis] = 0;
+            }
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! Checking a manifest before it runs, and laying out its activations in one arena.
+//!
+//! After [`Plan::new`] every op's values have the shapes and types the op expects and
+//! every blob the op reads has the right type and length, so the executor's slicing is
+//! in bounds. The executor still slices with checked accessors and reports a broken
+//! invariant as an error rather than a panic.
+
+use super::format::{elements, expect_dtype};
+use super::ir::{BlobId, DType, Manifest, Op, Operand, PoolKind, QuantOut, Value, Weights, Window};
+
+/// A validated manifest with each value's place in the arena.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub manifest: Manifest,
+    /// Per value: byte offset of its slot per sample of batch (multiply by the batch).
+    pub slots: Vec<usize>,
+    /// Arena bytes per sample.
+    pub arena_per_sample: usize,
+}
+
+/// The arena's slots start on 64-byte boundaries.
+const SLOT_ALIGN: usize = 64;
+
+impl Plan {
+    pub(crate) fn new(manifest: Manifest) -> Result<Plan, String> {
+        validate(&manifest)?;
+        let (slots, arena_per_sample) = layout(&manifest);
+        Ok(Plan {
+            manifest,
+            slots,
+            arena_per_sample,
+        })
+    }
+
+    /// Bytes of value `v` for `batch` samples.
+    pub(crate) fn value_bytes(&self, v: usize, batch: usize) -> usize {
+        let value = &self.manifest.values[v];
+        value.len() * value.dtype.size() * batch
+    }
+}
+
+/// Assigns arena slots: a value's slot is free again after its last reader has run.
+/// First fit over the slots in use, in units of bytes per sample. A reshape's output
+/// shares its input's slot, so reshaping moves nothing.
+fn layout(manifest: &Manifest) -> (Vec<usize>, usize) {
+    let values = &manifest.values;
+    // The value whose slot each value uses.
+    let mut root: Vec<usize> = (0..values.len()).collect();
+    for op in &manifest.ops {
+        if let Op::Copy { x, y } = op {
+            root[*y] = root[*x];
+        }
+    }
+    let mut last_use = vec![0usize; values.len()];
+    for (i, op) in manifest.ops.iter().enumerate() {
+        for v in op.inputs() {
+            last_use[root[v]] = last_use[root[v]].max(i);
+        }
+    }
+    last_use[root[manifest.output]] = usize::MAX;
+    let size = |v: usize| (values[v].len() * values[v].dtype.size()).next_multiple_of(SLOT_ALIGN);
+    let mut slots = vec![0usize; values.len()];
+    // (start, end, value) of the slots in use.
+    let mut live: Vec<(usize, usize, usize)> = Vec::new();
+    let place = |v: usize, live: &mut Vec<(usize, usize, usize)>| {
+        let need = size(v);
+        live.sort_unstable();
+        let mut start = 0;
+        for &(s, e, _) in live.iter() {
+            if s >= start + need {
+                break;
+            }
+            start = start.max(e);
+        }
+        live.push((start, start + need, v));
+        start
+    };
+    slots[manifest.input] = place(manifest.input, &mut live);
+    let mut end = size(manifest.input);
+    for (i, op) in manifest.ops.iter().enumerate() {
+        let y = op.output();
+        if root[y] == y {
+            slots[y] = place(y, &mut live);
+            end = end.max(slots[y] + size(y));
+        } else {
+            slots[y] = slots[root[y]];
+        }
+        live.retain(|&(_, _, v)| last_use[v] > i);
+    }
+    (slots, end)
+}
+
+fn validate(m: &Manifest) -> Result<(), String> {
+    let nv = m.values.len();
+    if m.input >= nv || m.output >= nv {
+        return Err(format!(
+            "input or output names a missing value ({nv} values)"
+        ));
+    }
+    for (i, v) in m.values.iter().enumerate() {
+        if !matches!(v.dtype, DType::F32 | DType::U8) {
+            return Err(format!(
+                "value {i} has type {:?}; values are f32 or u8",
+                v.dtype
+            ));
+        }
+        let n = v
+            .dims
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n > 0 && n <= 1 << 28);
+        if n.is_none() || v.dims.len() > 6 {
+            return Err(format!(
+                "value {i} has dimensions {:?}: expected at most 6 positive dimensions of at most 2^28 elements",
+                v.dims
+            ));
+        }
+    }
+    if m.values[m.input].dtype != DType::F32 || m.values[m.output].dtype != DType::F32 {
+        return Err("the model's input and output must be f32".to_string());
+    }
+    let mut written = vec![false; nv];
+    written[m.input] = true;
+    for (i, op) in m.ops.iter().enumerate() {
+        let at = |reason: String| format!("op {i} ({}): {reason}", op.name());
+        for v in op.inputs() {
+            if v >= nv || !written[v] {
+                return Err(at(format!("reads value {v}, which no earlier op writes")));
+            }
+        }
+        let y = op.output();
+        if y >= nv || written[y] {
+            return Err(at(format!(
+                "writes value {y}, which is missing or already written"
+            )));
+        }
+        written[y] = true;
+        check_op(m, op).map_err(at)?;
+    }
+    if !written[m.output] {
+        return Err("no op writes the output value".to_string());
+    }
+    Ok(())
+}
+
+fn value(m: &Manifest, v: usize, dtype: DType) -> Result<&Value, String> {
+    let value = &m.values[v];
+    if value.dtype != dtype {
+        return Err(format!(
+            "value {v} is {:?}, expected {dtype:?}",
+            value.dtype
+        ));
+    }
+    Ok(value)
+}
+
+fn blob(m: &Manifest, b: BlobId, dtype: DType, len: usize) -> Result<(), String> {
+    let decl = m
+        .blobs
+        .get(b)
+        .ok_or_else(|| format!("names blob {b}, which does not exist"))?;
+    expect_dtype(b, decl, dtype)?;
+    if elements(decl) != len {
+        return Err(format!(
+            "blob {b} holds {} elements, expected {len}",
+            elements(decl)
+        ));
+    }
+    Ok(())
+}
+
+fn dims_eq(v: &Value, dims: &[usize], what: &str) -> Result<(), String> {
+    if v.dims == dims {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} has dimensions {:?}, expected {dims:?}",
+            v.dims
+        ))
+    }
+}
+
+fn check_window(w: &Window) -> Result<(), String> {
+    let positive = [
+        w.c_in, w.c_out, w.h_in, w.w_in, w.h_out, w.w_out, w.kh, w.kw, w.groups,
+    ]
+    .iter()
+    .chain(&w.stride)
+    .chain(&w.dilation)
+    .all(|&d| d > 0 && d <= 1 << 24);
+    if !positive || w.c_in % w.groups != 0 || w.c_out % w.groups != 0 {
+        return Err(format!("invalid window {w:?}"));
+    }
+    if w.pad[0] > 1 << 16 || w.pad[1] > 1 << 16 {
+        return Err(format!("padding {:?} is too large", w.pad));
+    }
+    Ok(())
+}
+
+/// Kernel size rounded up to the int8 kernels' group of 4.
+pub(crate) fn padded_k(k: usize) -> usize {
+    k.next_multiple_of(4)
+}
+
+/// The length of a packed weight matrix of `k` rows and `n` columns.
+fn packed(k: usize, n: usize, int8: bool) -> usize {
+    let cols = n.next_multiple_of(student_kernels::NR);
+    if int8 { cols * padded_k(k) } else { cols * k }
+}
+
+fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
+    match op {
+        Op::Conv {
+            x,
+            y,
+            window: w,
+            weights,
+            bias,
+            lo,
+            hi,
+        } => {
+            check_window(w)?;
+            dims_eq(
+                value(m, *x, DType::F32)?,
+                &[w.c_in, w.h_in, w.w_in],
+                "input",
+            )?;
+            dims_eq(
+                value(m, *y, DType::F32)?,
+                &[w.c_out, w.h_out, w.w_out],
+                "output",
+            )?;
+            let count = w.c_out * w.k();
+            match weights {
+                Weights::F32(b) => blob(m, *b, DType::F32, count)?,
+                Weights::F16(b) => blob(m, *b, DType::F16, count)?,
+            }
+            if let Some(b) = bias {
+                blob(m, *b, DType::F32, w.c_out)?;
+            }
+            check_clamp(*lo, *hi)
+        }
+        Op::Dense {
+            x,
+            y,
+            k,
+            n,
+            weights,
+            bias,
+            lo,
+            hi,
+        } => {
+            check_dense(value(m, *x, DType::F32)?, value(m, *y, DType::F32)?, *k, *n)?;
+            match weights {
+                Weights::F32(b) => blob(m, *b, DType::F32, packed(*k, *n, false))?,
+                Weights::F16(b) => blob(m, *b, DType::F16, packed(*k, *n, false))?,
+            }
+            if let Some(b) = bias {
+                blob(m, *b, DType::F32, *n)?;
+            }
+            check_clamp(*lo, *hi)
+        }
+        Op::QConv {
+            x,
+            y,
+            window: w,
+            weights,
+            row_sums,
+            bias,
+            scale,
+            out,
+            ..
+        } => {
+            check_window(w)?;
+            dims_eq(value(m, *x, DType::U8)?, &[w.c_in, w.h_in, w.w_in], "input")?;
+            dims_eq(
+                value(m, *y, out_dtype(out))?,
+                &[w.c_out, w.h_out, w.w_out],
+                "output",
+            )?;
+            blob(m, *weights, DType::I8, w.c_out * padded_k(w.k()))?;
+            blob(m, *row_sums, DType::I32, w.c_out)?;
+            blob(m, *bias, DType::I32, w.c_out)?;
+            blob(m, *scale, DType::F32, w.c_out)?;
+            check_out(out)
+        }
+        Op::QDense {
+            x,
+            y,
+            k,
+            n,
+            weights,
+            col_sums,
+            bias,
+            scale,
+            out,
+            ..
+        } => {
+            check_dense(
+                value(m, *x, DType::U8)?,
+                value(m, *y, out_dtype(out))?,
+                *k,
+                *n,
+            )?;
+            blob(m, *weights, DType::I8, packed(*k, *n, true))?;
+            blob(m, *col_sums, DType::I32, *n)?;
+            blob(m, *bias, DType::I32, *n)?;
+            blob(m, *scale, DType::F32, *n)?;
+            check_out(out)
+        }
+        Op::Pool {
+            x,
+            y,
+            kind,
+            window: w,
+        } => {
+            check_window(w)?;
+            let dtype = m.values[*x].dtype;
+            if dtype == DType::U8 && *kind != PoolKind::Max {
+                return Err("only max pooling runs on u8 values".to_string());
+            }
+            if w.c_in != w.c_out || w.groups != 1 {
+                return Err("pooling keeps the channel count".to_string());
+            }
+            // Every window overlaps the input: none lies wholly in the padding.
+            let overlaps = |pad: usize, k: usize, d: usize, out: usize, s: usize, size: usize| {
+                pad <= (k - 1) * d && (out - 1) * s < size + pad
+            };
+            if !overlaps(w.pad[0], w.kh, w.dilation[0], w.h_out, w.stride[0], w.h_in)
+                || !overlaps(w.pad[1], w.kw, w.dilation[1], w.w_out, w.stride[1], w.w_in)
+            {
+                return Err(format!(
+                    "pooling window {w:?} has windows wholly in the padding"
+                ));
+            }
+            dims_eq(value(m, *x, dtype)?, &[w.c_in, w.h_in, w.w_in], "input")?;
+            dims_eq(value(m, *y, dtype)?, &[w.c_out, w.h_out, w.w_out], "output")
+        }
+        Op::GlobalAvgPool { x, y } => {
+            let xv = value(m, *x, DType::F32)?;
+            let yv = value(m, *y, DType::F32)?;
+            if xv.dims.len() < 2 || yv.len() != xv.dims[0] {
+                return Err(format!(
+                    "input {:?} and output {:?} are not NC... and NC",
+                    xv.dims, yv.dims
+                ));
+            }
+            Ok(())
+        }
+        Op::Unary { x, y, .. } | Op::Softmax { x, y, .. } | Op::LayerNorm { x, y, .. } => {
+            let xv = value(m, *x, DType::F32)?;
+            dims_eq(value(m, *y, DType::F32)?, &xv.dims, "output")?;
+            match op {
+                Op::Softmax { axis, .. } if *axis == 0 || *axis > xv.dims.len() => {
+                    Err(format!("softmax axis {axis} of rank {}", xv.dims.len() + 1))
+                }
+                Op::LayerNorm {
+                    size, gamma, beta, ..
+                } => {
+                    if *size == 0 || xv.len() % size != 0 {
+                        return Err(format!(
+                            "normalized size {size} does not divide {:?}",
+                            xv.dims
+                        ));
+                    }
+                    blob(m, *gamma, DType::F32, *size)?;
+                    beta.map_or(Ok(()), |b| blob(m, b, DType::F32, *size))
+                }
+                _ => Ok(()),
+            }
+        }
+        Op::Lut { x, y, table } => {
+            let xv = value(m, *x, DType::U8)?;
+            dims_eq(value(m, *y, DType::U8)?, &xv.dims, "output")?;
+            if table.len() != 256 {
+                return Err(format!("table of {} entries, expected 256", table.len()));
+            }
+            Ok(())
+        }
+        Op::Binary { a, b, y, .. } => {
+            let yv = value(m, *y, DType::F32)?;
+            let full: Vec<usize> = std::iter::once(1).chain(yv.dims.iter().copied()).collect();
+            for operand in [a, b] {
+                let dims = match operand {
+                    Operand::Value(v) => {
+                        let dims = &value(m, *v, DType::F32)?.dims;
+                        std::iter::once(1).chain(dims.iter().copied()).collect()
+                    }
+                    Operand::Const { blob: bl, dims } => {
+                        blob(m, *bl, DType::F32, dims.iter().product())?;
+                        dims.clone()
+                    }
+                };
+                if !broadcasts_to(&dims, &full) {
+                    return Err(format!("operand {dims:?} does not broadcast to {full:?}"));
+                }
+            }
+            Ok(())
+        }
+        Op::ChannelAffine { x, y, scale, shift } => {
+            let xv = value(m, *x, DType::F32)?;
+            dims_eq(value(m, *y, DType::F32)?, &xv.dims, "output")?;
+            blob(m, *scale, DType::F32, xv.dims[0])?;
+            blob(m, *shift, DType::F32, xv.dims[0])
+        }
+        Op::Quantize { x, y, scale, .. } | Op::Dequantize { x, y, scale, .. } => {
+            let (from, to) = match op {
+                Op::Quantize { .. } => (DType::F32, DType::U8),
+                _ => (DType::U8, DType::F32),
+            };
+            let xv = value(m, *x, from)?;
+            dims_eq(value(m, *y, to)?, &xv.dims, "output")?;
+            if !(scale.is_finite() && *scale > 0.0) {
+                return Err(format!("scale {scale} is not a positive finite number"));
+            }
+            Ok(())
+        }
+        Op::Copy { x, y } => {
+            let xv = &m.values[*x];
+            let yv = value(m, *y, xv.dtype)?;
+            if xv.len() != yv.len() {
+                return Err(format!("reshape of {:?} into {:?}", xv.dims, yv.dims));
+            }
+            Ok(())
+        }
+        Op::Transpose { x, y, perm } => {
+            let xv = &m.values[*x];
+            let yv = value(m, *y, xv.dtype)?;
+            let mut seen = vec![false; xv.dims.len()];
+            if perm.len() != xv.dims.len()
+                || perm
+                    .iter()
+                    .any(|&p| p >= seen.len() || std::mem::replace(&mut seen[p], true))
+            {
+                return Err(format!("permutation {perm:?} of rank {}", xv.dims.len()));
+            }
+            let dims: Vec<usize> = perm.iter().map(|&p| xv.dims[p]).collect();
+            dims_eq(yv, &dims, "output")
+        }
+        Op::Concat { xs, y, axis } => {
+            let yv = &m.values[*y];
+            let a = axis
+                .checked_sub(1)
+                .filter(|&a| a < yv.dims.len())
+                .ok_or_else(|| format!("concat axis {axis}"))?;
+            let mut total = 0;
+            for &x in xs {
+                let xv = value(m, x, yv.dtype)?;
+                if xv.dims.len() != yv.dims.len()
+                    || xv
+                        .dims
+                        .iter()
+                        .zip(&yv.dims)
+                        .enumerate()
+                        .any(|(i, (p, q))| i != a && p != q)
+                {
+                    return Err(format!(
+                        "input {:?} does not fit output {:?}",
+                        xv.dims, yv.dims
+                    ));
+                }
+                total += xv.dims[a];
+            }
+            if xs.is_empty() || total != yv.dims[a] {
+                return Err(format!(
+                    "inputs sum to {total} along axis {axis}, output has {}",
+                    yv.dims[a]
+                ));
+            }
+            Ok(())
+        }
+        Op::Gather {
+            x,
+            y,
+            table,
+            rows,
+            width,
+        } => {
+            let xv = value(m, *x, DType::F32)?;
+            let yv = value(m, *y, DType::F32)?;
+            blob(m, *table, DType::F32, rows * width)?;
+            if yv.len() != xv.len() * width {
+                return Err(format!(
+                    "output {:?} for indices {:?} and width {width}",
+                    yv.dims, xv.dims
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check_dense(x: &Value, y: &Value, k: usize, n: usize) -> Result<(), String> {
+    let (Some(&xk), Some(&yn)) = (x.dims.last(), y.dims.last()) else {
+        return Err("dense values need at least one dimension".to_string());
+    };
+    if xk != k || yn != n || x.len() / k != y.len() / n {
+        return Err(format!(
+            "input {:?} and output {:?} do not match k={k}, n={n}",
+            x.dims, y.dims
+        ));
+    }
+    Ok(())
+}
+
+fn out_dtype(out: &QuantOut) -> DType {
+    match out {
+        QuantOut::U8 { .. } => DType::U8,
+        QuantOut::F32 { .. } => DType::F32,
+    }
+}
+
+fn check_out(out: &QuantOut) -> Result<(), String> {
+    match out {
+        QuantOut::U8 { lo, hi, .. } if lo > hi => Err(format!("clamp [{lo}, {hi}] is empty")),
+        QuantOut::F32 { lo, hi } => check_clamp(*lo, *hi),
+        _ => Ok(()),
+    }
+}
+
+fn check_clamp(lo: f32, hi: f32) -> Result<(), String> {
+    if lo.is_nan() || hi.is_nan() || lo > hi {
+        return Err(format!("clamp [{lo}, {hi}] is empty"));
+    }
+    Ok(())
+}
+
+/// Whether `from` broadcasts to `to` numpy-style (right-aligned, sizes equal or 1).
+pub(crate) fn broadcasts_to(from: &[usize], to: &[usize]) -> bool {
+    from.len() <= to.len()
+        && from
+            .iter()
+            .rev()
+            .zip(to.iter().rev())
+            .all(|(&f, &t)| f == t || f == 1)
+}
