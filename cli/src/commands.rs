@@ -1,6 +1,5 @@
 //! One function per subcommand.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -13,12 +12,6 @@ use student_runtime::{
 
 use crate::inputs::read_images;
 
-/// `println!` that returns write errors (a closed pipe) instead of panicking.
-macro_rules! out {
-    ($($arg:tt)*) => {
-        writeln!(std::io::stdout().lock(), $($arg)*)?
-    };
-}
 use crate::progress::Bars;
 
 /// The shipped Fashion-MNIST models: `./models/fashion-mnist` when run from a checkout,
@@ -308,7 +301,7 @@ pub fn eval(
             bail!("--threshold {t} is outside [0, 1]");
         }
     }
-    let options = OpenOptions { batch: 256 };
+    let options = OpenOptions::with_batch(256);
     let student = StudentModel::open_with(model, &options)?;
     let teacher = teacher
         .map(|t| StudentModel::open_with(t, &options))

@@ -2,7 +2,16 @@
 
 #![forbid(unsafe_code)]
 
+/// `println!` that returns write errors (a closed pipe) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+mod bench;
 mod commands;
+mod compile;
 mod inputs;
 mod progress;
 mod quantize;
@@ -137,6 +146,40 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compile an ONNX student into a `.student` file: packed weights used in place from a
+    /// memory map, run by the runtime's own kernels (int8 in integer arithmetic).
+    Compile {
+        /// The ONNX student.
+        model: PathBuf,
+        /// The compiled file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure a model: load time, open-to-first-result, latency percentiles, throughput
+    /// and peak memory.
+    Bench {
+        /// The model (.student or .onnx).
+        model: PathBuf,
+        /// Samples per call.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        batch: u64,
+        /// Threads calling the model at once.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+        threads: u64,
+        /// How long to measure, in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Force a kernel level (portable, avx2, avx512, avx512vnni, neon, neon-dotprod);
+        /// default: STUDENT_KERNELS, else the best this CPU has.
+        #[arg(long)]
+        kernels: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Train a teacher, distil a student, calibrate, export and evaluate, from a recipe.
     Distill {
         /// The recipe (TOML), for example models/fashion-mnist/recipe.toml.
@@ -196,6 +239,26 @@ fn main() -> ExitCode {
             }
         }
         Command::Distill { recipe } => commands::distill(&recipe),
+        Command::Compile {
+            model,
+            output,
+            json,
+        } => compile::compile(&model, &output, json),
+        Command::Bench {
+            model,
+            batch,
+            threads,
+            seconds,
+            kernels,
+            json,
+        } => bench::bench(&bench::Args {
+            model: &model,
+            batch: batch as usize,
+            threads: threads as usize,
+            seconds,
+            kernels: kernels.as_deref(),
+            json,
+        }),
         Command::Quantize {
             model,
             output,

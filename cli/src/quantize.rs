@@ -100,7 +100,7 @@ pub fn quantize(args: &Args) -> Result<()> {
     };
     let teacher = args
         .teacher
-        .map(|t| StudentModel::open_with(t, &OpenOptions { batch: 256 }))
+        .map(|t| StudentModel::open_with(t, &OpenOptions::with_batch(256)))
         .transpose()?;
     let settings = QuantizeSettings {
         precision,
@@ -121,7 +121,7 @@ pub fn quantize(args: &Args) -> Result<()> {
     )?;
     let measured = match &test {
         Some(test) => {
-            let float = StudentModel::from_bytes(&source, &OpenOptions { batch: 256 })?;
+            let float = StudentModel::from_bytes(&source, &OpenOptions::with_batch(256))?;
             let fp32_logits = logits_of(&float, test)?;
             let teacher_logits = teacher.as_ref().map(|t| logits_of(t, test)).transpose()?;
             let with_teacher = teacher.as_ref().zip(teacher_logits.as_deref());

@@ -45,7 +45,7 @@ pub fn eval_report(args: &Args) -> Result<()> {
     for spec in args.compare {
         specs.push(parse_compare(spec)?);
     }
-    let options = OpenOptions { batch: 256 };
+    let options = OpenOptions::with_batch(256);
     let teacher = StudentModel::open_with(teacher_path, &options)?;
     let models: Vec<StudentModel> = specs
         .iter()

@@ -150,7 +150,7 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
                 match (&recipe.teacher.onnx, teacher_job, teacher_init) {
                     (Some(path), _, _) => {
                         let teacher =
-                            StudentModel::open_with(path, &OpenOptions { batch: EVAL_BATCH })?;
+                            StudentModel::open_with(path, &OpenOptions::with_batch(EVAL_BATCH))?;
                         // Distillation matches class by index: the orders must agree.
                         if teacher.card().labels != train_set.classes {
                             return Err(Error::Data(format!(
@@ -175,7 +175,7 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
                             &base_card(&teacher_name, &train_set, &input),
                         );
                         (
-                            StudentModel::from_bytes(&bytes, &OpenOptions { batch: EVAL_BATCH })?,
+                            StudentModel::from_bytes(&bytes, &OpenOptions::with_batch(EVAL_BATCH))?,
                             Some(weights),
                         )
                     }
@@ -238,7 +238,7 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
         let bytes = to_onnx(weights, shape, &base_card(name, &train_set, &input));
         Ok(StudentModel::from_bytes(
             &bytes,
-            &OpenOptions { batch: EVAL_BATCH },
+            &OpenOptions::with_batch(EVAL_BATCH),
         )?)
     };
     let student_draft = draft(&student_weights, &student_name)?;

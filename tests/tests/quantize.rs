@@ -85,7 +85,7 @@ fn int8_student_is_small_agrees_with_fp32_and_says_what_it_is() {
     let ratio = made.bytes.len() as f64 / source.len() as f64;
     assert!(ratio <= 0.30, "int8 file is {:.1}% of fp32", ratio * 100.0);
 
-    let options = OpenOptions { batch: 250 };
+    let options = OpenOptions::with_batch(250);
     let fp32 = StudentModel::from_bytes(&source, &options).unwrap();
     let int8 = StudentModel::from_bytes(&made.bytes, &options).unwrap();
     let card = int8.card();
@@ -137,7 +137,7 @@ fn fp16_student_is_half_the_size_and_agrees_with_fp32() {
     .unwrap();
     let ratio = made.bytes.len() as f64 / source.len() as f64;
     assert!(ratio < 0.55, "fp16 file is {:.1}% of fp32", ratio * 100.0);
-    let options = OpenOptions { batch: 250 };
+    let options = OpenOptions::with_batch(250);
     let fp32 = StudentModel::from_bytes(&source, &options).unwrap();
     let fp16 = StudentModel::from_bytes(&made.bytes, &options).unwrap();
     assert_eq!(fp16.card().precision(), Precision::Fp16);

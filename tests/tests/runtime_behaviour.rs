@@ -49,7 +49,7 @@ fn from_bytes_and_memory_map_agree_exactly() {
 #[test]
 fn batched_logits_equal_single_logits() {
     let path = models_dir().join("student.onnx");
-    let batched = StudentModel::open_with(&path, &OpenOptions { batch: 4 }).unwrap();
+    let batched = StudentModel::open_with(&path, &OpenOptions::with_batch(4)).unwrap();
     let samples = samples(&batched);
     // 10 samples: two full batches of 4 and a remainder of 2 through the batch-1 plan.
     let input: Vec<f32> = samples.iter().take(10).flat_map(|s| s.2.clone()).collect();
@@ -441,7 +441,10 @@ fn one_model_serves_many_threads_with_identical_results() {
 
 #[test]
 fn open_options_reject_zero_batch() {
-    let err = StudentModel::open_with(models_dir().join("student.onnx"), &OpenOptions { batch: 0 });
+    let err = StudentModel::open_with(
+        models_dir().join("student.onnx"),
+        &OpenOptions::with_batch(0),
+    );
     assert!(matches!(
         err,
         Err(Error::InvalidOption { name: "batch", .. })
@@ -477,7 +480,7 @@ fn shape_annotations_with_their_own_batch_symbol_do_not_stop_a_fixed_batch() {
             ..Default::default()
         });
     }
-    let annotated = StudentModel::from_bytes(&m.encode_to_vec(), &OpenOptions { batch: 32 })
+    let annotated = StudentModel::from_bytes(&m.encode_to_vec(), &OpenOptions::with_batch(32))
         .expect("annotated model opens");
     let plain = student();
     let (_, _, x) = &samples(&plain)[0];

@@ -9,7 +9,7 @@ use student_distill::{Dataset, Silent, evaluate};
 use student_runtime::{OpenOptions, Precision, StudentModel};
 
 fn open(name: &str) -> StudentModel {
-    StudentModel::open_with(models_dir().join(name), &OpenOptions { batch: 256 }).unwrap()
+    StudentModel::open_with(models_dir().join(name), &OpenOptions::with_batch(256)).unwrap()
 }
 
 #[test]

@@ -189,7 +189,7 @@ pub fn quantize_student(
     settings: &QuantizeSettings,
     progress: &mut dyn Progress,
 ) -> Result<QuantizedStudent, Error> {
-    let batch = OpenOptions { batch: 256 };
+    let batch = OpenOptions::with_batch(256);
     let float = StudentModel::from_bytes_named(source, origin, &batch)?;
     let fail = |reason: String| Error::Quantize {
         origin: origin.to_string(),
@@ -389,7 +389,7 @@ pub fn measure_on_test(
     test: &Dataset,
     progress: &mut dyn Progress,
 ) -> Result<(EvalReport, f64), Error> {
-    let model = StudentModel::from_bytes(&q.bytes, &OpenOptions { batch: 256 })?;
+    let model = StudentModel::from_bytes(&q.bytes, &OpenOptions::with_batch(256))?;
     let classes = model.classes();
     let q_logits = logits(&model, test, progress)?;
     if fp32_logits.len() != q_logits.len() {

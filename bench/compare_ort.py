@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Side by side: `student` against onnxruntime on the same model files, one thread, in the
+same minute, with ratios.
+
+For each model the ONNX file runs in onnxruntime (PyPI, CPU provider, one intra-op and one
+inter-op thread, full graph optimization) and its compiled form (`student compile`) runs in
+`student bench`; the ONNX file also runs through tract (`student bench` on the .onnx) for
+reference. Models: the shipped Fashion-MNIST student (fp32, int8, fp16) and the shipped
+teacher as the larger CNN (824k parameters), quantized here to int8 and fp16 by
+`student quantize`.
+
+Printed per model and batch size: p50 latency of each, the ratio student / onnxruntime,
+cold start (open to first result, against onnxruntime's session creation plus first run),
+and peak resident memory over the process before opening.
+
+    python3 bench/compare_ort.py [--student target/release/student] [--seconds 2] [--markdown]
+"""
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models/fashion-mnist"
+WORK = ROOT / "target/bench"
+
+
+def student_bench(student, path, batch, seconds, kernels=None):
+    cmd = [student, "bench", str(path), "--batch", str(batch), "--seconds", str(seconds), "--json"]
+    if kernels:
+        cmd += ["--kernels", kernels]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def ort_bench(path, batch, seconds):
+    """p50 latency in us, session creation + first run in ms."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    x = np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32)
+    start = time.perf_counter()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    session.run(None, {name: x})
+    cold_ms = (time.perf_counter() - start) * 1e3
+    for _ in range(10):
+        session.run(None, {name: x})
+    times = []
+    begin = time.perf_counter()
+    while time.perf_counter() - begin < seconds or len(times) < 10:
+        t = time.perf_counter()
+        session.run(None, {name: x})
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e6), cold_ms
+
+
+def prepare(student):
+    """The ONNX files to compare, making the teacher's int8 and fp16 copies if missing."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    models = [("student fp32", MODELS / "student.onnx"), ("student int8", MODELS / "student-int8.onnx"),
+              ("student fp16", MODELS / "student-fp16.onnx"), ("teacher fp32", MODELS / "teacher.onnx")]
+    for precision in ("int8", "fp16"):
+        out = WORK / f"teacher-{precision}.onnx"
+        if not out.exists():
+            print(f"making {out.name} with student quantize", file=sys.stderr)
+            subprocess.run([student, "quantize", str(MODELS / "teacher.onnx"), "--precision", precision,
+                            "-o", str(out)], check=True, capture_output=True)
+        models.append((f"teacher {precision}", out))
+    compiled = []
+    for label, onnx_path in models:
+        target = WORK / (onnx_path.stem + ".student")
+        subprocess.run([student, "compile", str(onnx_path), "-o", str(target)], check=True,
+                       capture_output=True)
+        compiled.append((label, onnx_path, target))
+    return compiled
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--student", default=str(ROOT / "target/release/student"))
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--batches", default="1,32")
+    parser.add_argument("--markdown", action="store_true", help="print the table for bench/RESULTS.md")
+    args = parser.parse_args()
+    models = prepare(args.student)
+    rows = []
+    for label, onnx_path, compiled in models:
+        for batch in [int(b) for b in args.batches.split(",")]:
+            ort_p50, ort_cold = ort_bench(onnx_path, batch, args.seconds)
+            ours = student_bench(args.student, compiled, batch, args.seconds)
+            tract = student_bench(args.student, onnx_path, batch, args.seconds)
+            rows.append({
+                "model": label, "batch": batch, "bytes": ours["file_bytes"], "kernel": ours["kernel"],
+                "ort_p50_us": ort_p50, "student_p50_us": ours["p50_us"], "tract_p50_us": tract["p50_us"],
+                "ratio": ours["p50_us"] / ort_p50,
+                "ort_cold_ms": ort_cold, "student_cold_ms": ours["first_result_ms"],
+                "cold_ratio": ours["first_result_ms"] / ort_cold,
+                "rss_over_open_mb": ours["peak_rss_mb"] - ours["peak_rss_before_open_mb"],
+            })
+            r = rows[-1]
+            print(f"{label:13} batch {batch:3}: onnxruntime {ort_p50:9.1f} us, student {r['student_p50_us']:9.1f} us "
+                  f"({r['ratio']:.2f}x), tract {r['tract_p50_us']:9.1f} us; cold start {r['student_cold_ms']:.2f} ms "
+                  f"vs {ort_cold:.2f} ms ({r['cold_ratio']:.2f}x); peak RSS +{r['rss_over_open_mb']:.1f} MB "
+                  f"for a {r['bytes'] / 1e6:.2f} MB file", flush=True)
+    f32 = {(r["model"].split()[0], r["batch"]): r["student_p50_us"] for r in rows if r["model"].endswith("fp32")}
+    for r in rows:
+        if r["model"].endswith("fp16"):
+            base = f32.get((r["model"].split()[0], r["batch"]))
+            if base:
+                print(f"{r['model']} batch {r['batch']}: fp16 / our fp32 = {r['student_p50_us'] / base:.2f}x")
+    if args.markdown:
+        print()
+        print(f"Measured {datetime.date.today()} on {platform.machine()} ({cpu_name()}), one thread, "
+              f"onnxruntime {ort.__version__}, kernels `{rows[0]['kernel']}`; "
+              f"`python3 bench/compare_ort.py --seconds {args.seconds:g} --markdown`.")
+        print()
+        print("| model | batch | file bytes | onnxruntime p50 (us) | student p50 (us) | student / onnxruntime "
+              "| tract p50 (us) | cold start student / onnxruntime (ms) | peak RSS over open (MB) |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r in rows:
+            print(f"| {r['model']} | {r['batch']} | {r['bytes']:,} | {r['ort_p50_us']:.1f} | {r['student_p50_us']:.1f} "
+                  f"| **{r['ratio']:.2f}x** | {r['tract_p50_us']:.1f} | {r['student_cold_ms']:.2f} / "
+                  f"{r['ort_cold_ms']:.2f} ({r['cold_ratio']:.2f}x) | {r['rss_over_open_mb']:.1f} |")
+    return 0
+
+
+def cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+//! `student bench`: load time, cold start, latency percentiles, throughput and peak memory
+//! of one model, measured in this process.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use serde_json::json;
+use student_runtime::{Isa, OpenOptions, StudentModel};
+
+pub struct Args<'a> {
+    pub model: &'a Path,
+    pub batch: usize,
+    pub threads: usize,
+    pub seconds: f64,
+    pub kernels: Option<&'a str>,
+    pub json: bool,
+}
+
+pub fn bench(args: &Args) -> Result<()> {
+    if args.batch == 0 || args.threads == 0 {
+        bail!("--batch and --threads must be at least 1");
+    }
+    if !(args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= 3600.0) {
+        bail!("--seconds {} must be in (0, 3600]", args.seconds);
+    }
+    let kernels = match args.kernels {
+        Some(name) => Some(Isa::from_name(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--kernels `{name}`: expected one of {}",
+                Isa::available()
+                    .iter()
+                    .map(|i| i.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?),
+        None => None,
+    };
+    let options = OpenOptions {
+        batch: args.batch,
+        kernels,
+    };
+    let rss_before = peak_rss_mb();
+    let start = Instant::now();
+    let model = StudentModel::open_with(args.model, &options)?;
+    let load = start.elapsed();
+    let per = model.input_spec().len();
+    let input: Vec<f32> = (0..per * args.batch)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect();
+    model.logits_batch(&input)?;
+    let first = start.elapsed();
+    // Warm up, then time calls until the budget is spent, on every thread at once.
+    let budget = Duration::from_secs_f64(args.seconds);
+    let mut latencies: Vec<Duration> = std::thread::scope(|scope| -> Result<Vec<Duration>> {
+        let handles: Vec<_> = (0..args.threads)
+            .map(|_| {
+                let (model, input) = (&model, &input);
+                scope.spawn(move || -> Result<Vec<Duration>> {
+                    for _ in 0..3 {
+                        model.logits_batch(input)?;
+                    }
+                    let begin = Instant::now();
+                    let mut times = Vec::new();
+                    while begin.elapsed() < budget || times.len() < 10 {
+                        let t = Instant::now();
+                        model.logits_batch(input)?;
+                        times.push(t.elapsed());
+                    }
+                    Ok(times)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a benchmark thread panicked"))??,
+            );
+        }
+        Ok(all)
+    })?;
+    latencies.sort();
+    let calls = latencies.len();
+    let pct = |p: f64| latencies[((calls - 1) as f64 * p).round() as usize].as_secs_f64() * 1e6;
+    let busy: f64 = latencies.iter().map(Duration::as_secs_f64).sum::<f64>() / args.threads as f64;
+    let throughput = (calls * args.batch) as f64 / busy;
+    let peak = peak_rss_mb();
+    if args.json {
+        let out = json!({
+            "model": args.model.display().to_string(),
+            "file_bytes": model.file_size(),
+            "kernel": model.kernels(),
+            "batch": args.batch,
+            "threads": args.threads,
+            "calls": calls,
+            "load_ms": load.as_secs_f64() * 1e3,
+            "first_result_ms": first.as_secs_f64() * 1e3,
+            "p50_us": pct(0.5),
+            "p90_us": pct(0.9),
+            "p99_us": pct(0.99),
+            "min_us": latencies[0].as_secs_f64() * 1e6,
+            "throughput_per_s": throughput,
+            "peak_rss_mb": peak,
+            "peak_rss_before_open_mb": rss_before,
+        });
+        out!("{}", serde_json::to_string(&out)?);
+    } else {
+        out!(
+            "model       {} ({} bytes), kernels {}",
+            args.model.display(),
+            model.file_size(),
+            model.kernels()
+        );
+        out!(
+            "load        {:.3} ms; open to first result {:.3} ms",
+            load.as_secs_f64() * 1e3,
+            first.as_secs_f64() * 1e3
+        );
+        out!(
+            "latency     batch {} x {} thread(s), {calls} calls: p50 {:.1} us, p90 {:.1} us, p99 {:.1} us",
+            args.batch,
+            args.threads,
+            pct(0.5),
+            pct(0.9),
+            pct(0.99)
+        );
+        out!("throughput  {throughput:.0} samples/s");
+        match (peak, rss_before) {
+            (Some(p), Some(b)) => out!("peak memory {p:.1} MB resident ({b:.1} MB before opening)"),
+            _ => out!("peak memory not available on this system"),
+        }
+    }
+    Ok(())
+}
+
+/// The process's peak resident set in MB, from /proc (Linux and Android).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

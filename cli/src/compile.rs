@@ -1,0 +1,129 @@
+//! `student compile`: an ONNX student compiled into a `.student` file, checked against the
+//! ONNX file before it is written.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use student_distill::replace_file;
+use student_runtime::{OpenOptions, StudentModel, compile_onnx};
+
+/// How many inputs the compiled file is checked on.
+const CHECK_INPUTS: usize = 16;
+
+pub fn compile(model: &Path, output: &Path, as_json: bool) -> Result<()> {
+    if same_file(model, output) {
+        bail!(
+            "--output {} is the input model; choose another file",
+            output.display()
+        );
+    }
+    let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
+    let compiled = compile_onnx(&bytes, &model.display().to_string())?;
+    // Check the compiled file against the ONNX file through tract on inputs spread over the
+    // input's range, before anything is written.
+    let onnx = StudentModel::from_bytes_named(
+        &bytes,
+        &model.display().to_string(),
+        &OpenOptions::default(),
+    )?;
+    let student = StudentModel::from_bytes_named(
+        &compiled.bytes,
+        &output.display().to_string(),
+        &OpenOptions::default(),
+    )?;
+    let per = onnx.input_spec().len();
+    let inputs = check_inputs(per, CHECK_INPUTS);
+    let expected = onnx.logits_batch(&inputs)?;
+    let got = student.logits_batch(&inputs)?;
+    let classes = onnx.classes();
+    let max_diff = expected
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let scale = expected
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()))
+        .max(1e-6);
+    let same_class = expected
+        .chunks(classes)
+        .zip(got.chunks(classes))
+        .filter(|(a, b)| argmax(a) == argmax(b))
+        .count();
+    replace_file(output, &compiled.bytes)?;
+    let ops: Vec<String> = compiled
+        .ops
+        .iter()
+        .map(|(op, n)| format!("{op} x{n}"))
+        .collect();
+    if as_json {
+        let out = json!({
+            "input": model.display().to_string(),
+            "output": output.display().to_string(),
+            "bytes": compiled.bytes.len(),
+            "onnx_bytes": bytes.len(),
+            "ops": compiled.ops.iter().map(|(op, n)| json!({"op": op, "count": n})).collect::<Vec<_>>(),
+            "kernels": student.kernels(),
+            "check": {
+                "inputs": CHECK_INPUTS,
+                "max_abs_logit_difference": max_diff,
+                "largest_logit": scale,
+                "same_class": same_class,
+            },
+        });
+        out!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        out!(
+            "wrote {} ({} bytes, from {} bytes of ONNX)",
+            output.display(),
+            compiled.bytes.len(),
+            bytes.len()
+        );
+        out!("ops     {}", ops.join(", "));
+        out!(
+            "check   {CHECK_INPUTS} inputs against the ONNX file through tract: largest logit difference {max_diff:.3e} (logits up to {scale:.3}), same class on {same_class}/{CHECK_INPUTS}"
+        );
+        out!("kernels {} on this CPU", student.kernels());
+    }
+    Ok(())
+}
+
+/// Deterministic inputs: a ramp, its mirror, and pseudo-random values in [-1, 2].
+fn check_inputs(per: usize, count: usize) -> Vec<f32> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let mut out = Vec::with_capacity(per * count);
+    for s in 0..count {
+        for i in 0..per {
+            let t = i as f32 / per as f32;
+            out.push(match s {
+                0 => t,
+                1 => 1.0 - t,
+                _ => next() * 3.0 - 1.0,
+            });
+        }
+    }
+    out
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| {
+            if x > bv { (i, x) } else { (bi, bv) }
+        })
+        .0
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}

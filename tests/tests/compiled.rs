@@ -1,0 +1,252 @@
+//! Compiled students (`.student`): each shipped model compiled and run by the runtime's own
+//! kernels at every kernel level this CPU has, against the same ONNX file run through
+//! tract on Fashion-MNIST test images; and compiled files that are damaged on disk.
+//! (onnxruntime is the reference in `tests/ort_crosscheck.py`.)
+
+mod common;
+
+use common::{models_dir, scratch};
+use student_distill::Dataset;
+use student_runtime::{Error, Isa, OpenOptions, StudentModel, compile_onnx};
+
+/// Test images compared per model and kernel level.
+const IMAGES: usize = 500;
+
+fn compile(name: &str) -> Vec<u8> {
+    let path = models_dir().join(name);
+    let bytes = std::fs::read(&path).unwrap();
+    compile_onnx(&bytes, name).unwrap().bytes
+}
+
+fn images(model: &StudentModel) -> Vec<f32> {
+    let test = Dataset::from_name("fashion-mnist:test").unwrap();
+    let indices: Vec<usize> = (0..IMAGES).collect();
+    test.tensor(model.input_spec(), &indices).unwrap()
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
+}
+
+/// Runs `name` compiled at every kernel level and through tract; returns the largest
+/// logit difference, relative to the largest logit, and the share of images whose class
+/// agrees, for the worst level.
+fn compare(name: &str, batch: usize) -> (f32, f64) {
+    let onnx =
+        StudentModel::open_with(models_dir().join(name), &OpenOptions::with_batch(batch)).unwrap();
+    let input = images(&onnx);
+    let expected = onnx.logits_batch(&input).unwrap();
+    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let bytes = compile(name);
+    let classes = onnx.classes();
+    let (mut worst_diff, mut worst_agree) = (0.0f32, 1.0f64);
+    let mut reference: Option<Vec<f32>> = None;
+    for isa in Isa::available() {
+        let options = OpenOptions {
+            batch,
+            kernels: Some(isa),
+        };
+        let compiled = StudentModel::from_bytes_named(&bytes, name, &options).unwrap();
+        assert_eq!(compiled.kernels(), isa.name());
+        assert_eq!(
+            compiled.card(),
+            onnx.card(),
+            "{name}: the card survives compiling"
+        );
+        let got = compiled.logits_batch(&input).unwrap();
+        let diff = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+            / scale;
+        let agree = got
+            .chunks(classes)
+            .zip(expected.chunks(classes))
+            .filter(|(a, b)| argmax(a) == argmax(b))
+            .count() as f64
+            / IMAGES as f64;
+        eprintln!(
+            "{name} batch {batch} {}: max |diff| / max |logit| = {diff:.2e}, same class {agree:.4}",
+            isa.name()
+        );
+        worst_diff = worst_diff.max(diff);
+        worst_agree = worst_agree.min(agree);
+        // Batch-1 calls give the same logits as batched ones.
+        let single: Vec<f32> = input
+            .chunks(input.len() / IMAGES)
+            .take(8)
+            .flat_map(|x| compiled.logits(x).unwrap())
+            .collect();
+        for (a, b) in single.iter().zip(&got) {
+            assert!(
+                (a - b).abs() <= 1e-5 * scale,
+                "{name} {}: batch 1 {a} vs batched {b}",
+                isa.name()
+            );
+        }
+        // Every level computes the same function: integer paths exactly, float paths to
+        // rounding.
+        match &reference {
+            None => reference = Some(got),
+            Some(r) => {
+                let d = r
+                    .iter()
+                    .zip(&got)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    d <= 1e-5 * scale,
+                    "{name}: {} differs from portable by {d}",
+                    isa.name()
+                );
+            }
+        }
+    }
+    (worst_diff, worst_agree)
+}
+
+#[test]
+fn compiled_fp32_models_match_tract() {
+    for name in ["student.onnx", "teacher.onnx", "baseline.onnx"] {
+        let (diff, agree) = compare(name, 32);
+        // f32 with a different summation order: a few ulps of the largest logit.
+        assert!(diff <= 1e-5, "{name}: relative difference {diff}");
+        assert_eq!(agree, 1.0, "{name}");
+    }
+}
+
+#[test]
+fn compiled_fp16_model_matches_tract() {
+    // Both widen the fp16 weights and compute in f32.
+    let (diff, agree) = compare("student-fp16.onnx", 7);
+    assert!(diff <= 1e-5, "relative difference {diff}");
+    assert_eq!(agree, 1.0);
+}
+
+#[test]
+fn compiled_int8_model_matches_tract_within_rounding() {
+    // tract simulates the QDQ graph in f32; the compiled file accumulates exactly in i32
+    // and rounds once per requantization, so an activation may land one quantum apart.
+    let (diff, agree) = compare("student-int8.onnx", 32);
+    assert!(diff <= 0.01, "relative difference {diff}");
+    assert!(agree >= 0.99, "same class on {agree}");
+}
+
+#[test]
+fn compiled_file_opens_from_disk_and_keeps_the_ops() {
+    let dir = scratch("compiled-open");
+    let path = dir.join("student-int8.student");
+    std::fs::write(&path, compile("student-int8.onnx")).unwrap();
+    let model = StudentModel::open(&path).unwrap();
+    let ops = model.compiled_ops();
+    let count = |op: &str| ops.iter().find(|(o, _)| o == op).map_or(0, |(_, n)| *n);
+    assert_eq!(count("conv-int8"), 2, "{ops:?}");
+    assert_eq!(count("dense-int8"), 2, "{ops:?}");
+    assert_eq!(count("conv-f32") + count("dense-f32"), 0, "{ops:?}");
+    let onnx = StudentModel::open(models_dir().join("student-int8.onnx")).unwrap();
+    assert_eq!(model.params(), onnx.params());
+    assert_eq!(model.classes(), 10);
+}
+
+#[test]
+fn damaged_compiled_files_are_refused_with_a_reason() {
+    let good = compile("student.onnx");
+    let dir = scratch("compiled-damage");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", Vec::new(), "empty"),
+        (
+            "header only",
+            good[..100].to_vec(),
+            "shorter than the 128-byte header",
+        ),
+        ("truncated", good[..good.len() - 1].to_vec(), "truncated"),
+        (
+            "extended",
+            [good.clone(), vec![0]].concat(),
+            "truncated or extended",
+        ),
+        (
+            "flipped weight byte",
+            flip(&good, good.len() - 3),
+            "checksum",
+        ),
+        ("flipped manifest byte", flip(&good, 140), "checksum"),
+        (
+            "wrong version",
+            patch(&good, 8, &7u32.to_le_bytes()),
+            "format version 7",
+        ),
+    ];
+    for (what, bytes, expected) in cases {
+        let path = dir.join(format!("{}.student", what.replace(' ', "-")));
+        std::fs::write(&path, &bytes).unwrap();
+        let err = StudentModel::open(&path).expect_err(what);
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::NotCompiled { .. } | Error::NotOnnx { .. }),
+            "{what}: {err:?}"
+        );
+        assert!(
+            text.contains(expected),
+            "{what}: `{text}` lacks `{expected}`"
+        );
+    }
+}
+
+#[test]
+fn unsupported_operator_is_a_compile_error_naming_the_node() {
+    use prost::Message;
+    let bytes = std::fs::read(models_dir().join("student.onnx")).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    let relu = graph.node.iter_mut().find(|n| n.op_type == "Relu").unwrap();
+    relu.op_type = "Selu".to_string();
+    relu.name = "odd_activation".to_string();
+    let err = compile_onnx(&proto.encode_to_vec(), "edited.onnx").unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Compile { .. }), "{err:?}");
+    assert!(text.contains("Selu `odd_activation`"), "{text}");
+    assert!(text.contains("not supported"), "{text}");
+}
+
+#[test]
+fn one_compiled_model_serves_many_threads_with_identical_results() {
+    let bytes = compile("student-int8.onnx");
+    let model = StudentModel::from_bytes(&bytes, &OpenOptions::with_batch(4)).unwrap();
+    let input = images(&model);
+    let per = model.input_spec().len();
+    let expected: Vec<Vec<f32>> = input
+        .chunks(per)
+        .take(64)
+        .map(|x| model.logits(x).unwrap())
+        .collect();
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (model, input, expected) = (&model, &input, &expected);
+            s.spawn(move || {
+                for round in 0..20 {
+                    let i = (t * 7 + round * 3) % 64;
+                    assert_eq!(
+                        model.logits(&input[i * per..(i + 1) * per]).unwrap(),
+                        expected[i]
+                    );
+                    let batch = model.logits_batch(&input[..8 * per]).unwrap();
+                    assert_eq!(&batch[..10], &expected[0][..]);
+                }
+            });
+        }
+    });
+}
+
+fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    out[at] ^= 0x40;
+    out
+}
+
+fn patch(bytes: &[u8], at: usize, with: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    out[at..at + with.len()].copy_from_slice(with);
+    out
+}
