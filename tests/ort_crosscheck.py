@@ -34,6 +34,7 @@ import sys
 import tempfile
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -69,22 +70,43 @@ def ort_probabilities(model, x, temperature, optimize):
     return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
 
 
-def check(model, images, idx_path, student_bin):
-    """Compares our probabilities with onnxruntime's; int8 files against both of its modes."""
+def check(model, images, idx_path, student_bin, tmp):
+    """Compares our probabilities with onnxruntime's, for the ONNX file and for it compiled
+    by `student compile`; int8 files against both of onnxruntime's modes."""
     c = card(ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]))
-    spec, temperature = c["input"], c["calibration"]["temperature"]
+    compiled = pathlib.Path(tmp) / (model.stem + ".student")
+    p = subprocess.run([student_bin, "compile", str(model), "-o", str(compiled)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"FAIL: student compile {model.name}: {p.stderr.strip()}")
+        return False
+    ok = True
+    for path in (model, compiled):
+        ok = compare(model, path, c, images, idx_path, student_bin) and ok
+    return ok
+
+
+def compare(model, path, c, images, idx_path, student_bin):
+    """Runs `path` (the ONNX file or its compiled form) with `student run` against
+    onnxruntime on `model`."""
+    # Card-less files run on the runtime's defaults: pixels / 255, temperature 1.
+    spec = c.get("input", {"scale": 1 / 255, "mean": [0.0], "std": [1.0]})
+    temperature = c.get("calibration", {}).get("temperature", 1.0)
     x = images.astype(np.float32)[:, None, :, :] * np.float32(spec["scale"])
     x = (x - np.float32(spec["mean"][0])) / np.float32(spec["std"][0])
     out = subprocess.run(
-        [student_bin, "run", str(model), str(idx_path), "--json", "--top-k", "10", "--threshold", "0"],
+        [student_bin, "run", str(path), str(idx_path), "--json", "--top-k", "1000", "--threshold", "0"],
         check=True, capture_output=True, text=True,
     ).stdout.splitlines()
     n = len(images)
-    ours = np.zeros((n, len(c["labels"])))
+    classes = len(json.loads(out[0])["top_k"]) if out else 1
+    ours = np.zeros((n, classes))
     for i, line in enumerate(out):
         for ranked in json.loads(line)["top_k"]:
             ours[i, ranked["index"]] = ranked["probability"]
     precision = c.get("quantization", {}).get("precision", "fp32")
+    if precision == "fp32" and "QuantizeLinear" in {n.op_type for n in onnx.load(str(model)).graph.node}:
+        precision = "int8"
     modes = [("integer kernels", True), ("QDQ as written", False)] if precision == "int8" else [("", True)]
     ok = len(out) == n
     for mode, optimize in modes:
@@ -99,7 +121,7 @@ def check(model, images, idx_path, student_bin):
         else:
             good = close == n and top1 == n
             rule = f"{precision}: all within {TOLERANCE:.0e}, top-1 all"
-        print(f"{'ok' if good and ok else 'FAIL'}: {model.name}: {len(out)} images, {close} within "
+        print(f"{'ok' if good and ok else 'FAIL'}: {path.name}: {len(out)} images, {close} within "
               f"{TOLERANCE:.0e}, max |dp| {worst:.2e}, top-1 agreement {top1}/{n} ({rule})")
         ok = ok and good
     return ok
@@ -152,6 +174,7 @@ def foreign(tmp, images, idx_path, args):
     # logits within about one unit of each other, so int8 rounding flips more of them
     # (98.4% agree on the 500 images here).
     for name, min_agreement in [("student-torchstyle", 0.99), ("ops-zoo", 0.95)]:
+        results.append(check(out / f"{name}.onnx", images, idx_path, args.student, tmp))
         for precision in ["int8", "fp16"]:
             q = out / f"{name}-{precision}.onnx"
             code, err = quantize(args.student, out / f"{name}.onnx", precision, q, calib)
@@ -159,12 +182,15 @@ def foreign(tmp, images, idx_path, args):
                 print(f"FAIL: student quantize {name}.onnx --precision {precision}: {err}")
                 results.append(False)
                 continue
-            results.append(check(q, images, idx_path, args.student))
+            results.append(check(q, images, idx_path, args.student, tmp))
             agree = float_agreement(out / f"{name}.onnx", q, images)
             ok = agree >= (min_agreement if precision == "int8" else 0.999)
             print(f"{'ok' if ok else 'FAIL'}: {q.name}: top-1 agreement with its float original "
                   f"in onnxruntime {agree:.2%}")
             results.append(ok)
+    # A file quantized by onnxruntime's own quantize_static compiles and runs in integer
+    # arithmetic too.
+    results.append(check(out / "already-int8.onnx", images, idx_path, args.student, tmp))
     for name, expected in [("already-int8", "already quantized"), ("opset11", "opset 11 is too old")]:
         code, err = quantize(args.student, out / f"{name}.onnx", "int8", out / "refused.onnx", calib)
         ok = code == 1 and expected in err and err.count("\n") == 0 and not (out / "refused.onnx").exists()
@@ -189,7 +215,7 @@ def main():
         n, h, w = images.shape
         idx_path.write_bytes(struct.pack(">BBBBIII", 0, 0, 8, 3, n, h, w) + images.tobytes())
         models = sorted(pathlib.Path(args.models).glob("*.onnx"))
-        results = [check(m, images, idx_path, args.student) for m in models]
+        results = [check(m, images, idx_path, args.student, tmp) for m in models]
         if not args.skip_foreign:
             results += foreign(pathlib.Path(tmp), images, idx_path, args)
     passed = sum(results)
