@@ -1,1 +1,2 @@
 //! Benchmarks only: see `benches/` and `compare_ort.py`.
+#![forbid(unsafe_code)]

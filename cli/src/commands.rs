@@ -192,6 +192,8 @@ pub fn inspect(model: &Path, as_json: bool) -> Result<()> {
             "params": m.params(),
             "classes": m.classes(),
             "operators": m.operators().iter().map(|(op, n)| json!({"op": op, "count": n})).collect::<Vec<_>>(),
+            "kernels": m.kernels(),
+            "compiled_ops": m.compiled_ops().iter().map(|(op, n)| json!({"op": op, "count": n})).collect::<Vec<_>>(),
             "card": card,
             "defaults_applied": card.defaults_applied(),
         });
@@ -254,6 +256,17 @@ pub fn inspect(model: &Path, as_json: bool) -> Result<()> {
         .map(|(op, n)| format!("{op} x{n}"))
         .collect();
     out!("operators   {}", ops.join(", "));
+    let compiled = m.compiled_ops();
+    if compiled.is_empty() {
+        out!("runs on     tract (compile with `student compile` for the fast path)");
+    } else {
+        let ops: Vec<String> = compiled
+            .iter()
+            .map(|(op, n)| format!("{op} x{n}"))
+            .collect();
+        out!("compiled    {}", ops.join(", "));
+        out!("runs on     {} kernels", m.kernels());
+    }
     if let Some(metrics) = &card.metrics {
         out!("metrics     {}", serde_json::to_string(metrics)?);
     }

@@ -42,7 +42,7 @@ enum Command {
     },
     /// Classify images (PNG, PGM) or IDX image files with a model.
     Run {
-        /// The student model (.onnx).
+        /// The student model (.onnx or compiled .student).
         model: PathBuf,
         /// Images to classify: PNG or PGM files, or IDX image files (every image in them).
         #[arg(required = true)]
@@ -62,7 +62,7 @@ enum Command {
     },
     /// Show a model's card, input, parameters, size and operators.
     Inspect {
-        /// The model (.onnx).
+        /// The model (.onnx or compiled .student).
         model: PathBuf,
         /// Print one JSON object.
         #[arg(long)]
@@ -70,7 +70,7 @@ enum Command {
     },
     /// Measure accuracy, escalation and cascade accuracy on a labelled data set.
     Eval {
-        /// The student model (.onnx).
+        /// The student model (.onnx or compiled .student).
         model: PathBuf,
         /// fashion-mnist:test, fashion-mnist:validation or fashion-mnist:train.
         #[arg(long, default_value = "fashion-mnist:test")]

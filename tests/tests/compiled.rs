@@ -211,6 +211,50 @@ fn unsupported_operator_is_a_compile_error_naming_the_node() {
 }
 
 #[test]
+fn malformed_nodes_are_compile_errors_not_panics() {
+    use prost::Message;
+    let bytes = std::fs::read(models_dir().join("student-int8.onnx")).unwrap();
+    let base = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let edits: Vec<(&str, Box<dyn Fn(&mut tract_onnx::pb::NodeProto)>)> = vec![
+        ("a conv without inputs", Box::new(|n| n.input.clear())),
+        ("a conv without outputs", Box::new(|n| n.output.clear())),
+        (
+            "a conv with a 1-D kernel",
+            Box::new(|n| {
+                n.attribute.retain(|a| a.name != "kernel_shape");
+                n.attribute.push(tract_onnx::pb::AttributeProto {
+                    name: "kernel_shape".to_string(),
+                    ints: vec![3],
+                    ..Default::default()
+                });
+            }),
+        ),
+        (
+            "a conv with negative padding",
+            Box::new(|n| {
+                n.attribute.retain(|a| a.name != "pads");
+                n.attribute.push(tract_onnx::pb::AttributeProto {
+                    name: "pads".to_string(),
+                    ints: vec![-1, -1, -1, -1],
+                    ..Default::default()
+                });
+            }),
+        ),
+    ];
+    for (what, edit) in edits {
+        let mut proto = base.clone();
+        let graph = proto.graph.as_mut().unwrap();
+        edit(graph.node.iter_mut().find(|n| n.op_type == "Conv").unwrap());
+        let err = compile_onnx(&proto.encode_to_vec(), "edited.onnx").expect_err(what);
+        assert!(
+            matches!(err, Error::Compile { .. } | Error::Unsupported { .. }),
+            "{what}: {err:?}"
+        );
+        assert!(!err.to_string().contains('\n'), "{what}: {err}");
+    }
+}
+
+#[test]
 fn one_compiled_model_serves_many_threads_with_identical_results() {
     let bytes = compile("student-int8.onnx");
     let model = StudentModel::from_bytes(&bytes, &OpenOptions::with_batch(4)).unwrap();

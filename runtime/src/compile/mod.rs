@@ -90,6 +90,30 @@ pub fn compile_onnx(bytes: &[u8], origin: &str) -> Result<Compiled, Error> {
         node,
         reason,
     };
+    // The compiler checks what it reads and reports errors; should a malformed graph still
+    // reach a broken invariant, the panic becomes an error instead of reaching the caller.
+    catch_unwind(AssertUnwindSafe(|| {
+        compile_graph(bytes, graph, &info, origin)
+    }))
+    .unwrap_or_else(|_| {
+        Err(compile_error(
+            "the graph".to_string(),
+            "the compiler failed on an unexpected graph structure".to_string(),
+        ))
+    })
+}
+
+fn compile_graph(
+    bytes: &[u8],
+    graph: &pb::GraphProto,
+    info: &GraphInfo,
+    origin: &str,
+) -> Result<Compiled, Error> {
+    let compile_error = |node: String, reason: String| Error::Compile {
+        origin: origin.to_string(),
+        node,
+        reason,
+    };
     let mut b = Builder::new(graph).map_err(|(node, reason)| compile_error(node, reason))?;
     let input_name = b.input_name.clone();
     let input = b.new_value(DType::F32, info.input_dims[1..].to_vec());
@@ -467,7 +491,22 @@ impl<'g> Builder<'g> {
                 node.domain
             ));
         }
-        let out = node.output.first().cloned().unwrap_or_default();
+        let needed = match node.op_type.as_str() {
+            "Constant" => 0,
+            "BatchNormalization" => 5,
+            "Conv" | "Gemm" | "MatMul" | "QuantizeLinear" | "DequantizeLinear" | "Add" | "Sub"
+            | "Mul" | "Div" | "Reshape" | "Gather" | "LayerNormalization" => 2,
+            _ => 1,
+        };
+        let present = node.input.iter().take_while(|s| !s.is_empty()).count();
+        if present < needed || node.output.first().is_none_or(|o| o.is_empty()) {
+            return Err(format!(
+                "has {} inputs and {} outputs; it needs at least {needed} inputs and one output",
+                node.input.len(),
+                node.output.len()
+            ));
+        }
+        let out = node.output[0].clone();
         if node.op_type == "Constant" {
             let t = attr(node, "value")
                 .and_then(|a| a.t.as_ref())
@@ -1006,17 +1045,8 @@ impl<'g> Builder<'g> {
                 let y = self.new_value(DType::U8, self.dims(src));
                 self.ops.push(Op::Lut { x: src, y, table });
                 self.done[qi] = true;
-                self.names.insert(
-                    q_out,
-                    Tensor::Deq {
-                        src: y,
-                        scale: s,
-                        zero_point: z,
-                        float: None,
-                    },
-                );
-                // The node's own float output may still be read by nobody else (it had one
-                // reader, the quantize), so nothing else is needed.
+                // The quantize's output is the u8 tensor; its float input had no other reader.
+                self.names.insert(q_out, Tensor::Value(y));
                 return Ok(());
             }
         }
@@ -1360,7 +1390,6 @@ impl<'g> Builder<'g> {
             if q.dims == w.dims && (q.scales.len() == 1 || q.axis == 0) {
                 let rows: Vec<Vec<i8>> = q.data.chunks(kk).map(|r| r.to_vec()).collect();
                 return self.int8_layer(
-                    node,
                     &out,
                     *src,
                     *scale,
@@ -1369,7 +1398,6 @@ impl<'g> Builder<'g> {
                     rows,
                     &q,
                     bias,
-                    true,
                 );
             }
         }
@@ -1507,10 +1535,9 @@ impl<'g> Builder<'g> {
                             .collect()
                     })
                     .collect();
-                let mut window_dims = x_dims.clone();
-                *window_dims.last_mut().expect("rank >= 1") = n;
+                let mut y_dims = x_dims.clone();
+                *y_dims.last_mut().expect("rank >= 1") = n;
                 return self.int8_dense(
-                    node,
                     &out,
                     *src,
                     *scale,
@@ -1520,7 +1547,7 @@ impl<'g> Builder<'g> {
                     rows,
                     &q,
                     bias,
-                    window_dims,
+                    y_dims,
                 );
             }
         }
@@ -1679,7 +1706,6 @@ impl<'g> Builder<'g> {
     #[allow(clippy::too_many_arguments)]
     fn int8_layer(
         &mut self,
-        _node: &pb::NodeProto,
         out: &str,
         x: ValueId,
         x_scale: f32,
@@ -1688,7 +1714,6 @@ impl<'g> Builder<'g> {
         rows: Vec<Vec<i8>>,
         q: &QWeight,
         bias: Option<Vec<f32>>,
-        _conv: bool,
     ) -> Result<(), String> {
         let (name, qout, y_params) = self.int8_output(out);
         let (row_sums, bias, scale) =
@@ -1716,14 +1741,14 @@ impl<'g> Builder<'g> {
             scale,
             out: qout,
         });
-        self.bind_int8_output(name, y, y_params);
+        // The quantized output is what QuantizeLinear produced: a u8 tensor.
+        self.names.insert(name, Tensor::Value(y));
         Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
     fn int8_dense(
         &mut self,
-        _node: &pb::NodeProto,
         out: &str,
         x: ValueId,
         x_scale: f32,
@@ -1766,13 +1791,8 @@ impl<'g> Builder<'g> {
             scale,
             out: qout,
         });
-        self.bind_int8_output(name, y, y_params);
-        Ok(())
-    }
-
-    fn bind_int8_output(&mut self, name: String, y: ValueId, y_params: Option<(f32, u8)>) {
         // The quantized output is what QuantizeLinear produced: a u8 tensor.
-        let _ = y_params;
         self.names.insert(name, Tensor::Value(y));
+        Ok(())
     }
 }
