@@ -80,9 +80,12 @@ impl From<student_runtime::Error> for StudentError {
         let reason = with_causes(&error);
         match error {
             E::Io { .. } => StudentError::Io { reason },
-            E::NotOnnx { .. } | E::Unsupported { .. } | E::InvalidCard { .. } | E::Plan { .. } => {
-                StudentError::InvalidModel { reason }
-            }
+            E::NotOnnx { .. }
+            | E::NotCompiled { .. }
+            | E::Compile { .. }
+            | E::Unsupported { .. }
+            | E::InvalidCard { .. }
+            | E::Plan { .. } => StudentError::InvalidModel { reason },
             E::InvalidInput(_) | E::InvalidOption { .. } => StudentError::InvalidInput { reason },
             E::Run { .. } | E::NonFiniteOutput { .. } => StudentError::Execution { reason },
             // The runtime's error is non-exhaustive; a kind added later fails a call that

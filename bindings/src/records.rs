@@ -35,6 +35,9 @@ pub struct ModelInfo {
     pub file_size: u64,
     /// SHA-256 of the opened file or buffer, hex encoded.
     pub sha256: String,
+    /// What runs the model: the kernel level of a compiled `.student` file (`neon-dotprod`,
+    /// `avx512vnni`, ...), or `tract` for an `.onnx` file.
+    pub kernels: String,
 }
 
 /// The declared input: one sample holds `channels * height * width` floats (NCHW).
@@ -253,6 +256,7 @@ impl ModelInfo {
             params: model.params(),
             file_size: model.file_size(),
             sha256: model.sha256().to_string(),
+            kernels: model.kernels().to_string(),
         }
     }
 }

@@ -31,6 +31,17 @@ target/release/uniffi-bindgen generate --library target/release/libstudent_ffi.s
 # Warnings in generated code are uniffi's; the test suite's own would show here too.
 "$kotlinc" -nowarn -classpath "$jna" -include-runtime -d "$out/test.jar" \
   "$out/src/dev/student/student_ffi.kt" bindings/tests/kotlin/StudentTest.kt
+# A compiled student for the fast-path tests, made by the CLI that `cargo test --workspace`
+# builds (building it here alone would rebuild tract and burn with other features).
+compiled=""
+if [ -x target/release/student ]; then
+  target/release/student compile models/fashion-mnist/student-int8.onnx \
+    -o "$out/student-int8.student" >/dev/null
+  compiled="$out/student-int8.student"
+else
+  echo "NOTE: target/release/student is not built: the compiled-student tests are skipped"
+fi
 # The deliberate panic (the probe) prints its message; no backtrace.
 RUST_BACKTRACE=0 java -Djna.library.path="$PWD/target/release" -Dstudent.root="$PWD" \
+  -Dstudent.compiled="$compiled" \
   -cp "$out/test.jar:$jna" dev.student.test.StudentTestKt

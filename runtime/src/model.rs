@@ -84,7 +84,9 @@ impl ClassifyOptions {
 /// An opened student model. `Send + Sync`: one instance serves concurrent callers.
 pub struct StudentModel {
     origin: String,
-    sha256: String,
+    /// Hex SHA-256 of the bytes: computed at open for ONNX files, on first request for
+    /// compiled files (whose own checksum is verified at open).
+    sha256: std::sync::OnceLock<String>,
     file_size: u64,
     info: GraphInfo,
     card: ModelCard,
@@ -222,7 +224,7 @@ impl StudentModel {
         }
         Ok(StudentModel {
             origin: origin.to_string(),
-            sha256: hex(&Sha256::digest(bytes.as_slice())),
+            sha256: std::sync::OnceLock::new(),
             file_size: bytes.as_slice().len() as u64,
             info,
             card,
@@ -290,7 +292,7 @@ impl StudentModel {
         };
         Ok(StudentModel {
             origin: origin.to_string(),
-            sha256: hex(&Sha256::digest(bytes)),
+            sha256: std::sync::OnceLock::from(hex(&Sha256::digest(bytes))),
             file_size: bytes.len() as u64,
             info,
             card,
@@ -396,7 +398,12 @@ impl StudentModel {
 
     /// SHA-256 of the opened file or buffer, hex encoded.
     pub fn sha256(&self) -> &str {
-        &self.sha256
+        self.sha256.get_or_init(|| match &self.backend {
+            Backend::Compiled { bytes, .. } => hex(&Sha256::digest(bytes.as_slice())),
+            // Set at open.
+            #[cfg(feature = "onnx")]
+            Backend::Tract { .. } => String::new(),
+        })
     }
 
     /// Where the model was opened from.

@@ -122,6 +122,25 @@ fun main() {
         expect(info.sha256.length == 64 && info.fileSize > 0uL && info.params > 0uL) { "$info" }
     }
 
+    val compiledPath = System.getProperty("student.compiled") ?: ""
+    if (compiledPath.isNotEmpty()) test("a compiled student runs on the fast path and agrees with its ONNX file") {
+        val onnx = StudentModel.open(File(root, "models/fashion-mnist/student-int8.onnx").path)
+        val compiled = StudentModel.open(compiledPath)
+        expect(onnx.info().kernels == "tract") { onnx.info().kernels }
+        expect(compiled.info().kernels != "tract" && compiled.info().kernels.isNotEmpty()) { compiled.info().kernels }
+        expect(compiled.info().labels == onnx.info().labels && compiled.info().precision == Precision.INT8) { "${compiled.info()}" }
+        val same = samples.count { classifyGray(compiled, it).index == classifyGray(onnx, it).index }
+        expect(same == samples.size) { "$same of ${samples.size} agree" }
+        val bytes = File(compiledPath).readBytes()
+        val cut = expectThrows<StudentException.InvalidModel> { StudentModel.fromBytes(bytes.copyOf(bytes.size - 1), "cut.student") }
+        expect(cut.reason.contains("cut.student") && cut.reason.contains("truncated")) { cut.reason }
+        val flipped = bytes.copyOf().also { it[it.size - 5] = (it[it.size - 5].toInt() xor 1).toByte() }
+        val bad = expectThrows<StudentException.InvalidModel> { StudentModel.fromBytes(flipped, "flipped.student") }
+        expect(bad.reason.contains("checksum")) { bad.reason }
+        onnx.unload()
+        compiled.unload()
+    }
+
     test("the int8 student says it is int8") {
         val int8 = StudentModel.open(File(root, "models/fashion-mnist/student-int8.onnx").path)
         expect(int8.info().precision == Precision.INT8) { "${int8.info().precision}" }

@@ -429,25 +429,28 @@ impl Executor {
                 Ok(())
             }
             Op::Binary { a, b, f, y } => {
-                let shape: Vec<usize> = std::iter::once(batch)
-                    .chain(values[*y].dims.iter().copied())
-                    .collect();
-                let operand = |o: &Operand| -> RunResult<(&[f32], Vec<usize>)> {
+                let shape = Dims::with_batch(batch, &values[*y].dims);
+                let operand = |o: &Operand| -> RunResult<(&[f32], Dims)> {
                     match o {
-                        Operand::Value(v) => Ok((
-                            f32s(read(*v)?)?,
-                            std::iter::once(batch)
-                                .chain(values[*v].dims.iter().copied())
-                                .collect(),
-                        )),
+                        Operand::Value(v) => {
+                            Ok((f32s(read(*v)?)?, Dims::with_batch(batch, &values[*v].dims)))
+                        }
                         Operand::Const { blob, dims } => {
-                            Ok((self.blob(data, *blob)?, dims.clone()))
+                            Ok((self.blob(data, *blob)?, Dims::of(dims)))
                         }
                     }
                 };
                 let (av, ad) = operand(a)?;
                 let (bv, bd) = operand(b)?;
-                binary(*f, av, &ad, bv, &bd, f32s_mut(out)?, &shape);
+                binary(
+                    *f,
+                    av,
+                    ad.as_slice(),
+                    bv,
+                    bd.as_slice(),
+                    f32s_mut(out)?,
+                    shape.as_slice(),
+                );
                 Ok(())
             }
             Op::Softmax { x, axis, .. } => {
@@ -750,6 +753,9 @@ fn conv_f32(
     let (kk, n) = (w.k(), w.h_out * w.w_out);
     let plane = w.h_in * w.w_in;
     let direct = is_direct(w);
+    // Stride 1 with output rows as wide as input rows: unfold straight into the packed
+    // panels (see `unfold_packed`), skipping the im2col matrix and the packing pass.
+    let shifted = !direct && w.stride == [1, 1] && w.w_out == w.w_in;
     let col = f32s_mut(bytemuck::cast_slice_mut(col))?;
     let packed = f32s_mut(bytemuck::cast_slice_mut(packed))?;
     let packed = packed
@@ -759,14 +765,18 @@ fn conv_f32(
         let xs = &x[s * w.c_in * plane..(s + 1) * w.c_in * plane];
         for g in 0..w.groups {
             let xg = &xs[g * cin_g * plane..(g + 1) * cin_g * plane];
-            let b = if direct {
-                xg
+            if shifted {
+                unfold_packed(w, xg, kk, n, packed);
             } else {
-                let col = col.get_mut(..kk * n).ok_or("scratch too small")?;
-                im2col(w, xg, col);
-                col
-            };
-            k::pack_b_f32(b, kk, n, packed).map_err(|e| e.to_string())?;
+                let b = if direct {
+                    xg
+                } else {
+                    let col = col.get_mut(..kk * n).ok_or("scratch too small")?;
+                    im2col(w, xg, col);
+                    col
+                };
+                k::pack_b_f32(b, kk, n, packed).map_err(|e| e.to_string())?;
+            }
             let rows = g * cout_g..(g + 1) * cout_g;
             let bias = bias.map_or(Bias::None, |b| Bias::PerRow(&b[rows.clone()]));
             let at = (s * w.c_out + rows.start) * n;
@@ -787,7 +797,67 @@ fn conv_f32(
             .map_err(|e| e.to_string())?;
         }
     }
-    Ok(())
+    return Ok(());
+
+    /// Unfolds one group of one sample directly into the packed layout of
+    /// [`k::pack_b_f32`], for a stride-1 window whose output rows are as wide as its input
+    /// rows. Then output position `p` of unfolded row (c, ki, kj) reads input element
+    /// `p + shift` of plane c, one constant shift per row, so the row is the plane copied
+    /// in 16-position pieces; afterwards the positions that must read padding are zeroed:
+    /// whole output rows whose input row is off the image (and the panel padding past n),
+    /// and the columns whose input column falls off the left or right edge.
+    fn unfold_packed(w: &Window, x: &[f32], kk: usize, n: usize, packed: &mut [f32]) {
+        const NR: usize = k::NR;
+        let plane = w.h_in * w.w_in;
+        let end = n.div_ceil(NR) * NR;
+        // Where position `pos` of unfolded row `row` lies in the packed panels.
+        let at = |row: usize, pos: usize| (pos / NR * kk + row) * NR + pos % NR;
+        let mut row = 0;
+        for src in x.chunks_exact(plane).take(w.c_in / w.groups) {
+            for ki in 0..w.kh {
+                let dy = ki * w.dilation[0];
+                let (y_lo, y_hi) = valid_range(w.h_out, w.h_in, 1, dy, w.pad[0]);
+                for kj in 0..w.kw {
+                    let dx = kj * w.dilation[1];
+                    let shift = (dy as isize - w.pad[0] as isize) * w.w_in as isize
+                        + (dx as isize - w.pad[1] as isize);
+                    for start in (0..end).step_by(NR) {
+                        let Some(dst) = packed[at(row, start)..].first_chunk_mut::<NR>() else {
+                            return;
+                        };
+                        let from = start as isize + shift;
+                        match usize::try_from(from).ok().and_then(|f| src.get(f..f + NR)) {
+                            Some(piece) => dst.copy_from_slice(piece),
+                            None => {
+                                // Off either end of the plane: copy the part inside.
+                                *dst = [0.0; NR];
+                                let j_lo = (-from).clamp(0, NR as isize) as usize;
+                                let j_hi = (plane as isize - from).clamp(0, NR as isize) as usize;
+                                for j in j_lo..j_hi.max(j_lo) {
+                                    dst[j] = src[(from + j as isize) as usize];
+                                }
+                            }
+                        }
+                    }
+                    let (lo, hi) = (y_lo * w.w_out, y_hi * w.w_out);
+                    for pos in (0..lo).chain(hi..end) {
+                        packed[at(row, pos)] = 0.0;
+                    }
+                    let (x_lo, x_hi) = valid_range(w.w_out, w.w_in, 1, dx, w.pad[1]);
+                    for oy in y_lo..y_hi {
+                        let line = oy * w.w_out;
+                        for ox in 0..x_lo {
+                            packed[at(row, line + ox)] = 0.0;
+                        }
+                        for ox in x_hi..w.w_out {
+                            packed[at(row, line + ox)] = 0.0;
+                        }
+                    }
+                    row += 1;
+                }
+            }
+        }
+    }
 }
 
 /// Max pooling of NCHW samples (f32 or u8).
@@ -905,6 +975,37 @@ fn softmax(x: &[f32], y: &mut [f32], size: usize, inner: usize) {
     }
 }
 
+/// A shape of at most [`MAX_RANK`] axes held without allocating.
+#[derive(Clone, Copy)]
+struct Dims {
+    len: usize,
+    axes: [usize; MAX_RANK],
+}
+
+/// The plan allows 6 axes per sample, plus the batch.
+const MAX_RANK: usize = 7;
+
+impl Dims {
+    fn of(dims: &[usize]) -> Dims {
+        let mut axes = [1; MAX_RANK];
+        let len = dims.len().min(MAX_RANK);
+        axes[..len].copy_from_slice(&dims[..len]);
+        Dims { len, axes }
+    }
+
+    fn with_batch(batch: usize, dims: &[usize]) -> Dims {
+        let mut out = Dims::of(&[batch]);
+        let len = (dims.len() + 1).min(MAX_RANK);
+        out.axes[1..len].copy_from_slice(&dims[..len - 1]);
+        out.len = len;
+        out
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        &self.axes[..self.len]
+    }
+}
+
 /// Numpy-style broadcasting of two operands into `shape`.
 fn binary(
     f: BinaryFn,
@@ -921,9 +1022,9 @@ fn binary(
         }
         return;
     }
-    let strides = |dims: &[usize]| -> Vec<usize> {
+    let strides = |dims: &[usize]| -> [usize; MAX_RANK] {
         // Strides of `dims` aligned to `shape`, 0 along broadcast axes.
-        let mut out = vec![0; shape.len()];
+        let mut out = [0; MAX_RANK];
         let mut stride = 1;
         for (i, &d) in dims.iter().enumerate().rev() {
             let axis = shape.len() - dims.len() + i;
@@ -933,7 +1034,7 @@ fn binary(
         out
     };
     let (sa, sb) = (strides(ad), strides(bd));
-    let mut index = vec![0usize; shape.len()];
+    let mut index = [0usize; MAX_RANK];
     for d in y.iter_mut() {
         let (mut ia, mut ib) = (0, 0);
         for axis in 0..shape.len() {
@@ -954,18 +1055,27 @@ fn binary(
 /// Permutes the per-sample axes of each sample.
 fn transpose<T: Copy>(x: &[T], y: &mut [T], dims: &[usize], perm: &[usize], batch: usize) {
     let per: usize = dims.iter().product();
-    let mut strides = vec![1usize; dims.len()];
+    let mut strides = [1usize; MAX_RANK];
     for i in (0..dims.len().saturating_sub(1)).rev() {
         strides[i] = strides[i + 1] * dims[i + 1];
     }
-    let out_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
-    let out_strides: Vec<usize> = perm.iter().map(|&p| strides[p]).collect();
+    let rank = dims.len();
+    let (mut out_dims, mut out_strides) = ([1usize; MAX_RANK], [0usize; MAX_RANK]);
+    for (i, &p) in perm.iter().enumerate().take(MAX_RANK) {
+        out_dims[i] = dims[p];
+        out_strides[i] = strides[p];
+    }
+    let (out_dims, out_strides) = (&out_dims[..rank], &out_strides[..rank]);
     for s in 0..batch {
         let src = &x[s * per..(s + 1) * per];
         let dst = &mut y[s * per..(s + 1) * per];
-        let mut index = vec![0usize; dims.len()];
+        let mut index = [0usize; MAX_RANK];
         for d in dst.iter_mut() {
-            let at: usize = index.iter().zip(&out_strides).map(|(i, s)| i * s).sum();
+            let at: usize = index
+                .iter()
+                .zip(out_strides.iter())
+                .map(|(i, s)| i * s)
+                .sum();
             *d = src[at];
             for axis in (0..out_dims.len()).rev() {
                 index[axis] += 1;
