@@ -283,6 +283,45 @@ fn one_compiled_model_serves_many_threads_with_identical_results() {
     });
 }
 
+#[test]
+fn a_consistent_checksum_does_not_make_an_inconsistent_plan_acceptable() {
+    // Edits that keep the manifest's length, with the checksum recomputed: what a tool
+    // (or an attacker) rewriting the file would produce. Each must be refused at open.
+    let good = compile("student-int8.onnx");
+    let cases = [
+        ("\"stride\":[1,1]", "\"stride\":[9,9]", "does not follow"),
+        ("\"pad\":[1,1]", "\"pad\":[9,9]", "does not follow"),
+        ("\"h_out\":28", "\"h_out\":99", "does not follow"),
+        ("\"dtype\":\"i8\"", "\"dtype\":\"u8\"", "expected"),
+    ];
+    for (from, to, expected) in cases {
+        let bytes = resealed(&good, from, to);
+        let err = StudentModel::from_bytes_named(&bytes, "edited.student", &OpenOptions::default())
+            .expect_err(to);
+        assert!(matches!(err, Error::NotCompiled { .. }), "{to}: {err:?}");
+        assert!(err.to_string().contains(expected), "{to}: {err}");
+    }
+}
+
+/// `bytes` with the first `from` in its manifest replaced by `to` (same length) and the
+/// header checksum recomputed.
+fn resealed(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    assert_eq!(from.len(), to.len());
+    let mut out = bytes.to_vec();
+    let at = out
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .unwrap_or_else(|| panic!("{from} not in the manifest"));
+    out[at..at + to.len()].copy_from_slice(to.as_bytes());
+    let mut hasher = Sha256::new();
+    hasher.update(&out[..96]);
+    hasher.update(&out[128..]);
+    let sum: [u8; 32] = hasher.finalize().into();
+    out[96..128].copy_from_slice(&sum);
+    out
+}
+
 fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
     let mut out = bytes.to_vec();
     out[at] ^= 0x40;

@@ -63,6 +63,11 @@ pub fn compile_onnx(bytes: &[u8], origin: &str) -> Result<Compiled, Error> {
     if bytes.is_empty() {
         return Err(not_onnx("the file is empty".to_string()));
     }
+    if format::is_compiled(bytes) {
+        return Err(not_onnx(
+            "it is already a compiled student; compile the ONNX file it was made from".to_string(),
+        ));
+    }
     let proto: pb::ModelProto = catch_unwind(AssertUnwindSafe(|| {
         tract_onnx::onnx().proto_model_for_read(&mut &bytes[..])
     }))
@@ -1240,6 +1245,38 @@ impl<'g> Builder<'g> {
         };
         if !max && attr_i(node, "ceil_mode", 0) == 1 {
             return Err("average pooling with ceil_mode is not supported".to_string());
+        }
+        // Average pooling whose output is quantized with its input's parameters runs on the
+        // u8 values in exact integer arithmetic.
+        if let (
+            Tensor::Deq {
+                src,
+                scale,
+                zero_point,
+                ..
+            },
+            PoolKind::Avg { count_pad },
+        ) = (self.get(&node.input[0])?.clone(), kind)
+        {
+            if let Some((s, z, q_out, qi)) = self.follow_quantize(&node.output[0]) {
+                if (s, z) == (scale, zero_point) {
+                    let dims = self.dims(src);
+                    let window =
+                        self.window(node, &dims, [kh, kw], dims.first().copied().unwrap_or(0), 1)?;
+                    let y =
+                        self.new_value(DType::U8, vec![window.c_out, window.h_out, window.w_out]);
+                    self.ops.push(Op::QAvgPool {
+                        x: src,
+                        y,
+                        window,
+                        zero_point,
+                        count_pad,
+                    });
+                    self.done[qi] = true;
+                    self.names.insert(q_out, Tensor::Value(y));
+                    return Ok(());
+                }
+            }
         }
         // Max pooling commutes with dequantizing: run it on the u8 values.
         let deq = match self.get(&node.input[0])?.clone() {

@@ -32,9 +32,9 @@ const CHECKSUM_AT: usize = 96;
 /// The largest manifest accepted (64 MiB): a bound checked before the JSON is parsed.
 const MAX_MANIFEST: u64 = 64 << 20;
 
-/// Whether `bytes` start like a compiled student (the magic only).
+/// Whether `bytes` start like a compiled student (the magic, or a file cut inside it).
 pub(crate) fn is_compiled(bytes: &[u8]) -> bool {
-    bytes.starts_with(MAGIC)
+    bytes.starts_with(MAGIC) || (!bytes.is_empty() && MAGIC.starts_with(bytes))
 }
 
 /// Assembles a file from a manifest whose blob offsets are not yet set and the blobs'

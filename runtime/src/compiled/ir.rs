@@ -277,6 +277,16 @@ pub(crate) enum Op {
         kind: PoolKind,
         window: Window,
     },
+    /// Average pooling of a u8 value whose output keeps its quantization: exactly
+    /// `round_half_even(sum(q - zero_point) / count) + zero_point`, the QDQ result in real
+    /// arithmetic (padding counts as zero when `count_pad`).
+    QAvgPool {
+        x: ValueId,
+        y: ValueId,
+        window: Window,
+        zero_point: u8,
+        count_pad: bool,
+    },
     /// Mean over each channel's spatial positions (f32).
     GlobalAvgPool {
         x: ValueId,
@@ -373,6 +383,7 @@ impl Op {
             | Op::QConv { x, .. }
             | Op::QDense { x, .. }
             | Op::Pool { x, .. }
+            | Op::QAvgPool { x, .. }
             | Op::GlobalAvgPool { x, .. }
             | Op::Unary { x, .. }
             | Op::Lut { x, .. }
@@ -403,6 +414,7 @@ impl Op {
             | Op::QConv { y, .. }
             | Op::QDense { y, .. }
             | Op::Pool { y, .. }
+            | Op::QAvgPool { y, .. }
             | Op::GlobalAvgPool { y, .. }
             | Op::Unary { y, .. }
             | Op::Lut { y, .. }
@@ -445,6 +457,7 @@ impl Op {
                 ..
             } => "max-pool",
             Op::Pool { .. } => "average-pool",
+            Op::QAvgPool { .. } => "average-pool-int8",
             Op::GlobalAvgPool { .. } => "global-average-pool",
             Op::Unary { .. } => "elementwise",
             Op::Lut { .. } => "elementwise-int8",

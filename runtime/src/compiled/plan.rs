@@ -180,6 +180,27 @@ fn dims_eq(v: &Value, dims: &[usize], what: &str) -> Result<(), String> {
     }
 }
 
+/// A convolution's output size must follow from its input, kernel, stride, dilation and
+/// top/left padding, with some bottom/right padding smaller than the kernel's span: an
+/// inconsistent window would run, but compute something no ONNX graph specified.
+fn check_conv_geometry(w: &Window) -> Result<(), String> {
+    let axes = [
+        (w.h_in, w.h_out, w.kh, w.stride[0], w.pad[0], w.dilation[0]),
+        (w.w_in, w.w_out, w.kw, w.stride[1], w.pad[1], w.dilation[1]),
+    ];
+    for (size, out, k, stride, pad, dilation) in axes {
+        let span = (k - 1) * dilation + 1;
+        let fewest = (size + pad).checked_sub(span).map_or(0, |v| v / stride + 1);
+        let most = (size + pad - 1) / stride + 1;
+        if pad >= span || out < fewest.max(1) || out > most {
+            return Err(format!(
+                "window {w:?}: an output of {out} does not follow from an input of {size}, a kernel span of {span}, stride {stride} and padding {pad}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_window(w: &Window) -> Result<(), String> {
     let positive = [
         w.c_in, w.c_out, w.h_in, w.w_in, w.h_out, w.w_out, w.kh, w.kw, w.groups,
@@ -220,6 +241,7 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
             hi,
         } => {
             check_window(w)?;
+            check_conv_geometry(w)?;
             dims_eq(
                 value(m, *x, DType::F32)?,
                 &[w.c_in, w.h_in, w.w_in],
@@ -272,6 +294,7 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
             ..
         } => {
             check_window(w)?;
+            check_conv_geometry(w)?;
             dims_eq(value(m, *x, DType::U8)?, &[w.c_in, w.h_in, w.w_in], "input")?;
             dims_eq(
                 value(m, *y, out_dtype(out))?,
@@ -335,6 +358,20 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
             }
             dims_eq(value(m, *x, dtype)?, &[w.c_in, w.h_in, w.w_in], "input")?;
             dims_eq(value(m, *y, dtype)?, &[w.c_out, w.h_out, w.w_out], "output")
+        }
+        Op::QAvgPool {
+            x, y, window: w, ..
+        } => {
+            check_window(w)?;
+            if w.c_in != w.c_out || w.groups != 1 {
+                return Err("pooling keeps the channel count".to_string());
+            }
+            dims_eq(value(m, *x, DType::U8)?, &[w.c_in, w.h_in, w.w_in], "input")?;
+            dims_eq(
+                value(m, *y, DType::U8)?,
+                &[w.c_out, w.h_out, w.w_out],
+                "output",
+            )
         }
         Op::GlobalAvgPool { x, y } => {
             let xv = value(m, *x, DType::F32)?;
