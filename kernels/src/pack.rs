@@ -79,7 +79,7 @@ pub fn pack_b_s8_strided(
     ldb: usize,
     out: &mut [i8],
 ) -> Result<(), KernelError> {
-    pack_groups(b, k, n, ldb, out)
+    pack_groups(as_bytes(b), k, n, ldb, as_bytes_mut(out))
 }
 
 /// Packs the row-major `k x n` uint8 matrix `b` for [`qgemm_s8u8`](crate::qgemm_s8u8).
@@ -114,24 +114,35 @@ fn pack_panels<T: Copy + Default>(
         return Ok(());
     }
 
-    for (p, panel) in out[..len].chunks_exact_mut(NR * k).enumerate() {
-        let col0 = p * NR;
-        let cols = (n - col0).min(NR);
-        for (row, dst) in panel.chunks_exact_mut(NR).enumerate() {
-            dst[..cols].copy_from_slice(&b[row * ldb + col0..][..cols]);
-            dst[cols..].fill(T::default());
+    // Row by row, so B is read in order; each row scatters 16-column pieces into the
+    // panels. Full pieces are fixed 16-element copies (a few vector moves, not a call to
+    // memcpy), then the last panel's real columns are copied and its padding zeroed.
+    let full = n / NR;
+    let (panels, last) = out[..len].split_at_mut(full * NR * k);
+    for row in 0..k {
+        let src = &b[row * ldb..][..n];
+        let (pieces, rest) = src.as_chunks::<NR>();
+        for (p, piece) in pieces.iter().enumerate() {
+            if let Some(dst) = panels[(p * k + row) * NR..].first_chunk_mut::<NR>() {
+                *dst = *piece;
+            }
+        }
+        if !rest.is_empty() {
+            let dst = &mut last[row * NR..][..NR];
+            dst[..rest.len()].copy_from_slice(rest);
+            dst[rest.len()..].fill(T::default());
         }
     }
     Ok(())
 }
 
 /// The int8 layout: per panel, per group of 4 rows, 16 columns of 4 consecutive k.
-fn pack_groups<T: Copy + Default>(
-    b: &[T],
+fn pack_groups(
+    b: &[u8],
     k: usize,
     n: usize,
     ldb: usize,
-    out: &mut [T],
+    out: &mut [u8],
 ) -> Result<(), KernelError> {
     check::matrix("b", k, n, ldb, b.len())?;
     let len = packed_len_q8(k, n);
@@ -144,36 +155,82 @@ fn pack_groups<T: Copy + Default>(
     for (p, panel) in out[..len].chunks_exact_mut(NR * kp).enumerate() {
         let col0 = p * NR;
         let cols = (n - col0).min(NR);
-        for (g, dst) in panel.as_chunks_mut::<64>().0.iter_mut().enumerate() {
-            // The four source rows of this group; rows past k are empty (zero padding).
-            let rows: [&[T]; 4] = std::array::from_fn(|t| {
+        let groups = panel.as_chunks_mut::<64>().0;
+        // Groups of four real rows and 16 real columns: a fixed-size transpose.
+        let full = if cols == NR { k / 4 } else { 0 };
+        for (g, dst) in groups[..full].iter_mut().enumerate() {
+            let at = 4 * g * ldb + col0;
+            let row = |t: usize| b[at + t * ldb..].first_chunk::<NR>();
+            if let (Some(r0), Some(r1), Some(r2), Some(r3)) = (row(0), row(1), row(2), row(3)) {
+                *dst = transpose_4x16([r0, r1, r2, r3]);
+            }
+        }
+        // The rest (a partial panel, or the last group when 4 does not divide k): byte by
+        // byte, zero past k and past n.
+        for (g, dst) in groups.iter_mut().enumerate().skip(full) {
+            dst.fill(0);
+            for t in 0..4 {
                 let row = 4 * g + t;
                 if row < k {
-                    &b[row * ldb + col0..][..cols]
-                } else {
-                    &[]
-                }
-            });
-            match rows.map(<&[T; NR]>::try_from) {
-                // The common case, a full 4 x 16 block: a fixed-size transpose the compiler
-                // turns into byte shuffles.
-                [Ok(r0), Ok(r1), Ok(r2), Ok(r3)] => {
-                    for j in 0..NR {
-                        dst[4 * j..4 * j + 4].copy_from_slice(&[r0[j], r1[j], r2[j], r3[j]]);
-                    }
-                }
-                _ => {
-                    dst.fill(T::default());
-                    for (t, row) in rows.iter().enumerate() {
-                        for (j, &x) in row.iter().enumerate() {
-                            dst[4 * j + t] = x;
-                        }
+                    for (j, &x) in b[row * ldb + col0..][..cols].iter().enumerate() {
+                        dst[4 * j + t] = x;
                     }
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The bytes of an i8 slice, as u8.
+fn as_bytes(x: &[i8]) -> &[u8] {
+    // SAFETY: i8 and u8 have the same size and alignment and every bit pattern is valid
+    // for both; the new slice borrows the same memory for the same lifetime.
+    unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), x.len()) }
+}
+
+/// The bytes of a mutable i8 slice, as u8.
+fn as_bytes_mut(x: &mut [i8]) -> &mut [u8] {
+    // SAFETY: as in `as_bytes`; the mutable borrow of `x` is moved into the result, so
+    // the memory stays uniquely borrowed.
+    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) }
+}
+
+/// Interleaves four rows of 16 bytes column by column: byte `4j + t` of the result is
+/// byte `j` of row `t`.
+///
+/// Byte unpacking is part of the architecture baseline (SSE2 on x86-64, Advanced SIMD on
+/// aarch64), so this needs no run-time check; other targets get the scalar loop.
+#[inline(always)]
+fn transpose_4x16(rows: [&[u8; 16]; 4]) -> [u8; 64] {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        crate::x86::pack::transpose_4x16(rows)
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    {
+        crate::arm::pack::transpose_4x16(rows)
+    }
+    #[cfg(not(any(
+        all(target_arch = "x86_64", target_feature = "sse2"),
+        all(target_arch = "aarch64", target_feature = "neon")
+    )))]
+    {
+        transpose_4x16_scalar(rows)
+    }
+}
+
+/// [`transpose_4x16`] one byte at a time: the definition the SIMD forms are tested
+/// against.
+#[cfg_attr(
+    any(
+        all(target_arch = "x86_64", target_feature = "sse2"),
+        all(target_arch = "aarch64", target_feature = "neon")
+    ),
+    allow(dead_code)
+)]
+fn transpose_4x16_scalar(rows: [&[u8; 16]; 4]) -> [u8; 64] {
+    std::array::from_fn(|i| rows[i % 4][i / 4])
 }
 
 #[cfg(test)]
@@ -210,6 +267,65 @@ mod tests {
         assert_eq!(&out[64 + 8..64 + 12], &[15, 0, 0, 0]);
         // Columns past n are zero.
         assert!(out[12..64].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn transpose_matches_its_definition() {
+        let rows: [[u8; 16]; 4] =
+            std::array::from_fn(|t| std::array::from_fn(|j| (16 * t + j) as u8));
+        let rows = [&rows[0], &rows[1], &rows[2], &rows[3]];
+        let out = transpose_4x16(rows);
+        assert_eq!(out, transpose_4x16_scalar(rows));
+        assert_eq!(&out[..8], &[0, 16, 32, 48, 1, 17, 33, 49]);
+    }
+
+    /// Every packed byte against the layout's definition, for shapes with partial panels,
+    /// partial groups and strides wider than n.
+    #[test]
+    fn q8_pack_matches_the_layout_definition() {
+        for k in [1, 3, 4, 5, 8, 9, 13, 72, 288] {
+            for n in [1, 15, 16, 17, 33, 196] {
+                for extra in [0, 3] {
+                    let ldb = n + extra;
+                    let b: Vec<u8> = (0..(k - 1) * ldb + n)
+                        .map(|x| (x * 7 + x / 13) as u8)
+                        .collect();
+                    let mut out = vec![0xaa; packed_len_q8(k, n) + 5];
+                    pack_b_u8_strided(&b, k, n, ldb, &mut out).unwrap();
+                    let kp = k.div_ceil(4) * 4;
+                    for (i, &got) in out[..packed_len_q8(k, n)].iter().enumerate() {
+                        let (p, rest) = (i / (NR * kp), i % (NR * kp));
+                        let (g, j, t) = (rest / 64, rest % 64 / 4, rest % 4);
+                        let (row, col) = (4 * g + t, NR * p + j);
+                        let want = if row < k && col < n {
+                            b[row * ldb + col]
+                        } else {
+                            0
+                        };
+                        assert_eq!(got, want, "k {k} n {n} ldb {ldb} byte {i}");
+                    }
+                    assert!(out[packed_len_q8(k, n)..].iter().all(|&x| x == 0xaa));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_pack_matches_the_layout_definition() {
+        for k in [1, 2, 9, 72] {
+            for n in [1, 15, 16, 17, 33, 196] {
+                let ldb = n + 2;
+                let b: Vec<f32> = (0..(k - 1) * ldb + n).map(|x| x as f32).collect();
+                let mut out = vec![-1.0; packed_len_f32(k, n)];
+                pack_b_f32_strided(&b, k, n, ldb, &mut out).unwrap();
+                for (i, &got) in out.iter().enumerate() {
+                    let (p, rest) = (i / (NR * k), i % (NR * k));
+                    let (row, col) = (rest / NR, NR * p + rest % NR);
+                    let want = if col < n { b[row * ldb + col] } else { 0.0 };
+                    assert_eq!(got, want, "k {k} n {n} element {i}");
+                }
+            }
+        }
     }
 
     #[test]

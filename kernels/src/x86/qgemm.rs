@@ -94,13 +94,15 @@ fn rows_vnni<A: Q8X86, B: Q8X86, const MR: usize, const NP: usize>(
     row0: usize,
     c: &mut [i32],
 ) {
+    // The rows' words are the same for every panel: gather them once per block.
+    let (a, tail) = g.a_words::<MR>(row0);
     let mut panel = 0;
     while panel + NP <= g.panels() {
-        tile_vnni::<A, B, MR, NP>(g, row0, panel, c);
+        tile_vnni::<A, B, MR, NP>(g, &a, tail, row0, panel, c);
         panel += NP;
     }
     while panel < g.panels() {
-        tile_vnni::<A, B, MR, 1>(g, row0, panel, c);
+        tile_vnni::<A, B, MR, 1>(g, &a, tail, row0, panel, c);
         panel += 1;
     }
 }
@@ -108,19 +110,42 @@ fn rows_vnni<A: Q8X86, B: Q8X86, const MR: usize, const NP: usize>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 fn tile_vnni<A: Q8X86, B: Q8X86, const MR: usize, const NP: usize>(
     g: &Q8Gemm<A, B>,
+    a: &[&[[A; 4]]; MR],
+    tail: Option<[i32; MR]>,
     row0: usize,
     panel0: usize,
     c: &mut [i32],
 ) {
-    let (a, tail) = g.a_words::<MR>(row0);
-    let b = g.b_panels::<NP>(panel0);
+    let (full, b) = (g.k / 4, g.b_panels::<NP>(panel0));
+    // Raw pointers for the K loop: with eight rows, bounds checks on slices (whose
+    // lengths spill to the stack) cost as much as the dot products. Each row holds `full`
+    // groups of four bytes; each panel `full` groups of 64 (plus the tail group).
+    let a_at: [*const [A; 4]; MR] = std::array::from_fn(|r| a[r][..full].as_ptr());
+    let b_at: [*const [B; 64]; NP] = std::array::from_fn(|q| b[q][..full].as_ptr());
 
     let mut acc = [[_mm512_setzero_si512(); NP]; MR];
-    let mut step = |words: [i32; MR], group: usize| {
+    for group in 0..full {
+        let mut b_group = [_mm512_setzero_si512(); NP];
+        for q in 0..NP {
+            // SAFETY: `group < full` and each panel holds `full` groups of 64 bytes.
+            b_group[q] = unsafe { _mm512_loadu_si512(b_at[q].add(group).cast()) };
+        }
+        for r in 0..MR {
+            // SAFETY: `group < full` and each row holds `full` groups of four bytes; the
+            // read is unaligned, and little-endian like `qgemm::word`.
+            let word = unsafe { a_at[r].add(group).cast::<i32>().read_unaligned() };
+            let x = _mm512_set1_epi32(word);
+            for q in 0..NP {
+                // SAFETY: this function is compiled for avx512vnni.
+                acc[r][q] = unsafe { A::dot4(acc[r][q], x, b_group[q]) };
+            }
+        }
+    }
+    if let Some(words) = tail {
         let mut b_group = [_mm512_setzero_si512(); NP];
         for q in 0..NP {
             // SAFETY: a packed group is 64 readable bytes.
-            b_group[q] = unsafe { _mm512_loadu_si512(b[q][group].as_ptr().cast()) };
+            b_group[q] = unsafe { _mm512_loadu_si512(b[q][full].as_ptr().cast()) };
         }
         for r in 0..MR {
             let x = _mm512_set1_epi32(words[r]);
@@ -129,13 +154,6 @@ fn tile_vnni<A: Q8X86, B: Q8X86, const MR: usize, const NP: usize>(
                 acc[r][q] = unsafe { A::dot4(acc[r][q], x, b_group[q]) };
             }
         }
-    };
-    let full = g.k / 4;
-    for group in 0..full {
-        step(words(&a, group), group);
-    }
-    if let Some(tail) = tail {
-        step(tail, full);
     }
 
     for q in 0..NP {

@@ -9,6 +9,12 @@ use crate::sgemm::F32Gemm;
 
 /// A packed-B element type the tiles widen to 16 f32 lanes.
 pub(crate) trait PanelF32: Copy {
+    /// Whether blocks of one or two rows run faster on the AVX2 tiles. They stream several
+    /// panels per A value, so their speed is the widening of B: `vcvtph2ps` on a zmm has
+    /// half the throughput of two on ymm (measured on Zen 4: a 1 x 3136 x 256 hgemm takes
+    /// 18 us on the AVX2 tile and 29 us on the AVX-512 one; f32 panels are even).
+    const FEW_ROWS_ON_AVX2: bool;
+
     /// One packed row of a panel as a zmm.
     ///
     /// # Safety
@@ -23,6 +29,8 @@ pub(crate) trait PanelF32: Copy {
 }
 
 impl PanelF32 for f32 {
+    const FEW_ROWS_ON_AVX2: bool = false;
+
     #[inline(always)]
     unsafe fn load_zmm(x: &[f32; NR]) -> __m512 {
         // SAFETY: `x` is 16 readable floats; the caller guarantees avx512f.
@@ -38,6 +46,8 @@ impl PanelF32 for f32 {
 }
 
 impl PanelF32 for f16 {
+    const FEW_ROWS_ON_AVX2: bool = true;
+
     #[inline(always)]
     unsafe fn load_zmm(x: &[f16; NR]) -> __m512 {
         // SAFETY: `f16` is a 2-byte IEEE half, so `x` is 32 readable bytes of 16 halves;
@@ -58,11 +68,15 @@ impl PanelF32 for f16 {
     }
 }
 
-/// AVX-512: tiles of 8 rows x 1 panel (8 zmm sums); fewer rows take more panels.
+/// AVX-512: tiles of 8 rows x 1 panel (8 zmm sums); fewer rows take more panels, and
+/// take the AVX2 tiles where those are faster (see [`PanelF32::FEW_ROWS_ON_AVX2`]).
 #[target_feature(enable = "avx512f")]
 pub(crate) fn gemm_avx512<B: PanelF32>(g: &F32Gemm<B>, c: &mut [f32]) {
     for row0 in (0..g.m).step_by(8) {
         match g.m - row0 {
+            // avx512f implies avx2, fma and f16c, so the AVX2 tiles are safe to call here.
+            1 if B::FEW_ROWS_ON_AVX2 => rows_avx2::<B, 1, 4>(g, row0, c),
+            2 if B::FEW_ROWS_ON_AVX2 => rows_avx2::<B, 2, 2>(g, row0, c),
             1 => rows_avx512::<B, 1, 4>(g, row0, c),
             2 => rows_avx512::<B, 2, 2>(g, row0, c),
             3 => rows_avx512::<B, 3, 2>(g, row0, c),
@@ -100,18 +114,22 @@ fn tile_avx512<B: PanelF32, const MR: usize, const NP: usize>(
     panel0: usize,
     c: &mut [f32],
 ) {
-    let a = g.a_rows::<MR>(row0);
-    let b = g.b_panels::<NP>(panel0);
+    let (k, a, b) = (g.k, g.a_rows::<MR>(row0), g.b_panels::<NP>(panel0));
+    // Raw pointers for the K loop: with eight rows, bounds checks on slices (whose
+    // lengths spill to the stack) cost as much as the multiply-adds.
+    let a: [*const f32; MR] = std::array::from_fn(|r| a[r][..k].as_ptr());
+    let b: [*const [B; NR]; NP] = std::array::from_fn(|q| b[q][..k].as_ptr());
 
     let mut acc = [[_mm512_setzero_ps(); NP]; MR];
-    for kk in 0..g.k {
+    for kk in 0..k {
         let mut b_row = [_mm512_setzero_ps(); NP];
         for q in 0..NP {
-            // SAFETY: this function is compiled for avx512f.
-            b_row[q] = unsafe { B::load_zmm(&b[q][kk]) };
+            // SAFETY: `kk < k` and each panel was cut to k rows; compiled for avx512f.
+            b_row[q] = unsafe { B::load_zmm(&*b[q].add(kk)) };
         }
         for r in 0..MR {
-            let x = _mm512_set1_ps(a[r][kk]);
+            // SAFETY: `kk < k` and each row was cut to k elements.
+            let x = _mm512_set1_ps(unsafe { *a[r].add(kk) });
             for q in 0..NP {
                 acc[r][q] = _mm512_fmadd_ps(x, b_row[q], acc[r][q]);
             }
@@ -175,18 +193,22 @@ fn tile_avx2<B: PanelF32, const MR: usize, const NP: usize>(
     panel0: usize,
     c: &mut [f32],
 ) {
-    let a = g.a_rows::<MR>(row0);
-    let b = g.b_panels::<NP>(panel0);
+    let (k, a, b) = (g.k, g.a_rows::<MR>(row0), g.b_panels::<NP>(panel0));
+    // Raw pointers for the K loop: with eight rows, bounds checks on slices (whose
+    // lengths spill to the stack) cost as much as the multiply-adds.
+    let a: [*const f32; MR] = std::array::from_fn(|r| a[r][..k].as_ptr());
+    let b: [*const [B; NR]; NP] = std::array::from_fn(|q| b[q][..k].as_ptr());
 
     let mut acc = [[[_mm256_setzero_ps(); 2]; NP]; MR];
-    for kk in 0..g.k {
+    for kk in 0..k {
         let mut b_row = [[_mm256_setzero_ps(); 2]; NP];
         for q in 0..NP {
-            // SAFETY: this function is compiled for avx2 and f16c.
-            b_row[q] = unsafe { B::load_ymm(&b[q][kk]) };
+            // SAFETY: `kk < k` and each panel was cut to k rows; compiled for avx2, f16c.
+            b_row[q] = unsafe { B::load_ymm(&*b[q].add(kk)) };
         }
         for r in 0..MR {
-            let x = _mm256_set1_ps(a[r][kk]);
+            // SAFETY: `kk < k` and each row was cut to k elements.
+            let x = _mm256_set1_ps(unsafe { *a[r].add(kk) });
             for q in 0..NP {
                 for h in 0..2 {
                     acc[r][q][h] = _mm256_fmadd_ps(x, b_row[q][h], acc[r][q][h]);
