@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The kernels on aarch64, run under qemu: both NEON levels (baseline and dotprod) against
-# the reference, with `-cpu max` so that qemu offers the dot-product extension.
+# aarch64, run under qemu with `-cpu max` so that it offers the dot-product extension:
+#  1. the kernels at both NEON levels (baseline and dotprod) against the reference;
+#  2. the shipped students end to end: compiled on this x86-64 host by
+#     target/release/student, their logits on the sample images written here with the
+#     portable kernels, then runtime/tests/compiled_files.rs (mobile build: no tract)
+#     compares every kernel level with them, here and on aarch64.
 #   bash scripts/test-aarch64.sh
 # Installs the cross linker and qemu with apt-get when missing. If the tools or the Rust
-# target cannot be had, prints a line starting "AARCH64 KERNELS NOT TESTED:" and exits 0;
-# if the tests run and fail, exits non-zero.
+# target cannot be had, prints a line starting "AARCH64 NOT TESTED:" and exits 0. If
+# target/release/student is missing (the workspace test run builds it), or any test
+# fails, exits non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +17,7 @@ target=aarch64-unknown-linux-gnu
 
 not_tested() {
   echo "=========================================================================="
-  echo "AARCH64 KERNELS NOT TESTED: $*"
+  echo "AARCH64 NOT TESTED (kernels, compiled students): $*"
   echo "=========================================================================="
   exit 0
 }
@@ -56,3 +61,36 @@ export STUDENT_EXPECT_ISA=neon,neon-dotprod
 echo "== cargo test -p student-kernels --target $target (under $qemu -cpu max)"
 cargo test --release -p student-kernels --target "$target"
 echo "== aarch64 kernels tested under qemu: neon, neon-dotprod"
+
+# Compiled students. The expected logits come from running each student on this host, so
+# the comparison on aarch64 is across machines, not against itself.
+student=target/release/student
+if [ ! -x "$student" ]; then
+  echo "=========================================================================="
+  echo "AARCH64 COMPILED STUDENTS FAILED: $student is missing. It compiles the students;"
+  echo "build it first (scripts/test.sh does, through cargo test --release --workspace)."
+  echo "=========================================================================="
+  exit 1
+fi
+cases="$PWD/target/aarch64-cases"
+rm -rf "$cases"
+mkdir -p "$cases/samples"
+cp models/fashion-mnist/samples/*.png "$cases/samples/"
+for name in student student-int8 student-fp16; do
+  echo "== $student compile models/fashion-mnist/$name.onnx"
+  "$student" compile "models/fashion-mnist/$name.onnx" -o "$cases/$name.student"
+done
+export STUDENT_COMPILED_CASES="$cases"
+# The mobile build, without tract. The host has no NEON: it expects no levels.
+host_test=(cargo test --release -p student-runtime --no-default-features --test compiled_files)
+
+echo "== expected logits, computed on this host ($(uname -m)): ${host_test[*]} -- --ignored"
+env -u STUDENT_EXPECT_ISA "${host_test[@]}" -- --ignored --exact write_expected_on_this_host
+
+echo "== compiled students on this host ($(uname -m)), every kernel level: ${host_test[*]}"
+env -u STUDENT_EXPECT_ISA "${host_test[@]}"
+
+echo "== compiled students on $target (under $qemu -cpu max), levels $STUDENT_EXPECT_ISA"
+cargo test --release -p student-runtime --no-default-features --target "$target" \
+  --test compiled_files
+echo "== aarch64 compiled students tested under qemu against $(uname -m) logits"

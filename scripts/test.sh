@@ -51,6 +51,11 @@ echo "== runtime vs onnxruntime"
 test -x target/release/student
 target/py/bin/python tests/ort_crosscheck.py | tee -a "$log"
 
+# The kernels' NEON and dotprod paths, and compiled students end to end, on aarch64 under
+# qemu (installs the cross toolchain and qemu-user when missing).
+echo "== aarch64 under qemu"
+bash scripts/test-aarch64.sh 2>&1 | tee -a "$log"
+
 # One closing line over every suite above.
 awk '/^test result:/ { p += $4; f += $6 } /^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3 }
      END { printf "%d passed, %d failed\n", p, f }' "$log"

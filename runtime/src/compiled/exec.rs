@@ -905,23 +905,41 @@ fn conv_f32(
 fn max_pool<T: Copy + PartialOrd>(w: &Window, batch: usize, x: &[T], y: &mut [T]) {
     let (plane_in, plane_out) = (w.h_in * w.w_in, w.h_out * w.w_out);
     let max = |a: T, b: T| if b > a { b } else { a };
-    let simple =
-        w.kh == 2 && w.kw == 2 && w.stride == [2, 2] && w.pad == [0, 0] && w.dilation == [1, 1];
+    // Windows wholly inside the input: a ceil-mode pool's last window may not be.
+    let simple = w.kh == 2
+        && w.kw == 2
+        && w.stride == [2, 2]
+        && w.pad == [0, 0]
+        && w.dilation == [1, 1]
+        && 2 * w.h_out <= w.h_in
+        && 2 * w.w_out <= w.w_in;
     for (src, dst) in x
         .chunks_exact(plane_in)
         .zip(y.chunks_exact_mut(plane_out))
         .take(batch * w.c_in)
     {
         if simple {
-            // The common 2x2, stride 2 window: two input rows per output row.
+            // The common 2x2, stride 2 window: two input rows per output row, first maxed
+            // element by element (which vectorizes), then pairwise along the row.
+            let mut rows = [src[0]; 256];
+            let width = 2 * w.w_out;
             for (oy, out) in dst.chunks_exact_mut(w.w_out).enumerate() {
-                let r0 = &src[2 * oy * w.w_in..];
-                let r1 = &src[(2 * oy + 1) * w.w_in..];
-                for (ox, d) in out.iter_mut().enumerate() {
-                    *d = max(
-                        max(r0[2 * ox], r0[2 * ox + 1]),
-                        max(r1[2 * ox], r1[2 * ox + 1]),
-                    );
+                let r0 = &src[2 * oy * w.w_in..][..width];
+                let r1 = &src[(2 * oy + 1) * w.w_in..][..width];
+                if width <= rows.len() {
+                    for ((m, &a), &b) in rows[..width].iter_mut().zip(r0).zip(r1) {
+                        *m = max(a, b);
+                    }
+                    for (d, pair) in out.iter_mut().zip(rows[..width].chunks_exact(2)) {
+                        *d = max(pair[0], pair[1]);
+                    }
+                } else {
+                    for (ox, d) in out.iter_mut().enumerate() {
+                        *d = max(
+                            max(r0[2 * ox], r0[2 * ox + 1]),
+                            max(r1[2 * ox], r1[2 * ox + 1]),
+                        );
+                    }
                 }
             }
             continue;
