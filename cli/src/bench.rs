@@ -21,18 +21,22 @@ pub fn bench(args: &Args) -> Result<()> {
     if args.batch == 0 || args.threads == 0 {
         bail!("--batch and --threads must be at least 1");
     }
-    if !(args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= 3600.0) {
-        bail!("--seconds {} must be in (0, 3600]", args.seconds);
+    if !(args.seconds > 0.0 && args.seconds <= 3600.0) {
+        bail!("--seconds must be greater than 0 and at most 3600");
     }
     let kernels = match args.kernels {
         Some(name) => Some(Isa::from_name(name).ok_or_else(|| {
-            anyhow::anyhow!(
-                "--kernels `{name}`: expected one of {}",
-                Isa::available()
+            let names = |levels: &[Isa]| {
+                levels
                     .iter()
                     .map(|i| i.name())
                     .collect::<Vec<_>>()
                     .join(", ")
+            };
+            anyhow::anyhow!(
+                "--kernels `{name}`: expected one of {} (this CPU has {})",
+                names(&Isa::ALL),
+                names(&Isa::available())
             )
         })?),
         None => None,
@@ -133,6 +137,14 @@ pub fn bench(args: &Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Parses `--seconds`: a duration in (0, 3600].
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 3600.0 => Ok(s),
+        _ => Err("expected a number of seconds greater than 0 and at most 3600".to_string()),
+    }
 }
 
 /// The process's peak resident set in MB, from /proc (Linux and Android).

@@ -169,8 +169,8 @@ enum Command {
         /// Threads calling the model at once.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
         threads: u64,
-        /// How long to measure, in seconds.
-        #[arg(long, default_value_t = 2.0)]
+        /// How long to measure, in seconds (at most 3600).
+        #[arg(long, default_value = "2", value_parser = bench::parse_seconds)]
         seconds: f64,
         /// Force a kernel level (portable, avx2, avx512, avx512vnni, neon, neon-dotprod);
         /// default: STUDENT_KERNELS, else the best this CPU has.

@@ -910,3 +910,63 @@ fn quantize_usage_errors_fail_before_any_work() {
     }
     assert!(!dir.join("x.onnx").exists());
 }
+
+#[test]
+fn compile_then_bench_the_compiled_file() {
+    let dir = scratch("compile-bench");
+    let out = dir.join("student-int8.student");
+    let o = student(&[
+        "compile",
+        &model("student-int8.onnx"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("conv-int8 x2"), "{}", stdout(&o));
+    // Compiling the compiled file, or over the input, is refused in one line.
+    let again = student(&[
+        "compile",
+        out.to_str().unwrap(),
+        "-o",
+        dir.join("x").to_str().unwrap(),
+    ]);
+    assert_one_line_error(&again, "already a compiled student");
+    let over = student(&[
+        "compile",
+        out.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&over, "is the input model");
+
+    let o = student(&[
+        "bench",
+        out.to_str().unwrap(),
+        "--seconds",
+        "0.2",
+        "--batch",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    for key in [
+        "load_ms",
+        "first_result_ms",
+        "p50_us",
+        "p90_us",
+        "throughput_per_s",
+        "peak_rss_mb",
+    ] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
+    }
+    assert!(v["p50_us"].as_f64() <= v["p90_us"].as_f64(), "{v}");
+    assert_ne!(v["kernel"], "tract", "{v}");
+    assert_eq!(v["batch"], 2);
+
+    // A level this CPU cannot run is an error, and so is a bad duration (a usage error).
+    let o = student(&["bench", out.to_str().unwrap(), "--kernels", "no-such-level"]);
+    assert_one_line_error(&o, "expected one of portable");
+    let o = student(&["bench", out.to_str().unwrap(), "--seconds", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

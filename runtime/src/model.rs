@@ -209,7 +209,11 @@ impl StudentModel {
             }
             None => student_kernels::isa_from_env().map_err(|e| Error::InvalidOption {
                 name: "kernels",
-                reason: format!("STUDENT_KERNELS: {e}"),
+                reason: match e {
+                    // This one names the variable itself.
+                    student_kernels::KernelError::UnknownIsa { .. } => e.to_string(),
+                    _ => format!("{}: {e}", student_kernels::ENV_VAR),
+                },
             })?,
         };
         let (executor, info) = crate::compiled::open(bytes.as_slice(), origin, isa)?;
