@@ -93,6 +93,30 @@ pub struct StudentModel {
     backend: Backend,
 }
 
+/// The bytes a model is opened from. A compiled student keeps them (its weights are read
+/// in place), so borrowed bytes are copied into an aligned buffer; an ONNX file is only
+/// read while it is planned, so borrowed bytes are read where they are.
+enum Source<'a> {
+    Mapped(ModelBytes),
+    Borrowed(&'a [u8]),
+}
+
+impl Source<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Source::Mapped(bytes) => bytes.as_slice(),
+            Source::Borrowed(bytes) => bytes,
+        }
+    }
+
+    fn into_owned(self) -> ModelBytes {
+        match self {
+            Source::Mapped(bytes) => bytes,
+            Source::Borrowed(bytes) => ModelBytes::copy(bytes),
+        }
+    }
+}
+
 /// What runs the graph.
 enum Backend {
     /// A compiled student: the executor reads its weights in place from `bytes`.
@@ -135,7 +159,8 @@ impl StudentModel {
     pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<StudentModel, Error> {
         let path = path.as_ref();
         let bytes = ModelBytes::map(path)?;
-        let model = StudentModel::parse(bytes, &path.display().to_string(), options)?;
+        let model =
+            StudentModel::parse(Source::Mapped(bytes), &path.display().to_string(), options)?;
         log::info!(
             "opened {} ({}, {} classes, {} parameters)",
             path.display(),
@@ -148,7 +173,7 @@ impl StudentModel {
 
     /// Opens a student from bytes already in memory (for example, bundled in an app).
     pub fn from_bytes(bytes: &[u8], options: &OpenOptions) -> Result<StudentModel, Error> {
-        StudentModel::parse(ModelBytes::copy(bytes), "in-memory bytes", options)
+        StudentModel::parse(Source::Borrowed(bytes), "in-memory bytes", options)
     }
 
     /// Like [`from_bytes`](StudentModel::from_bytes), naming the bytes `origin` (a file
@@ -158,11 +183,11 @@ impl StudentModel {
         origin: &str,
         options: &OpenOptions,
     ) -> Result<StudentModel, Error> {
-        StudentModel::parse(ModelBytes::copy(bytes), origin, options)
+        StudentModel::parse(Source::Borrowed(bytes), origin, options)
     }
 
     fn parse(
-        bytes: ModelBytes,
+        bytes: Source<'_>,
         origin: &str,
         options: &OpenOptions,
     ) -> Result<StudentModel, Error> {
@@ -173,7 +198,7 @@ impl StudentModel {
             });
         }
         if crate::compiled::format::is_compiled(bytes.as_slice()) {
-            return StudentModel::parse_compiled(bytes, origin, options);
+            return StudentModel::parse_compiled(bytes.into_owned(), origin, options);
         }
         #[cfg(feature = "onnx")]
         {
@@ -217,12 +242,7 @@ impl StudentModel {
             })?,
         };
         let (executor, info) = crate::compiled::open(bytes.as_slice(), origin, isa)?;
-        let card = ModelCard::from_metadata(
-            info.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            info.classes,
-            &info.input_dims,
-            origin,
-        )?;
+        let card = info.card(origin)?;
         for default in card.defaults_applied() {
             log::warn!("{origin}: model card lacks {default}");
         }
@@ -265,12 +285,7 @@ impl StudentModel {
             ));
         }
         let info = GraphInfo::read(&proto, origin)?;
-        let card = ModelCard::from_metadata(
-            info.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            info.classes,
-            &info.input_dims,
-            origin,
-        )?;
+        let card = info.card(origin)?;
         for default in card.defaults_applied() {
             log::warn!("{origin}: model card lacks {default}");
         }

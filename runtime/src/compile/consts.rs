@@ -134,15 +134,19 @@ pub(crate) fn decode(t: &pb::TensorProto) -> Result<Const, String> {
     let data = match DataType::try_from(t.data_type) {
         Ok(DataType::Float) => Data::F32(match from_raw(4)? {
             Some(r) => r
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+                .as_chunks::<4>()
+                .0
+                .iter()
+                .map(|c| f32::from_le_bytes(*c))
                 .collect(),
             None => t.float_data.clone(),
         }),
         Ok(DataType::Float16) => Data::F16(match from_raw(2)? {
             Some(r) => r
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes(c.try_into().expect("2")))
+                .as_chunks::<2>()
+                .0
+                .iter()
+                .map(|c| f16::from_le_bytes(*c))
                 .collect(),
             None => t
                 .int32_data
@@ -152,15 +156,19 @@ pub(crate) fn decode(t: &pb::TensorProto) -> Result<Const, String> {
         }),
         Ok(DataType::Int64) => Data::I64(match from_raw(8)? {
             Some(r) => r
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
+                .as_chunks::<8>()
+                .0
+                .iter()
+                .map(|c| i64::from_le_bytes(*c))
                 .collect(),
             None => t.int64_data.clone(),
         }),
         Ok(DataType::Int32) => Data::I32(match from_raw(4)? {
             Some(r) => r
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().expect("4")))
+                .as_chunks::<4>()
+                .0
+                .iter()
+                .map(|c| i32::from_le_bytes(*c))
                 .collect(),
             None => t.int32_data.clone(),
         }),

@@ -30,7 +30,6 @@ use sha2::{Digest, Sha256};
 use tract_onnx::pb;
 use tract_onnx::prelude::Framework;
 
-use crate::card::ModelCard;
 use crate::compiled::format;
 use crate::compiled::ir::{
     BinaryFn, BlobId, DType, Manifest, Op, Operand, PoolKind, QuantOut, UnaryFn, Value, ValueId,
@@ -84,12 +83,7 @@ pub fn compile_onnx(bytes: &[u8], origin: &str) -> Result<Compiled, Error> {
     };
     let info = GraphInfo::read(&proto, origin)?;
     // The card must be valid before anything is written.
-    ModelCard::from_metadata(
-        info.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        info.classes,
-        &info.input_dims,
-        origin,
-    )?;
+    info.card(origin)?;
     let compile_error = |node: String, reason: String| Error::Compile {
         origin: origin.to_string(),
         node,
@@ -197,6 +191,22 @@ enum Tensor {
         zero_point: u8,
         float: Option<ValueId>,
     },
+}
+
+impl Tensor {
+    /// The run-time value `y`, lazily dequantized when `quantization` (scale, zero point)
+    /// is given.
+    fn of(y: ValueId, quantization: Option<(f32, u8)>) -> Tensor {
+        match quantization {
+            Some((scale, zero_point)) => Tensor::Deq {
+                src: y,
+                scale,
+                zero_point,
+                float: None,
+            },
+            None => Tensor::Value(y),
+        }
+    }
 }
 
 /// Int8 weights behind a folded `DequantizeLinear`.
@@ -890,16 +900,7 @@ impl<'g> Builder<'g> {
             self.ops.push(Op::Copy { x: src, y });
             y
         };
-        let t = match deq {
-            Some((scale, zero_point)) => Tensor::Deq {
-                src: y,
-                scale,
-                zero_point,
-                float: None,
-            },
-            None => Tensor::Value(y),
-        };
-        self.names.insert(out, t);
+        self.names.insert(out, Tensor::of(y, deq));
         Ok(())
     }
 
@@ -920,16 +921,8 @@ impl<'g> Builder<'g> {
         let y_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
         let y = self.new_value(self.values[src].dtype, y_dims);
         self.ops.push(Op::Transpose { x: src, y, perm });
-        let t = match deq {
-            Some((scale, zero_point)) => Tensor::Deq {
-                src: y,
-                scale,
-                zero_point,
-                float: None,
-            },
-            None => Tensor::Value(y),
-        };
-        self.names.insert(node.output[0].clone(), t);
+        self.names
+            .insert(node.output[0].clone(), Tensor::of(y, deq));
         Ok(())
     }
 
@@ -987,16 +980,8 @@ impl<'g> Builder<'g> {
         let dtype = self.values[xs[0]].dtype;
         let y = self.new_value(dtype, dims);
         self.ops.push(Op::Concat { xs, y, axis });
-        let t = match shared {
-            Some((scale, zero_point)) => Tensor::Deq {
-                src: y,
-                scale,
-                zero_point,
-                float: None,
-            },
-            None => Tensor::Value(y),
-        };
-        self.names.insert(node.output[0].clone(), t);
+        self.names
+            .insert(node.output[0].clone(), Tensor::of(y, shared));
         Ok(())
     }
 
@@ -1101,8 +1086,9 @@ impl<'g> Builder<'g> {
             ));
         }
         let y = self.new_value(DType::F32, shape[1..].to_vec());
-        let b = operands.pop().expect("two operands");
-        let a = operands.pop().expect("two operands");
+        let [a, b]: [Operand; 2] = operands
+            .try_into()
+            .map_err(|_| "a binary operator needs two operands".to_string())?;
         self.ops.push(Op::Binary { a, b, y, f });
         self.names.insert(node.output[0].clone(), Tensor::Value(y));
         Ok(())
@@ -1299,16 +1285,10 @@ impl<'g> Builder<'g> {
             vec![window.c_out, window.h_out, window.w_out],
         );
         self.ops.push(Op::Pool { x, y, kind, window });
-        let t = match deq {
-            Some((_, scale, zero_point)) => Tensor::Deq {
-                src: y,
-                scale,
-                zero_point,
-                float: None,
-            },
-            None => Tensor::Value(y),
-        };
-        self.names.insert(node.output[0].clone(), t);
+        self.names.insert(
+            node.output[0].clone(),
+            Tensor::of(y, deq.map(|(_, scale, zero_point)| (scale, zero_point))),
+        );
         Ok(())
     }
 
@@ -1356,12 +1336,7 @@ impl<'g> Builder<'g> {
         };
         self.names.insert(
             node.output[0].clone(),
-            Tensor::Deq {
-                src,
-                scale,
-                zero_point,
-                float: None,
-            },
+            Tensor::of(src, Some((scale, zero_point))),
         );
         Ok(())
     }
@@ -1573,7 +1548,9 @@ impl<'g> Builder<'g> {
                     })
                     .collect();
                 let mut y_dims = x_dims.clone();
-                *y_dims.last_mut().expect("rank >= 1") = n;
+                if let Some(last) = y_dims.last_mut() {
+                    *last = n;
+                }
                 return self.int8_dense(
                     &out,
                     *src,
@@ -1644,7 +1621,9 @@ impl<'g> Builder<'g> {
         };
         let bias = bias.map(|b| self.blob_f32(&b));
         let mut y_dims = x_dims;
-        *y_dims.last_mut().expect("rank >= 1") = n;
+        if let Some(last) = y_dims.last_mut() {
+            *last = n;
+        }
         let y = self.new_value(DType::F32, y_dims);
         self.ops.push(Op::Dense {
             x,
