@@ -38,6 +38,7 @@ fn end_to_end(c: &mut Criterion) {
             let options = OpenOptions {
                 batch,
                 kernels: Some(isa),
+                ..OpenOptions::default()
             };
             let model = StudentModel::from_bytes_named(&compiled, name, &options).expect("opens");
             group.bench_function(BenchmarkId::new("compiled", isa.name()), |b| {

@@ -85,7 +85,10 @@ impl From<student_runtime::Error> for StudentError {
             | E::Compile { .. }
             | E::Unsupported { .. }
             | E::InvalidCard { .. }
-            | E::Plan { .. } => StudentError::InvalidModel { reason },
+            | E::Plan { .. }
+            | E::TooLarge { .. }
+            | E::Malformed { .. }
+            | E::Signature { .. } => StudentError::InvalidModel { reason },
             E::InvalidInput(_) | E::InvalidOption { .. } => StudentError::InvalidInput { reason },
             E::Run { .. } | E::NonFiniteOutput { .. } => StudentError::Execution { reason },
             // The runtime's error is non-exhaustive; a kind added later fails a call that

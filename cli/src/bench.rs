@@ -44,6 +44,7 @@ pub fn bench(args: &Args) -> Result<()> {
     let options = OpenOptions {
         batch: args.batch,
         kernels,
+        ..OpenOptions::default()
     };
     let rss_before = peak_rss_mb();
     let start = Instant::now();

@@ -56,6 +56,7 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
         scale: 1.0 / 255.0,
         mean: vec![recipe.data.mean],
         std: vec![recipe.data.std],
+        non_finite: Default::default(),
     };
     let shape = NetShape {
         channels: 1,

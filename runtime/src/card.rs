@@ -71,6 +71,28 @@ pub struct InputSpec {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation divided after subtracting the mean.
     pub std: Vec<f32>,
+    /// What the runtime does with NaN or infinite input values (reject by default).
+    #[serde(default, skip_serializing_if = "NonFinite::is_reject")]
+    pub non_finite: NonFinite,
+}
+
+/// What the runtime does with a NaN or infinite value in an input tensor, as the model card
+/// says (`"non_finite"` in the `input` section).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NonFinite {
+    /// Refuse the input with [`Error::InvalidInput`] naming the first such value.
+    #[default]
+    Reject,
+    /// Replace every NaN or infinite value by 0 (for a normalized input, the channel's
+    /// mean) and run; for models trained with missing values filled that way.
+    Zero,
+}
+
+impl NonFinite {
+    fn is_reject(&self) -> bool {
+        *self == NonFinite::Reject
+    }
 }
 
 /// Temperature scaling of the logits.
@@ -447,6 +469,7 @@ impl InputSpec {
             scale: 1.0 / 255.0,
             mean: vec![0.0; channels],
             std: vec![1.0; channels],
+            non_finite: NonFinite::Reject,
         })
     }
 

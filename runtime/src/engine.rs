@@ -7,6 +7,7 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::error::Error;
+use crate::limits::{Check, Limit, elements};
 
 /// A runnable plan for one batch size. Shared by reference between threads: tract's plan
 /// keeps no per-run state, each `run` allocates its own.
@@ -19,12 +20,12 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    // TODO: nothing bounds what tract allocates while planning: a 32 KB graph whose
-    // constants fold to ConstantOfShape([2^16, 2^16]) takes gigabytes at open, which gets
-    // an app killed on a phone. The compiled-student path (issue 4) and the limits of
-    // issue 6 should refuse such graphs before folding.
-
     /// Builds a plan for `proto` with the input fixed to `[batch, sample_dims...]`.
+    ///
+    /// tract evaluates constant parts of the graph while it plans; `check_onnx` has bounded
+    /// those it can follow before this runs. Once planned, every value of the plan has a
+    /// concrete shape, and each is checked against `max_tensor_bytes` here, so that no run
+    /// allocates more than the limits allow.
     ///
     /// tract is not guaranteed to be panic-free on malformed graphs, so planning runs under
     /// `catch_unwind` and a panic becomes an [`Error::Plan`].
@@ -33,8 +34,9 @@ impl Engine {
         batch: usize,
         sample_dims: &[usize],
         classes: usize,
-        origin: &str,
+        check: &Check<'_>,
     ) -> Result<Engine, Error> {
+        let origin = check.origin;
         let plan_error = |source: Box<dyn std::error::Error + Send + Sync>| Error::Plan {
             origin: origin.to_string(),
             source,
@@ -42,24 +44,36 @@ impl Engine {
         let shape: Vec<usize> = std::iter::once(batch)
             .chain(sample_dims.iter().copied())
             .collect();
-        let built = catch_unwind(AssertUnwindSafe(
-            || -> TractResult<Arc<TypedRunnableModel>> {
-                tract_onnx::onnx()
-                    .model_for_proto_model(proto)?
-                    .with_input_fact(0, f32::fact(&shape).into())?
-                    .into_optimized()?
-                    .into_runnable()
-            },
-        ));
-        let plan = match built {
-            Ok(Ok(plan)) => plan,
-            Ok(Err(e)) => return Err(plan_error(e.into())),
-            Err(_) => {
-                return Err(plan_error(
-                    "the ONNX front end panicked on this graph".into(),
-                ));
+        let panicked = || plan_error("the ONNX front end panicked on this graph".into());
+        let optimized = catch_unwind(AssertUnwindSafe(|| -> TractResult<TypedModel> {
+            tract_onnx::onnx()
+                .model_for_proto_model(proto)?
+                .with_input_fact(0, f32::fact(&shape).into())?
+                .into_optimized()
+        }))
+        .map_err(|_| panicked())?
+        .map_err(|e| plan_error(e.into()))?;
+        for node in optimized.nodes() {
+            for outlet in &node.outputs {
+                let fact = &outlet.fact;
+                let bytes = match fact.shape.as_concrete() {
+                    Some(dims) => elements(dims.iter().map(|&d| d as u64))
+                        .and_then(|n| n.checked_mul(fact.datum_type.size_of() as u64)),
+                    // With the input fixed every shape is concrete; one that is not is
+                    // left for tract to refuse when it runs.
+                    None => Some(0),
+                };
+                check.within(Limit::Tensor, bytes, || {
+                    format!(
+                        "value `{}` of the planned graph at batch {batch}, shape {:?},",
+                        node.name, fact.shape
+                    )
+                })?;
             }
-        };
+        }
+        let plan = catch_unwind(AssertUnwindSafe(|| optimized.into_runnable()))
+            .map_err(|_| panicked())?
+            .map_err(|e| plan_error(e.into()))?;
         log::debug!("planned {origin} for batch {batch}, input {shape:?}");
         Ok(Engine {
             plan,

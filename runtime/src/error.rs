@@ -92,6 +92,41 @@ pub enum Error {
         /// What was wrong and what was expected.
         reason: String,
     },
+    /// The model declares more than [`Limits`](crate::Limits) allow: a file, a tensor, a
+    /// graph, a string or the working memory of a call. Nothing of that size was allocated.
+    #[error("{origin}: {what} is {found} {unit}, over the limit of {limit} (Limits::{option})")]
+    TooLarge {
+        /// Where the bytes came from.
+        origin: String,
+        /// What is too large.
+        what: String,
+        /// Its size (a number, or "more than 2^64" when it overflowed).
+        found: String,
+        /// The unit of `found` and `limit`.
+        unit: &'static str,
+        /// The limit in force.
+        limit: u64,
+        /// The field of [`Limits`](crate::Limits) that sets it.
+        option: &'static str,
+    },
+    /// The file is structurally broken in a way its format forbids: a tensor whose data
+    /// does not match its dimensions, a negative dimension, data kept outside the file.
+    #[error("{origin}: malformed model: {reason}")]
+    Malformed {
+        /// Where the bytes came from.
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The model's signature is missing, is not by a trusted key, or does not match the
+    /// bytes (see [`OpenOptions::trusted_keys`](crate::OpenOptions::trusted_keys)).
+    #[error("{origin}: signature check failed: {reason}")]
+    Signature {
+        /// Where the bytes came from.
+        origin: String,
+        /// What the check found.
+        reason: String,
+    },
     /// The model produced non-finite outputs.
     #[error("{origin}: the model produced a non-finite logit at class {index}")]
     NonFiniteOutput {

@@ -1,5 +1,9 @@
 //! Escalation: what happens to a prediction whose confidence is below the threshold.
 
+mod deadline;
+
+pub use deadline::{AbandonedCalls, DEFAULT_MAX_ABANDONED, DeadlineHook};
+
 use crate::error::{Error, HookError};
 use crate::model::{ClassifyOptions, StudentModel};
 use crate::prediction::Prediction;

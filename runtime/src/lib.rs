@@ -34,22 +34,28 @@ mod engine;
 mod error;
 mod escalation;
 mod info;
+mod limits;
 mod model;
 #[cfg(feature = "onnx")]
 mod onnx_info;
 mod prediction;
 mod preprocess;
 mod score;
+pub mod signing;
 mod source;
 
 pub use card::{
-    CARD_KEY_PREFIX, CalibrationInfo, EscalationPolicy, InputSpec, ModelCard, Precision,
+    CARD_KEY_PREFIX, CalibrationInfo, EscalationPolicy, InputSpec, ModelCard, NonFinite, Precision,
     QuantizationInfo, ScoreKind, TeacherRef,
 };
 #[cfg(feature = "onnx")]
 pub use compile::{Compiled, compile_onnx};
 pub use error::{Error, HookError};
-pub use escalation::{CascadeHook, EscalationHook, EscalationRequest, HookAnswer};
+pub use escalation::{
+    AbandonedCalls, CascadeHook, DEFAULT_MAX_ABANDONED, DeadlineHook, EscalationHook,
+    EscalationRequest, HookAnswer,
+};
+pub use limits::Limits;
 pub use model::{ClassifyOptions, OpenOptions, StudentModel};
 pub use prediction::{AnsweredBy, Decision, EscalationOutcome, Prediction, Ranked};
 pub use preprocess::PixelFormat;

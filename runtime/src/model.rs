@@ -10,15 +10,17 @@ use tract_onnx::pb;
 #[cfg(feature = "onnx")]
 use tract_onnx::prelude::Framework;
 
-use crate::card::{InputSpec, ModelCard};
+use crate::card::{InputSpec, ModelCard, NonFinite};
 use crate::compiled::exec::Executor;
 #[cfg(feature = "onnx")]
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::escalation::{EscalationHook, EscalationRequest};
 use crate::info::GraphInfo;
+use crate::limits::{Check, Limit, Limits};
 use crate::prediction::{AnsweredBy, Decision, EscalationOutcome, Prediction, Ranked};
 use crate::score::{calibrated_probabilities, score_from_probabilities};
+use crate::signing::{MAX_SIGNATURE_BYTES, TrustedKey};
 use crate::source::ModelBytes;
 
 /// How a model is opened.
@@ -32,6 +34,25 @@ pub struct OpenOptions {
     /// environment variable when it is set, else the best level this CPU has. Naming a
     /// level the CPU lacks is an error. ONNX files run through tract and ignore this.
     pub kernels: Option<Isa>,
+    /// What the file may declare before it is refused (sizes of the file, tensors,
+    /// weights, graph, strings, working memory), checked before anything of that size is
+    /// allocated.
+    pub limits: Limits,
+    /// Memory-map the file instead of reading it into memory the model owns (the default).
+    ///
+    /// Mapping saves one copy of the file and shares its pages with other processes that
+    /// map it, but a file truncated or rewritten in place while the model is open then
+    /// faults the process (SIGBUS) or changes its answers. Set it only for files the app
+    /// replaces by writing a new file and renaming it over the old one. Affects
+    /// [`open`](StudentModel::open) only.
+    pub memory_map: bool,
+    /// When not empty, only models signed by one of these keys open: the signature is
+    /// [`signature`](OpenOptions::signature), or else the file `MODEL.sig` next to the
+    /// model (see [`signing`](crate::signing)). It is checked before the model is parsed.
+    pub trusted_keys: Vec<TrustedKey>,
+    /// The text of the model's signature file, for bytes opened from memory or a signature
+    /// kept elsewhere than `MODEL.sig`.
+    pub signature: Option<Vec<u8>>,
 }
 
 impl Default for OpenOptions {
@@ -39,6 +60,10 @@ impl Default for OpenOptions {
         OpenOptions {
             batch: 1,
             kernels: None,
+            limits: Limits::default(),
+            memory_map: false,
+            trusted_keys: Vec::new(),
+            signature: None,
         }
     }
 }
@@ -144,21 +169,42 @@ impl std::fmt::Debug for StudentModel {
 }
 
 impl StudentModel {
-    /// Opens an ONNX student by memory-mapping `path`, with a batch-1 plan.
+    /// Opens a student (an ONNX file or a compiled `.student` file) by reading `path` into
+    /// memory, with a batch-1 plan.
     ///
     /// # Errors
-    /// [`Error::Io`] when the file cannot be read; [`Error::NotOnnx`] when it is empty,
-    /// truncated or not ONNX; [`Error::Unsupported`] when the graph is not a single-input,
-    /// single-output classifier with fixed sample dimensions; [`Error::InvalidCard`] when the
-    /// model card is malformed; [`Error::Plan`] when the engine cannot plan the graph.
+    /// [`Error::Io`] when the file cannot be read; [`Error::NotOnnx`] or
+    /// [`Error::NotCompiled`] when it is empty, truncated or in no format this runtime
+    /// reads; [`Error::TooLarge`] when it declares more than the default [`Limits`];
+    /// [`Error::Malformed`] when its structure is broken; [`Error::Unsupported`] when the
+    /// graph is not a single-input, single-output classifier with fixed sample dimensions;
+    /// [`Error::InvalidCard`] when the model card is malformed; [`Error::Plan`] when the
+    /// engine cannot plan the graph.
     pub fn open(path: impl AsRef<Path>) -> Result<StudentModel, Error> {
         StudentModel::open_with(path, &OpenOptions::default())
     }
 
-    /// Like [`open`](StudentModel::open), with options.
+    /// Like [`open`](StudentModel::open), with options; [`Error::Signature`] when
+    /// `options.trusted_keys` is set and the model is not signed by one of them.
     pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<StudentModel, Error> {
         let path = path.as_ref();
-        let bytes = ModelBytes::map(path)?;
+        let origin = path.display().to_string();
+        let check = Check {
+            limits: &options.limits,
+            origin: &origin,
+        };
+        let bytes = if options.memory_map {
+            ModelBytes::map(path, &check)?
+        } else {
+            ModelBytes::read(path, &check)?
+        };
+        if !options.trusted_keys.is_empty() {
+            let signature = match &options.signature {
+                Some(text) => text.clone(),
+                None => read_signature(path, &origin)?,
+            };
+            verify_signature(bytes.as_slice(), &signature, options, &origin)?;
+        }
         let model =
             StudentModel::parse(Source::Mapped(bytes), &path.display().to_string(), options)?;
         log::info!(
@@ -172,8 +218,9 @@ impl StudentModel {
     }
 
     /// Opens a student from bytes already in memory (for example, bundled in an app).
+    /// With `options.trusted_keys` set, `options.signature` must hold the signature.
     pub fn from_bytes(bytes: &[u8], options: &OpenOptions) -> Result<StudentModel, Error> {
-        StudentModel::parse(Source::Borrowed(bytes), "in-memory bytes", options)
+        StudentModel::from_bytes_named(bytes, "in-memory bytes", options)
     }
 
     /// Like [`from_bytes`](StudentModel::from_bytes), naming the bytes `origin` (a file
@@ -183,6 +230,24 @@ impl StudentModel {
         origin: &str,
         options: &OpenOptions,
     ) -> Result<StudentModel, Error> {
+        let check = Check {
+            limits: &options.limits,
+            origin,
+        };
+        check.within(Limit::File, Some(bytes.len() as u64), || {
+            "the model's size".to_string()
+        })?;
+        if !options.trusted_keys.is_empty() {
+            let Some(signature) = &options.signature else {
+                return Err(Error::Signature {
+                    origin: origin.to_string(),
+                    reason: "no signature was given (OpenOptions::signature) and trusted keys \
+                             are set"
+                        .to_string(),
+                });
+            };
+            verify_signature(bytes, signature, options, origin)?;
+        }
         StudentModel::parse(Source::Borrowed(bytes), origin, options)
     }
 
@@ -241,7 +306,12 @@ impl StudentModel {
                 },
             })?,
         };
-        let (executor, info) = crate::compiled::open(bytes.as_slice(), origin, isa)?;
+        let check = Check {
+            limits: &options.limits,
+            origin,
+        };
+        let (executor, info) =
+            crate::compiled::open(bytes.as_slice(), origin, isa, &check, options.batch)?;
         let card = info.card(origin)?;
         for default in card.defaults_applied() {
             log::warn!("{origin}: model card lacks {default}");
@@ -277,18 +347,20 @@ impl StudentModel {
             tract_onnx::onnx().proto_model_for_read(&mut &bytes[..])
         }))
         .map_err(|_| not_onnx("the protobuf decoder panicked".to_string()))?
-        .map_err(|e| not_onnx(format!("{e:#}")))?;
+        .map_err(|e| not_onnx(brief(&format!("{e:#}"))))?;
         if proto.graph.is_none() || proto.ir_version == 0 {
             return Err(not_onnx(
                 "no graph or IR version: the bytes decode as protobuf but not as an ONNX model"
                     .to_string(),
             ));
         }
+        let check = Check {
+            limits: &options.limits,
+            origin,
+        };
+        crate::limits::check_onnx(&proto, &check, options.batch as u64)?;
         let info = GraphInfo::read(&proto, origin)?;
         let card = info.card(origin)?;
-        for default in card.defaults_applied() {
-            log::warn!("{origin}: model card lacks {default}");
-        }
         // Shape annotations of intermediate tensors are hints that exporters and shape
         // inference write with their own batch symbol; tract would hold the plan to them and
         // refuse a fixed batch size. The graph determines the shapes without them.
@@ -296,19 +368,25 @@ impl StudentModel {
             graph.value_info.clear();
         }
         let sample_dims = &info.input_dims[1..];
-        let single = Engine::plan(&proto, 1, sample_dims, info.classes, origin)?;
+        let single = Engine::plan(&proto, 1, sample_dims, info.classes, &check)?;
         // The batched plan only speeds up `logits_batch`: a graph that fixes its batch size
         // (a Reshape to [1, -1], say) runs sample by sample instead.
         let batched = match options.batch {
             1 => None,
-            n => match Engine::plan(&proto, n, sample_dims, info.classes, origin) {
+            n => match Engine::plan(&proto, n, sample_dims, info.classes, &check) {
                 Ok(engine) => Some(engine),
+                // Over a limit the caller set: said, not worked around.
+                Err(e @ Error::TooLarge { .. }) => return Err(e),
                 Err(e) => {
                     log::info!("{origin}: no batch-{n} plan, running one sample at a time: {e}");
                     None
                 }
             },
         };
+        // Logged once the model is known to open, so a refused file gets one message.
+        for default in card.defaults_applied() {
+            log::warn!("{origin}: model card lacks {default}");
+        }
         Ok(StudentModel {
             origin: origin.to_string(),
             sha256: std::sync::OnceLock::from(hex(&Sha256::digest(bytes))),
@@ -436,8 +514,8 @@ impl StudentModel {
     /// [`Error::InvalidInput`] when `input` does not hold exactly one sample or holds a NaN
     /// or infinite value; [`Error::Run`] or [`Error::NonFiniteOutput`] when execution fails.
     pub fn logits(&self, input: &[f32]) -> Result<Vec<f32>, Error> {
-        self.check_input(input, 1)?;
-        let logits = self.run(input, 1)?;
+        let input = self.check_input(input, 1)?;
+        let logits = self.run(&input, 1)?;
         check_logits(&logits, self.info.classes, &self.origin)?;
         Ok(logits)
     }
@@ -457,8 +535,8 @@ impl StudentModel {
             )));
         }
         let n = input.len() / per;
-        self.check_input(input, n)?;
-        let out = self.run(input, n)?;
+        let input = self.check_input(input, n)?;
+        let out = self.run(&input, n)?;
         check_logits(&out, self.info.classes, &self.origin)?;
         Ok(out)
     }
@@ -478,19 +556,21 @@ impl StudentModel {
         options: &ClassifyOptions,
         hook: Option<&dyn EscalationHook>,
     ) -> Result<Prediction, Error> {
-        let logits = self.logits(input)?;
+        let input = self.check_input(input, 1)?;
+        let logits = self.run(&input, 1)?;
+        check_logits(&logits, self.info.classes, &self.origin)?;
         let mut prediction = self.predict_from_logits(&logits, options)?;
         let Some(hook) = hook.filter(|_| prediction.escalated()) else {
             return Ok(prediction);
         };
-        let (outcome, answer) = self.run_hook(hook, input, &prediction);
-        if let Decision::Escalated { outcome: slot, .. } = &mut prediction.decision {
-            *slot = outcome;
-        }
-        if let Some(index) = answer {
+        let (outcome, answer) = self.run_hook(hook, &input, &prediction);
+        if let (Some(index), EscalationOutcome::Answered { by, .. }) = (answer, &outcome) {
             prediction.final_index = index;
             prediction.final_label = self.card.labels[index].clone();
-            prediction.answered_by = AnsweredBy::Hook(hook.name().to_string());
+            prediction.answered_by = AnsweredBy::Hook(by.clone());
+        }
+        if let Decision::Escalated { outcome: slot, .. } = &mut prediction.decision {
+            *slot = outcome;
         }
         Ok(prediction)
     }
@@ -566,7 +646,13 @@ impl StudentModel {
         }
     }
 
-    fn check_input(&self, input: &[f32], samples: usize) -> Result<(), Error> {
+    /// Checks the length of `input`, and its values as the card's `non_finite` says:
+    /// borrowed back unchanged, or copied with NaN and infinities replaced.
+    fn check_input<'i>(
+        &self,
+        input: &'i [f32],
+        samples: usize,
+    ) -> Result<std::borrow::Cow<'i, [f32]>, Error> {
         let expected = self.card.input.len() * samples;
         if input.len() != expected {
             return Err(Error::InvalidInput(format!(
@@ -577,13 +663,22 @@ impl StudentModel {
                 self.card.input.width
             )));
         }
-        if let Some(i) = input.iter().position(|v| !v.is_finite()) {
-            return Err(Error::InvalidInput(format!(
-                "value {} at position {i} is not finite",
+        let Some(i) = input.iter().position(|v| !v.is_finite()) else {
+            return Ok(std::borrow::Cow::Borrowed(input));
+        };
+        match self.card.input.non_finite {
+            NonFinite::Reject => Err(Error::InvalidInput(format!(
+                "value {} at position {i} is not finite (the model card's input.non_finite \
+                 is `reject`)",
                 input[i]
-            )));
+            ))),
+            NonFinite::Zero => Ok(std::borrow::Cow::Owned(
+                input
+                    .iter()
+                    .map(|&v| if v.is_finite() { v } else { 0.0 })
+                    .collect(),
+            )),
         }
-        Ok(())
     }
 
     /// Calls the hook, containing its failures. Returns the outcome and, when the hook
@@ -594,7 +689,9 @@ impl StudentModel {
         input: &[f32],
         prediction: &Prediction,
     ) -> (EscalationOutcome, Option<usize>) {
-        let by = hook.name().to_string();
+        // The hook is app code: even its name may panic.
+        let by = catch_unwind(AssertUnwindSafe(|| hook.name().to_string()))
+            .unwrap_or_else(|_| "escalation hook".to_string());
         let request = EscalationRequest { input, prediction };
         let result = catch_unwind(AssertUnwindSafe(|| hook.escalate(&request)));
         match result {
@@ -630,8 +727,8 @@ impl StudentModel {
                 if answer.confidence.is_some_and(|c| !(0.0..=1.0).contains(&c)) =>
             {
                 let error = format!(
-                    "the hook answered with confidence {:?}, expected a value in [0, 1]",
-                    answer.confidence
+                    "the hook answered with confidence {}, expected a value in [0, 1]",
+                    answer.confidence.unwrap_or(f32::NAN)
                 );
                 (EscalationOutcome::Failed { by, error }, None)
             }
@@ -646,6 +743,49 @@ impl StudentModel {
     }
 }
 
+/// Reads the signature file `MODEL.sig` kept next to `path`.
+fn read_signature(path: &Path, origin: &str) -> Result<Vec<u8>, Error> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".sig");
+    let sig_path = std::path::PathBuf::from(name);
+    let missing = |reason: String| Error::Signature {
+        origin: origin.to_string(),
+        reason,
+    };
+    match std::fs::metadata(&sig_path) {
+        Ok(meta) if meta.is_file() && meta.len() <= MAX_SIGNATURE_BYTES => {}
+        Ok(meta) if meta.is_file() => {
+            return Err(missing(format!(
+                "{} is {} bytes, not a signature file (at most {MAX_SIGNATURE_BYTES})",
+                sig_path.display(),
+                meta.len()
+            )));
+        }
+        Ok(_) => return Err(missing(format!("{} is not a file", sig_path.display()))),
+        Err(e) => {
+            return Err(missing(format!(
+                "cannot read the signature {} ({e}); sign the model with `student sign`",
+                sig_path.display()
+            )));
+        }
+    }
+    std::fs::read(&sig_path).map_err(|source| Error::Io {
+        path: sig_path,
+        source,
+    })
+}
+
+fn verify_signature(
+    bytes: &[u8],
+    signature: &[u8],
+    options: &OpenOptions,
+    origin: &str,
+) -> Result<(), Error> {
+    let key = crate::signing::verify(bytes, signature, &options.trusted_keys, origin)?;
+    log::info!("{origin}: signed by trusted key {}", key.to_hex());
+    Ok(())
+}
+
 fn check_logits(logits: &[f32], classes: usize, origin: &str) -> Result<(), Error> {
     match logits.iter().position(|v| !v.is_finite()) {
         Some(i) => Err(Error::NonFiniteOutput {
@@ -654,6 +794,19 @@ fn check_logits(logits: &[f32], classes: usize, origin: &str) -> Result<(), Erro
         }),
         None => Ok(()),
     }
+}
+
+/// A decoder's message cut to its first and last 150 characters: a deeply nested message
+/// repeats the path of fields, and the reason comes last.
+fn brief(text: &str) -> String {
+    const KEEP: usize = 150;
+    let chars = text.chars().count();
+    if chars <= 2 * KEEP + 1 {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(KEEP).collect();
+    let tail: String = text.chars().skip(chars - KEEP).collect();
+    format!("{head} … {tail}")
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -80,8 +80,9 @@ pub enum EscalationOutcome {
         /// The hook's name.
         by: String,
     },
-    /// The hook failed (an error, a panic, or an answer outside the label set); the
-    /// student's answer stands.
+    /// The hook failed (an error, a panic, an answer outside the label set or a confidence
+    /// outside `[0, 1]`, or, through a [`DeadlineHook`](crate::DeadlineHook), no answer in
+    /// time); the student's answer stands.
     Failed {
         /// The hook's name.
         by: String,

@@ -145,6 +145,7 @@ mod tests {
             scale: 1.0 / 255.0,
             mean: vec![0.5],
             std: vec![0.25],
+            non_finite: Default::default(),
         }
     }
 

@@ -1,14 +1,17 @@
-//! Where a model's bytes live: a read-only memory map of a file, or an aligned owned copy.
+//! Where a model's bytes live: an aligned private copy (the default), or a read-only
+//! memory map of the file.
 //!
 //! This is the one module of the crate allowed to use `unsafe`.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
 use memmap2::Mmap;
 
 use crate::compiled::exec::{Line, lines};
 use crate::error::Error;
+use crate::limits::{Check, Limit};
 
 /// The bytes of a model file, borrowed from a memory map or owned. Either way they start
 /// on a 64-byte boundary, so a compiled student's weights are read in place.
@@ -18,11 +21,9 @@ pub(crate) enum ModelBytes {
 }
 
 impl ModelBytes {
-    /// Memory-maps `path` read-only.
-    ///
-    /// An empty file cannot be mapped on every platform, so it is read as an empty buffer
-    /// and rejected later by the parser with a clear message.
-    pub(crate) fn map(path: &Path) -> Result<ModelBytes, Error> {
+    /// Opens `path` as a regular file of at most `max_file_bytes`, returning it with its
+    /// length.
+    fn open(path: &Path, check: &Check<'_>) -> Result<(File, u64), Error> {
         let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
@@ -33,18 +34,60 @@ impl ModelBytes {
             return Err(io(std::io::Error::other("not a regular file")));
         }
         let file = File::open(path).map_err(io)?;
-        if meta.len() == 0 {
+        // The length of what was opened, not of what the path names now.
+        let len = file.metadata().map_err(io)?.len();
+        check.within(Limit::File, Some(len), || "the file".to_string())?;
+        Ok((file, len))
+    }
+
+    /// Reads `path` into an aligned buffer owned by this process.
+    ///
+    /// Once read, nothing another process does to the file (truncating it, rewriting it in
+    /// place) reaches the model: this is the guard against a file changed under a running
+    /// app. A file that shrinks while it is being read is an error; one that grows is read
+    /// up to the length it had when it was opened.
+    pub(crate) fn read(path: &Path, check: &Check<'_>) -> Result<ModelBytes, Error> {
+        let (file, len) = ModelBytes::open(path, check)?;
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let len = usize::try_from(len).map_err(|_| io(std::io::Error::other("too large")))?;
+        let mut buffer = lines(len);
+        let bytes = &mut bytemuck::cast_slice_mut::<Line, u8>(&mut buffer)[..len];
+        file.take(len as u64).read_exact(bytes).map_err(|e| {
+            io(match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => {
+                    std::io::Error::other("the file shrank while it was being read")
+                }
+                _ => e,
+            })
+        })?;
+        Ok(ModelBytes::Owned { lines: buffer, len })
+    }
+
+    /// Memory-maps `path` read-only: no copy, pages shared with other processes mapping
+    /// the same file, but the file must not change while the model is open (see SAFETY).
+    ///
+    /// An empty file cannot be mapped on every platform, so it is read as an empty buffer
+    /// and rejected later by the parser with a clear message.
+    pub(crate) fn map(path: &Path, check: &Check<'_>) -> Result<ModelBytes, Error> {
+        let (file, len) = ModelBytes::open(path, check)?;
+        if len == 0 {
             return Ok(ModelBytes::copy(&[]));
         }
-        // SAFETY: the map is read-only and private to this process. Another process could
-        // still truncate or rewrite the file while it is mapped. An ONNX model is only read
-        // through the map while it is parsed in `StudentModel::open` (the plan owns copies
-        // of its weights). A compiled student's weights are read in place on every run, so
-        // truncating its file under a running app faults that process (SIGBUS), as with any
-        // memory-mapped asset; apps that replace model files write a new file and rename it
-        // over the old one, which leaves the mapped inode intact.
+        // SAFETY: the map is read-only and private to this process, and `as_slice` hands
+        // out only shared borrows of it. Another process can still truncate or rewrite the
+        // file while it is mapped: reads past a truncation fault the process (SIGBUS) and
+        // reads of rewritten pages see the new bytes. That is why mapping is opt-in
+        // (`OpenOptions::memory_map`) and documented as safe only for files the app
+        // replaces by renaming a new file over the old one, which leaves the mapped inode
+        // intact; the default reads a private copy instead.
         #[allow(unsafe_code)]
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let map = unsafe { Mmap::map(&file) }.map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(ModelBytes::Mapped(map))
     }
 

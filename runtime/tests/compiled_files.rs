@@ -258,6 +258,7 @@ fn check_case(dir: &Path, case: &Case, isa: Isa) -> Result<String, String> {
     let options = OpenOptions {
         batch: BATCH,
         kernels: Some(isa),
+        ..OpenOptions::default()
     };
     let model = StudentModel::open_with(&case.student, &options)
         .map_err(|e| format!("{at}: cannot open {}: {e}", case.student.display()))?;
@@ -377,6 +378,7 @@ fn write_expected(dir: &Path) -> Result<Vec<String>, String> {
     let options = OpenOptions {
         batch: 1,
         kernels: Some(WRITE_ISA),
+        ..OpenOptions::default()
     };
     let mut report = Vec::new();
     for name in students {

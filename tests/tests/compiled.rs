@@ -45,6 +45,7 @@ fn compare(name: &str, batch: usize) -> (f32, f64) {
         let options = OpenOptions {
             batch,
             kernels: Some(isa),
+            ..OpenOptions::default()
         };
         let compiled = StudentModel::from_bytes_named(&bytes, name, &options).unwrap();
         assert_eq!(compiled.kernels(), isa.name());

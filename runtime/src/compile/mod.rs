@@ -51,7 +51,8 @@ pub struct Compiled {
 /// Compiles the ONNX student in `bytes` (named `origin` in errors).
 ///
 /// # Errors
-/// [`Error::NotOnnx`] and [`Error::Unsupported`] as for opening, [`Error::InvalidCard`]
+/// [`Error::NotOnnx`], [`Error::Unsupported`], [`Error::TooLarge`] (default [`Limits`](crate::Limits))
+/// and [`Error::Malformed`] as for opening, [`Error::InvalidCard`]
 /// for a malformed model card, and [`Error::Compile`] naming the node the compiler cannot
 /// translate and why.
 pub fn compile_onnx(bytes: &[u8], origin: &str) -> Result<Compiled, Error> {
@@ -81,6 +82,13 @@ pub fn compile_onnx(bytes: &[u8], origin: &str) -> Result<Compiled, Error> {
             ));
         }
     };
+    // The default limits bound what the compiler folds, as they bound opening.
+    let limits = crate::Limits::default();
+    let check = crate::limits::Check {
+        limits: &limits,
+        origin,
+    };
+    crate::limits::check_onnx(&proto, &check, 1)?;
     let info = GraphInfo::read(&proto, origin)?;
     // The card must be valid before anything is written.
     info.card(origin)?;

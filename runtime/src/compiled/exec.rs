@@ -83,6 +83,24 @@ impl Executor {
         self.isa
     }
 
+    /// The bytes one call state takes at `batch` (what `take_state` allocates), `None` on
+    /// overflow. Checked against the limits before any state is made.
+    pub(crate) fn scratch_bytes(&self, batch: usize) -> Option<u64> {
+        let n = self.needs;
+        let batch = batch as u64;
+        let per_batch = |per: usize| (per as u64).checked_mul(batch);
+        let acc = (n.acc_per_call as u64).max(per_batch(n.acc_per_sample)?);
+        let mut total = per_batch(self.plan.arena_per_sample)?
+            .checked_add(n.packed_bytes as u64)?
+            .checked_add(acc.checked_mul(4)?)?
+            .checked_add((n.widened as u64).checked_mul(4)?)?
+            .checked_add(per_batch(n.rows_per_sample)?)?;
+        for op in &self.plan.manifest.ops {
+            total = total.checked_add(unfolded_bytes(op)?)?;
+        }
+        Some(total)
+    }
+
     pub(crate) fn plan(&self) -> &Plan {
         &self.plan
     }
@@ -716,6 +734,20 @@ fn im2col<T: Copy>(w: &Window, x: &[T], col: &mut [T]) {
     }
 }
 
+/// The bytes of the im2col buffer [`unfolded`] makes for `op`, `None` on overflow.
+fn unfolded_bytes(op: &Op) -> Option<u64> {
+    let len = |w: &Window, size: u64| {
+        [w.k(), w.h_out, w.w_out]
+            .iter()
+            .try_fold(size, |acc, &d| acc.checked_mul(d as u64))
+    };
+    match op {
+        Op::Conv { window: w, .. } if !is_direct(w) => len(w, 4),
+        Op::QConv { window: w, .. } => len(w, 1),
+        _ => Some(0),
+    }
+}
+
 /// The im2col buffer a convolution needs, its padding positions already holding the
 /// padding value (0, or the input's zero point).
 fn unfolded(op: &Op) -> Vec<Line> {
@@ -987,21 +1019,19 @@ fn quantized_avg_pool(
     {
         for oy in 0..w.h_out {
             for ox in 0..w.w_out {
-                let (mut sum, mut count) = (0i64, 0i64);
-                for ki in 0..w.kh {
-                    let iy = (oy * w.stride[0] + ki * w.dilation[0]).wrapping_sub(w.pad[0]);
-                    for kj in 0..w.kw {
-                        let ix = (ox * w.stride[1] + kj * w.dilation[1]).wrapping_sub(w.pad[1]);
-                        if iy < w.h_in && ix < w.w_in {
-                            sum += src[iy * w.w_in + ix] as i64 - zp;
-                            count += 1;
-                        }
+                let (rows, cols) = (taps(w, 0, oy), taps(w, 1, ox));
+                let mut sum = 0i64;
+                for ki in rows.clone() {
+                    let iy = oy * w.stride[0] + ki * w.dilation[0] - w.pad[0];
+                    for kj in cols.clone() {
+                        let ix = ox * w.stride[1] + kj * w.dilation[1] - w.pad[1];
+                        sum += src[iy * w.w_in + ix] as i64 - zp;
                     }
                 }
                 let divisor = if count_pad {
                     (w.kh * w.kw) as i64
                 } else {
-                    count.max(1)
+                    (rows.len() * cols.len()).max(1) as i64
                 };
                 dst[oy * w.w_out + ox] =
                     (div_round_half_even(sum, divisor) + zp).clamp(0, 255) as u8;
@@ -1021,6 +1051,19 @@ fn div_round_half_even(n: i64, d: i64) -> i64 {
     }
 }
 
+/// The kernel taps along `axis` (0: rows, 1: columns) of output position `o` that read
+/// the input rather than the padding: `t` with `0 <= o * stride + t * dilation - pad < size`.
+/// Pooling loops over these alone, so a kernel far larger than its input (a file may
+/// declare 2^13 x 2^13 over a 4 x 4 input) costs what the input holds, not its own area.
+fn taps(w: &Window, axis: usize, o: usize) -> Range<usize> {
+    let (k, size) = [(w.kh, w.h_in), (w.kw, w.w_in)][axis];
+    let (stride, pad, dilation) = (w.stride[axis], w.pad[axis], w.dilation[axis]);
+    let origin = o * stride;
+    let first = pad.saturating_sub(origin).div_ceil(dilation);
+    let end = (pad + size).saturating_sub(origin).div_ceil(dilation);
+    first.min(k)..end.min(k).max(first.min(k))
+}
+
 /// Average pooling of NCHW f32 samples.
 fn avg_pool(w: &Window, batch: usize, x: &[f32], y: &mut [f32], count_pad: bool) {
     let (plane_in, plane_out) = (w.h_in * w.w_in, w.h_out * w.w_out);
@@ -1031,17 +1074,16 @@ fn avg_pool(w: &Window, batch: usize, x: &[f32], y: &mut [f32], count_pad: bool)
     {
         for oy in 0..w.h_out {
             for ox in 0..w.w_out {
-                let (mut sum, mut count) = (0.0f32, 0usize);
-                for ki in 0..w.kh {
-                    let iy = (oy * w.stride[0] + ki * w.dilation[0]).wrapping_sub(w.pad[0]);
-                    for kj in 0..w.kw {
-                        let ix = (ox * w.stride[1] + kj * w.dilation[1]).wrapping_sub(w.pad[1]);
-                        if iy < w.h_in && ix < w.w_in {
-                            sum += src[iy * w.w_in + ix];
-                            count += 1;
-                        }
+                let (rows, cols) = (taps(w, 0, oy), taps(w, 1, ox));
+                let mut sum = 0.0f32;
+                for ki in rows.clone() {
+                    let iy = oy * w.stride[0] + ki * w.dilation[0] - w.pad[0];
+                    for kj in cols.clone() {
+                        let ix = ox * w.stride[1] + kj * w.dilation[1] - w.pad[1];
+                        sum += src[iy * w.w_in + ix];
                     }
                 }
+                let count = rows.len() * cols.len();
                 let divisor = if count_pad { w.kh * w.kw } else { count.max(1) };
                 dst[oy * w.w_out + ox] = sum / divisor as f32;
             }
@@ -1249,5 +1291,95 @@ mod tests {
         let x = [13u8, 11, 0, 0, 11, 11, 0, 0];
         quantized_avg_pool(&w, 1, &x, &mut y, 10, false);
         assert_eq!(y, [12, 0]);
+    }
+
+    #[test]
+    fn pooling_taps_are_the_kernel_positions_inside_the_input() {
+        // Every small geometry, against the definition: tap t reads the input when
+        // 0 <= o * stride + t * dilation - pad < size.
+        for size in 1..5 {
+            for k in 1..6 {
+                for stride in 1..4 {
+                    for pad in 0..4 {
+                        for dilation in 1..3 {
+                            check_taps(size, k, stride, pad, dilation);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_taps(size: usize, k: usize, stride: usize, pad: usize, dilation: usize) {
+        let w = Window {
+            c_in: 1,
+            c_out: 1,
+            h_in: size,
+            w_in: 1,
+            h_out: (size + 2 * pad) / stride + 1,
+            w_out: 1,
+            kh: k,
+            kw: 1,
+            stride: [stride, 1],
+            pad: [pad, 0],
+            dilation: [dilation, 1],
+            groups: 1,
+        };
+        for o in 0..w.h_out {
+            let expected: Vec<usize> = (0..k)
+                .filter(|&t| {
+                    let at = (o * stride + t * dilation) as isize - pad as isize;
+                    (0..size as isize).contains(&at)
+                })
+                .collect();
+            assert_eq!(
+                taps(&w, 0, o).collect::<Vec<_>>(),
+                expected,
+                "{w:?}, output {o}"
+            );
+        }
+    }
+
+    #[test]
+    fn average_pooling_with_a_kernel_far_larger_than_its_input_is_quick() {
+        // 2^13 x 2^13 over 4 x 4, stride 2: output (oy, ox) is the mean of rows 2*oy..4
+        // and columns 2*ox..4. Visiting all 2^26 taps per output made this take seconds.
+        let w = Window {
+            c_in: 1,
+            c_out: 1,
+            h_in: 4,
+            w_in: 4,
+            h_out: 2,
+            w_out: 2,
+            kh: 1 << 13,
+            kw: 1 << 13,
+            stride: [2, 2],
+            pad: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let cells = |oy: usize, ox: usize| -> Vec<usize> {
+            let rows = 2 * oy..4;
+            rows.flat_map(|r| (2 * ox..4).map(move |c| r * 4 + c))
+                .collect()
+        };
+        let outputs = [(0, 0), (0, 1), (1, 0), (1, 1)];
+        let x: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let mut y = [0.0f32; 4];
+        avg_pool(&w, 1, &x, &mut y, false);
+        let expected = outputs.map(|(oy, ox)| {
+            let at = cells(oy, ox);
+            at.iter().map(|&i| x[i]).sum::<f32>() / at.len() as f32
+        });
+        assert_eq!(y, expected);
+        let q: Vec<u8> = (0..16).collect();
+        let mut qy = [0u8; 4];
+        quantized_avg_pool(&w, 1, &q, &mut qy, 0, false);
+        let expected = outputs.map(|(oy, ox)| {
+            let at = cells(oy, ox);
+            let sum = at.iter().map(|&i| q[i] as i64).sum::<i64>();
+            div_round_half_even(sum, at.len() as i64) as u8
+        });
+        assert_eq!(qy, expected);
     }
 }

@@ -10,13 +10,25 @@ use student_kernels::Isa;
 
 use crate::error::Error;
 use crate::info::GraphInfo;
+use crate::limits::{Check, Limit, elements};
 use exec::Executor;
 use ir::DType;
 use plan::Plan;
 
+/// The most classes a compiled student may declare, as for an ONNX file
+/// (`onnx_info.rs`): a card without labels gets one default label per class, so an output
+/// of 2^25 values in a file of a few hundred bytes would otherwise cost gigabytes at open.
+const MAX_CLASSES: usize = 1 << 20;
+
 /// Validates a compiled file and prepares its executor. Nothing is read through an offset
 /// before the header, the checksum, every blob range and every op have been checked.
-pub(crate) fn open(bytes: &[u8], origin: &str, isa: Isa) -> Result<(Executor, GraphInfo), Error> {
+pub(crate) fn open(
+    bytes: &[u8],
+    origin: &str,
+    isa: Isa,
+    check: &Check<'_>,
+    batch: usize,
+) -> Result<(Executor, GraphInfo), Error> {
     let bad = |reason: String| Error::NotCompiled {
         origin: origin.to_string(),
         reason,
@@ -28,10 +40,10 @@ pub(crate) fn open(bytes: &[u8], origin: &str, isa: Isa) -> Result<(Executor, Gr
     let input = &m.values[m.input];
     let output = &m.values[m.output];
     let classes = match output.dims[..] {
-        [k] if k >= 2 => k,
+        [k] if (2..=MAX_CLASSES).contains(&k) => k,
         _ => {
             return Err(bad(format!(
-                "the output has dimensions {:?} per sample, expected [classes] with at least 2 classes",
+                "the output has dimensions {:?} per sample, expected [classes] with 2 to {MAX_CLASSES} classes",
                 output.dims
             )));
         }
@@ -46,5 +58,30 @@ pub(crate) fn open(bytes: &[u8], origin: &str, isa: Isa) -> Result<(Executor, Gr
         params: m.params,
         operators: m.source_operators.clone(),
     };
-    Ok((Executor::new(plan, data, isa), info))
+    check.within(Limit::Weights, Some(parsed.data_len as u64), || {
+        "the data section (weights)".to_string()
+    })?;
+    check.within(Limit::Nodes, Some(m.ops.len() as u64), || {
+        "the number of ops".to_string()
+    })?;
+    for (key, value) in &m.metadata {
+        check.within(Limit::String, Some(value.len() as u64), || {
+            format!("metadata entry `{key}`")
+        })?;
+    }
+    for (i, v) in m.values.iter().enumerate() {
+        let bytes = elements(v.dims.iter().map(|&d| d as u64))
+            .and_then(|n| n.checked_mul(v.dtype.size() as u64 * batch as u64));
+        check.within(Limit::Tensor, bytes, || {
+            format!(
+                "value {i} at batch {batch}, dimensions {:?} per sample,",
+                v.dims
+            )
+        })?;
+    }
+    let executor = Executor::new(plan, data, isa);
+    check.within(Limit::Scratch, executor.scratch_bytes(batch), || {
+        format!("the working memory of one call at batch {batch}")
+    })?;
+    Ok((executor, info))
 }

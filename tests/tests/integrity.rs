@@ -1,0 +1,271 @@
+//! Model files as untrusted input: limits on what a file may declare, signed models, files
+//! changed under a running model, and the model card's rule for NaN inputs.
+
+mod common;
+
+use std::path::Path;
+
+use common::{models_dir, samples, scratch, student, with_card_entry};
+use student_runtime::signing::{SecretKey, sign};
+use student_runtime::{Error, Limits, OpenOptions, StudentModel, compile_onnx};
+
+fn compiled_student() -> Vec<u8> {
+    let bytes = std::fs::read(models_dir().join("student.onnx")).unwrap();
+    compile_onnx(&bytes, "student.onnx").unwrap().bytes
+}
+
+fn with_limits(f: impl FnOnce(&mut Limits)) -> OpenOptions {
+    let mut options = OpenOptions::default();
+    f(&mut options.limits);
+    options
+}
+
+/// The limit named in a `TooLarge` error, or a description of the other error.
+fn limit_hit(result: Result<StudentModel, Error>) -> String {
+    match result {
+        Err(Error::TooLarge { option, .. }) => option.to_string(),
+        Err(e) => format!("another error: {e}"),
+        Ok(_) => "opened".to_string(),
+    }
+}
+
+#[test]
+fn each_limit_refuses_a_model_over_it_and_names_itself() {
+    let onnx_path = models_dir().join("student.onnx");
+    let onnx = std::fs::read(&onnx_path).unwrap();
+    let compiled = compiled_student();
+    for bytes in [&onnx, &compiled] {
+        let open = |options: &OpenOptions| StudentModel::from_bytes(bytes, options);
+        assert_eq!(
+            limit_hit(open(&with_limits(|l| l.max_file_bytes = 1000))),
+            "max_file_bytes"
+        );
+        assert_eq!(
+            limit_hit(open(&with_limits(|l| l.max_nodes = 3))),
+            "max_nodes"
+        );
+        // The card's entries are a few hundred bytes each.
+        assert_eq!(
+            limit_hit(open(&with_limits(|l| l.max_string_bytes = 64))),
+            "max_string_bytes"
+        );
+        assert_eq!(
+            limit_hit(open(&with_limits(|l| l.max_weight_bytes = 10_000))),
+            "max_weight_bytes"
+        );
+        // A 16x28x28 activation is 50 KB a sample: batch 1 fits 1 MiB, batch 64 does not.
+        let tensor_limit = |batch| {
+            let mut options = with_limits(|l| l.max_tensor_bytes = 1 << 20);
+            options.batch = batch;
+            options
+        };
+        assert_eq!(limit_hit(open(&tensor_limit(1))), "opened");
+        assert_eq!(limit_hit(open(&tensor_limit(64))), "max_tensor_bytes");
+        let unlimited = OpenOptions {
+            limits: Limits::unlimited(),
+            batch: 64,
+            ..OpenOptions::default()
+        };
+        assert_eq!(limit_hit(open(&unlimited)), "opened");
+    }
+    // The working memory of a compiled student's call grows with the batch.
+    let scratch_limit = OpenOptions {
+        batch: 64,
+        ..with_limits(|l| l.max_scratch_bytes = 1 << 20)
+    };
+    assert_eq!(
+        limit_hit(StudentModel::from_bytes(&compiled, &scratch_limit)),
+        "max_scratch_bytes"
+    );
+    // The file limit applies before a file is read.
+    let e = StudentModel::open_with(&onnx_path, &with_limits(|l| l.max_file_bytes = 1000))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("the file is")
+            && e.to_string().contains("over the limit of 1000"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_file_changed_after_opening_does_not_reach_the_model() {
+    let dir = scratch("changed-file");
+    let reference = student();
+    let inputs: Vec<Vec<f32>> = samples(&reference)
+        .into_iter()
+        .map(|(_, _, x)| x)
+        .collect();
+    for (name, bytes) in [
+        ("student.onnx", std::fs::read(models_dir().join("student.onnx")).unwrap()),
+        ("student.student", compiled_student()),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let model = StudentModel::open(&path).unwrap();
+        let before: Vec<Vec<f32>> = inputs.iter().map(|x| model.logits(x).unwrap()).collect();
+        // Truncated in place, then rewritten in place with other bytes of the same length.
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(0).unwrap();
+        drop(file);
+        let after: Vec<Vec<f32>> = inputs.iter().map(|x| model.logits(x).unwrap()).collect();
+        assert_eq!(before, after, "{name}: truncating the file changed the answers");
+        std::fs::write(&path, vec![0x5a; bytes.len()]).unwrap();
+        let after: Vec<Vec<f32>> = inputs.iter().map(|x| model.logits(x).unwrap()).collect();
+        assert_eq!(before, after, "{name}: rewriting the file changed the answers");
+    }
+}
+
+/// With `memory_map` set, the model reads a compiled file's weights from the file's pages;
+/// truncating the file under it faults the process. This is why mapping is opt-in, and
+/// what the documentation of `OpenOptions::memory_map` warns of. The fault happens in a
+/// child process, which this test starts from its own executable.
+#[test]
+fn a_mapped_file_truncated_under_the_model_faults_only_with_memory_map() {
+    const CHILD: &str = "STUDENT_TEST_MAPPED_CHILD";
+    if let Ok(path) = std::env::var(CHILD) {
+        let options = OpenOptions {
+            memory_map: true,
+            ..OpenOptions::default()
+        };
+        let model = StudentModel::open_with(&path, &options).unwrap();
+        let input = vec![0.5f32; model.input_spec().len()];
+        model.logits(&input).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        // Reads the weights again, now past the end of the file.
+        let _ = model.logits(&input);
+        println!("no fault");
+        std::process::exit(0);
+    }
+    let dir = scratch("mapped-file");
+    let path = dir.join("student.student");
+    std::fs::write(&path, compiled_student()).unwrap();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_mapped_file_truncated_under_the_model_faults_only_with_memory_map",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, &path)
+        .output()
+        .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        const SIGBUS: i32 = 7;
+        assert_eq!(
+            output.status.signal(),
+            Some(SIGBUS),
+            "expected the mapped child to fault; status {:?}, stdout {}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+}
+
+fn write_signed(dir: &Path, key: &SecretKey) -> std::path::PathBuf {
+    let path = dir.join("student.onnx");
+    let bytes = std::fs::read(models_dir().join("student.onnx")).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::write(dir.join("student.onnx.sig"), sign(&bytes, key)).unwrap();
+    path
+}
+
+#[test]
+fn only_models_signed_by_a_trusted_key_open_when_keys_are_set() {
+    let dir = scratch("signed");
+    let publisher = SecretKey::from_seed([7; 32]);
+    let stranger = SecretKey::from_seed([9; 32]);
+    let path = write_signed(&dir, &publisher);
+    let trusting = |key: &SecretKey| OpenOptions {
+        trusted_keys: vec![key.public()],
+        ..OpenOptions::default()
+    };
+    let reason = |r: Result<StudentModel, Error>| match r {
+        Err(Error::Signature { reason, .. }) => reason,
+        Err(e) => panic!("expected a signature error, got {e}"),
+        Ok(_) => panic!("expected a signature error, the model opened"),
+    };
+
+    StudentModel::open_with(&path, &trusting(&publisher)).unwrap();
+    // No keys set: signatures are not looked at.
+    StudentModel::open(&path).unwrap();
+    assert!(reason(StudentModel::open_with(&path, &trusting(&stranger))).contains("not among"));
+
+    // One byte changed after signing: refused before the model is parsed.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(
+        reason(StudentModel::open_with(&path, &trusting(&publisher))).contains("other bytes")
+    );
+
+    // No signature file.
+    let path = write_signed(&dir, &publisher);
+    std::fs::remove_file(dir.join("student.onnx.sig")).unwrap();
+    assert!(
+        reason(StudentModel::open_with(&path, &trusting(&publisher)))
+            .contains("cannot read the signature")
+    );
+
+    // From memory: the signature comes with the options.
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(
+        reason(StudentModel::from_bytes(&bytes, &trusting(&publisher)))
+            .contains("no signature was given")
+    );
+    let with_signature = OpenOptions {
+        signature: Some(sign(&bytes, &publisher).into_bytes()),
+        ..trusting(&publisher)
+    };
+    StudentModel::from_bytes(&bytes, &with_signature).unwrap();
+
+    // A compiled student is signed the same way.
+    let compiled = compiled_student();
+    let options = OpenOptions {
+        signature: Some(sign(&compiled, &publisher).into_bytes()),
+        ..trusting(&publisher)
+    };
+    StudentModel::from_bytes(&compiled, &options).unwrap();
+}
+
+#[test]
+fn nan_inputs_follow_the_model_cards_rule() {
+    let path = models_dir().join("student.onnx");
+    let model = student();
+    let mut input = samples(&model).remove(0).2;
+    input[100] = f32::NAN;
+    input[200] = f32::INFINITY;
+    let e = model.logits(&input).unwrap_err();
+    assert!(e.to_string().contains("not finite"), "{e}");
+
+    let card_input = r#"{"channels":1,"height":28,"layout":"NCHW","mean":[0.286],"scale":0.003921568859368563,"std":[0.353],"width":28,"non_finite":"zero"}"#;
+    let bytes = with_card_entry(&path, "student.input", card_input);
+    let zeroing = StudentModel::from_bytes(&bytes, &OpenOptions::default()).unwrap();
+    let mut zeroed = input.clone();
+    zeroed[100] = 0.0;
+    zeroed[200] = 0.0;
+    assert_eq!(
+        zeroing.logits(&input).unwrap(),
+        zeroing.logits(&zeroed).unwrap()
+    );
+    let compiled = compile_onnx(&bytes, "zeroing").unwrap().bytes;
+    let zeroing = StudentModel::from_bytes(&compiled, &OpenOptions::default()).unwrap();
+    assert_eq!(
+        zeroing.logits(&input).unwrap(),
+        zeroing.logits(&zeroed).unwrap()
+    );
+
+    let bad = with_card_entry(&path, "student.input", &card_input.replace("zero", "clamp"));
+    let e = StudentModel::from_bytes(&bad, &OpenOptions::default()).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidCard { .. }) && e.to_string().contains("clamp"),
+        "{e}"
+    );
+}
