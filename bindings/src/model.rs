@@ -6,7 +6,7 @@ use std::time::Instant;
 use student_runtime as rt;
 
 use crate::error::StudentError;
-use crate::escalation::{EscalationHandler, ForeignHook};
+use crate::escalation::{EscalationHandler, hook_for};
 use crate::records::{ClassifyOptions, ModelInfo, PixelFormat, Prediction};
 use crate::tensor::Tensor;
 
@@ -24,7 +24,8 @@ pub struct StudentModel {
 
 #[uniffi::export]
 impl StudentModel {
-    /// Opens the ONNX student at `path` (memory-mapped).
+    /// Opens the student at `path` (`.onnx` or compiled `.student`), read into memory the
+    /// model owns: the file may be replaced or deleted once this returns.
     ///
     /// # Errors
     /// [`StudentError::Io`] when the file cannot be read; [`StudentError::InvalidModel`]
@@ -50,6 +51,45 @@ impl StudentModel {
             None => rt::StudentModel::from_bytes(&bytes, &options)?,
         };
         Ok(StudentModel::wrap(model))
+    }
+
+    /// Opens the student at `path` only if the signature file `path.sig` (made by
+    /// `student sign`) signs it by one of `trusted_keys` (public keys as 64 hex digits, the
+    /// contents of a `.pub` file from `student keygen`). The signature is checked before the
+    /// model is parsed.
+    ///
+    /// # Errors
+    /// [`StudentError::InvalidInput`] for a malformed key; [`StudentError::InvalidModel`]
+    /// when the signature is missing, by another key, or for other bytes; otherwise as
+    /// [`open`](StudentModel::open).
+    #[uniffi::constructor]
+    pub fn open_signed(
+        path: String,
+        trusted_keys: Vec<String>,
+    ) -> Result<Arc<StudentModel>, StudentError> {
+        let options = signed_options(&trusted_keys, None)?;
+        Ok(StudentModel::wrap(rt::StudentModel::open_with(
+            path, &options,
+        )?))
+    }
+
+    /// Like [`from_bytes`](StudentModel::from_bytes), accepting the bytes only if
+    /// `signature` (the contents of their `.sig` file) signs them by one of `trusted_keys`.
+    ///
+    /// # Errors
+    /// As [`open_signed`](StudentModel::open_signed).
+    #[uniffi::constructor(default(name = None))]
+    pub fn from_signed_bytes(
+        bytes: Vec<u8>,
+        signature: Vec<u8>,
+        trusted_keys: Vec<String>,
+        name: Option<String>,
+    ) -> Result<Arc<StudentModel>, StudentError> {
+        let options = signed_options(&trusted_keys, Some(signature))?;
+        let name = name.as_deref().unwrap_or("in-memory bytes");
+        Ok(StudentModel::wrap(rt::StudentModel::from_bytes_named(
+            &bytes, name, &options,
+        )?))
     }
 
     /// The model card and facts about the file.
@@ -79,9 +119,9 @@ impl StudentModel {
     ) -> Result<Prediction, StudentError> {
         let start = Instant::now();
         let model = self.get("classify")?;
+        let hook = hook_for(handler, options.as_ref())?;
         let options = runtime_options(options.as_ref())?;
-        let hook = handler.map(ForeignHook::new);
-        classify_one(&model, input.as_slice(), &options, hook.as_ref(), start)
+        classify_one(&model, input.as_slice(), &options, hook.as_deref(), start)
     }
 
     /// Classifies a raw image of any size: 8-bit grayscale or RGBA, `width x height`
@@ -109,9 +149,9 @@ impl StudentModel {
             height as usize,
             format.into(),
         )?;
+        let hook = hook_for(handler, options.as_ref())?;
         let options = runtime_options(options.as_ref())?;
-        let hook = handler.map(ForeignHook::new);
-        classify_one(&model, &input, &options, hook.as_ref(), start)
+        classify_one(&model, &input, &options, hook.as_deref(), start)
     }
 
     /// Classifies samples laid end to end in `inputs` (a whole number of samples), one
@@ -139,8 +179,8 @@ impl StudentModel {
                 ),
             });
         }
+        let hook = hook_for(handler, options.as_ref())?;
         let options = runtime_options(options.as_ref())?;
-        let hook = handler.map(ForeignHook::new);
         // The model is opened with a batch-1 plan, so samples run one at a time either way;
         // going through `classify` keeps escalation identical to single calls.
         values
@@ -148,7 +188,7 @@ impl StudentModel {
             .enumerate()
             .map(|(i, sample)| {
                 let start = Instant::now();
-                classify_one(&model, sample, &options, hook.as_ref(), start)
+                classify_one(&model, sample, &options, hook.as_deref(), start)
                     .map_err(|e| e.within(&format!("sample {i}")))
             })
             .collect()
@@ -193,11 +233,31 @@ fn classify_one(
     model: &rt::StudentModel,
     input: &[f32],
     options: &rt::ClassifyOptions,
-    hook: Option<&ForeignHook>,
+    hook: Option<&dyn rt::EscalationHook>,
     start: Instant,
 ) -> Result<Prediction, StudentError> {
-    let hook = hook.map(|h| h as &dyn rt::EscalationHook);
     let prediction = model.classify(input, options, hook)?;
     let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     Ok(Prediction::of(&prediction, micros))
+}
+
+/// Options that accept only models signed by one of `keys`; at least one key is needed.
+fn signed_options(
+    keys: &[String],
+    signature: Option<Vec<u8>>,
+) -> Result<rt::OpenOptions, StudentError> {
+    if keys.is_empty() {
+        return Err(StudentError::InvalidInput {
+            reason: "no trusted keys given: a signed model needs at least one".to_string(),
+        });
+    }
+    let trusted_keys = keys
+        .iter()
+        .map(|k| rt::signing::TrustedKey::from_hex(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rt::OpenOptions {
+        trusted_keys,
+        signature,
+        ..rt::OpenOptions::default()
+    })
 }

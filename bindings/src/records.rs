@@ -102,6 +102,15 @@ pub struct ClassifyOptions {
     /// error), at most the number of labels are listed.
     #[uniffi(default = 3)]
     pub top_k: u32,
+    /// The longest an escalation handler may take, in milliseconds; at least 1. Past it
+    /// the call returns with the handler's outcome `Failed` ("no answer within N ms") and
+    /// the student's answer; the handler runs on a thread of its own, which is left to
+    /// finish and whose answer is dropped. While 4 such abandoned calls still run in the
+    /// process, escalations with a deadline fail at once ("not called: ...") without
+    /// calling the handler. `None` (the default): no limit, and the handler runs on the
+    /// calling thread.
+    #[uniffi(default = None)]
+    pub handler_deadline_ms: Option<u32>,
 }
 
 /// The outcome of classifying one input.
@@ -170,7 +179,9 @@ pub enum EscalationOutcome {
         /// The handler's name.
         by: String,
     },
-    /// The handler threw, or answered outside the label set; the student's answer stands.
+    /// The handler threw, answered outside the label set or with a confidence outside
+    /// `[0, 1]`, or did not answer within `handler_deadline_ms`; the student's answer
+    /// stands.
     Failed {
         /// The handler's name.
         by: String,

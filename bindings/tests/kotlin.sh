@@ -38,10 +38,16 @@ if [ -x target/release/student ]; then
   target/release/student compile models/fashion-mnist/student-int8.onnx \
     -o "$out/student-int8.student" >/dev/null
   compiled="$out/student-int8.student"
+  # A model signed by a key made here, for the signed-model tests.
+  mkdir -p "$out/signed"
+  cp models/fashion-mnist/student.onnx "$out/signed/student.onnx"
+  target/release/student keygen "$out/signed/app" >/dev/null
+  target/release/student keygen "$out/signed/other" >/dev/null
+  target/release/student sign "$out/signed/student.onnx" --key "$out/signed/app.key" >/dev/null
 else
   echo "NOTE: target/release/student is not built: the compiled-student tests are skipped"
 fi
 # The deliberate panic (the probe) prints its message; no backtrace.
 RUST_BACKTRACE=0 java -Djna.library.path="$PWD/target/release" -Dstudent.root="$PWD" \
-  -Dstudent.compiled="$compiled" \
+  -Dstudent.compiled="$compiled" -Dstudent.signed="${compiled:+$out/signed}" \
   -cp "$out/test.jar:$jna" dev.student.test.StudentTestKt

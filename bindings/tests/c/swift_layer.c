@@ -132,13 +132,14 @@ static RustBuffer none_arg(void) {
     return done(&w);
 }
 
-// Some(ClassifyOptions { threshold: Some(t), top_k }).
+// Some(ClassifyOptions { threshold: Some(t), top_k, handler_deadline_ms: None }).
 static RustBuffer options_arg(float threshold, uint32_t top_k) {
     Writer w = {0};
     put_u8(&w, 1);
     put_u8(&w, 1);
     put_f32(&w, threshold);
     put_u32(&w, top_k);
+    put_u8(&w, 0);
     return done(&w);
 }
 

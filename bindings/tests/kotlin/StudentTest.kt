@@ -6,7 +6,10 @@ import dev.student.*
 import java.io.File
 import java.util.concurrent.Callable
 import java.util.concurrent.CopyOnWriteArrayList
+import java.util.concurrent.CountDownLatch
 import java.util.concurrent.Executors
+import java.util.concurrent.TimeUnit
+import java.util.concurrent.atomic.AtomicBoolean
 import java.util.concurrent.atomic.AtomicInteger
 import javax.imageio.ImageIO
 
@@ -139,6 +142,25 @@ fun main() {
         expect(bad.reason.contains("checksum")) { bad.reason }
         onnx.unload()
         compiled.unload()
+    }
+
+    val signedDir = System.getProperty("student.signed") ?: ""
+    if (signedDir.isNotEmpty()) test("a signed model opens only under its key and with its bytes") {
+        val model = File(signedDir, "student.onnx")
+        val key = File(signedDir, "app.pub").readText().trim()
+        val other = File(signedDir, "other.pub").readText().trim()
+        StudentModel.openSigned(model.path, listOf(other, key)).unload()
+        val stranger = expectThrows<StudentException.InvalidModel> { StudentModel.openSigned(model.path, listOf(other)) }
+        expect(stranger.reason.contains("not among")) { stranger.reason }
+        val bytes = model.readBytes()
+        val signature = File(signedDir, "student.onnx.sig").readBytes()
+        StudentModel.fromSignedBytes(bytes, signature, listOf(key), "student.onnx").unload()
+        val changed = bytes.copyOf().also { it[100] = (it[100].toInt() xor 1).toByte() }
+        val tampered = expectThrows<StudentException.InvalidModel> { StudentModel.fromSignedBytes(changed, signature, listOf(key), "changed.onnx") }
+        expect(tampered.reason.contains("other bytes")) { tampered.reason }
+        val badKey = expectThrows<StudentException.InvalidInput> { StudentModel.openSigned(model.path, listOf("not a key")) }
+        expect(badKey.reason.contains("64 hex digits")) { badKey.reason }
+        expectThrows<StudentException.InvalidInput> { StudentModel.openSigned(model.path, listOf()) }
     }
 
     test("the int8 student says it is int8") {
@@ -304,6 +326,130 @@ fun main() {
         expect(outcome is EscalationOutcome.Failed && outcome.error.contains("99") && p.finalIndex == p.index) { "$p" }
     }
 
+    test("a handler answering a NaN or out-of-range confidence is reported") {
+        // Each with how the runtime's message writes it.
+        for ((confidence, text) in listOf(Float.NaN to "NaN", 1.5f to "1.5", -0.1f to "-0.1", Float.POSITIVE_INFINITY to "inf")) {
+            val p = classifyGray(model, samples[1], always, Recording(HandlerAnswer(2u, confidence)))
+            val outcome = p.outcome
+            expect(outcome is EscalationOutcome.Failed && outcome.by == "kotlin-reviewer" &&
+                outcome.error.contains("confidence") && outcome.error.contains(text)) { "$confidence: $p" }
+            expect(p.finalIndex == p.index && p.answeredBy == "student") { "$confidence: $p" }
+        }
+    }
+
+    test("a handler past its deadline fails the escalation and the call returns in time") {
+        val started = CountDownLatch(1)
+        val finished = CountDownLatch(1)
+        val slow = object : EscalationHandler {
+            override fun name() = "slow-server"
+            override fun escalate(request: EscalationRequest): HandlerAnswer? {
+                started.countDown()
+                try {
+                    Thread.sleep(1500)
+                } finally {
+                    finished.countDown()
+                }
+                return HandlerAnswer(3u, null)
+            }
+        }
+        val t0 = System.nanoTime()
+        val p = classifyGray(model, samples[1], ClassifyOptions(1.0f, 3u, handlerDeadlineMs = 100u), slow)
+        val ms = (System.nanoTime() - t0) / 1_000_000
+        expect(started.count == 0L) { "the handler was not called" }
+        expect(ms in 100..1000) { "classify took $ms ms with a 100 ms deadline and a 1500 ms handler" }
+        val outcome = p.outcome
+        expect(outcome is EscalationOutcome.Failed && outcome.by == "slow-server" &&
+            outcome.error.startsWith("no answer within 100 ms")) { "$p" }
+        expect(p.finalIndex == p.index && p.answeredBy == "student" && p.escalated) { "$p" }
+        expect(p.reason.contains("slow-server failed (no answer within 100 ms")) { p.reason }
+        // The abandoned call runs to its end; its answer is dropped.
+        expect(finished.await(10, TimeUnit.SECONDS)) { "the abandoned handler never finished" }
+    }
+
+    test("past 4 abandoned handler calls, escalations with a deadline fail at once") {
+        val release = CountDownLatch(1)
+        val calls = AtomicInteger()
+        val returned = AtomicInteger()
+        val stuck = object : EscalationHandler {
+            override fun name() = "stuck"
+            override fun escalate(request: EscalationRequest): HandlerAnswer? {
+                calls.incrementAndGet()
+                try {
+                    release.await(30, TimeUnit.SECONDS)
+                } finally {
+                    returned.incrementAndGet()
+                }
+                return null
+            }
+        }
+        val options = ClassifyOptions(1.0f, 3u, handlerDeadlineMs = 50u)
+        val errors = (0 until 6).map {
+            val t0 = System.nanoTime()
+            val outcome = classifyGray(model, samples[1], options, stuck).outcome as EscalationOutcome.Failed
+            outcome.error to (System.nanoTime() - t0) / 1_000_000
+        }
+        release.countDown()
+        expect(errors.take(4).all { it.first.startsWith("no answer within 50 ms") }) { "$errors" }
+        // 10 s: far below the 30 s the handler would wait, far above the call itself.
+        expect(errors.drop(4).all { it.first.startsWith("not called: 4 earlier calls") && it.second < 10_000 }) { "$errors" }
+        expect(calls.get() == 4) { "the handler was called ${calls.get()} times" }
+        // Once they return, escalations reach the handler again (the count drops just
+        // after each returns, so allow a moment).
+        val deadline = System.nanoTime() + 10_000_000_000
+        var p: Prediction
+        do {
+            p = classifyGray(model, samples[1], options, Recording(HandlerAnswer(5u, null)))
+            if (p.outcome is EscalationOutcome.Answered) break
+            Thread.sleep(5)
+        } while (System.nanoTime() < deadline)
+        expect(returned.get() == 4) { "${returned.get()} stuck calls returned" }
+        expect(p.outcome == EscalationOutcome.Answered("kotlin-reviewer", null) && p.finalIndex == 5u) { "$p" }
+    }
+
+    test("a handler with a deadline answers from its own thread when in time") {
+        val caller = Thread.currentThread()
+        var ranOn: Thread? = null
+        val quick = object : EscalationHandler {
+            override fun name() = "quick"
+            override fun escalate(request: EscalationRequest): HandlerAnswer? {
+                ranOn = Thread.currentThread()
+                return HandlerAnswer(4u, 0.75f)
+            }
+        }
+        val p = classifyGray(model, samples[1], ClassifyOptions(1.0f, 3u, handlerDeadlineMs = 10_000u), quick)
+        expect(p.outcome == EscalationOutcome.Answered("quick", 0.75f) && p.finalIndex == 4u) { "$p" }
+        expect(ranOn != null && ranOn != caller) { "ran on $ranOn, the caller is $caller" }
+        val e = expectThrows<StudentException.InvalidInput> {
+            classifyGray(model, samples[1], ClassifyOptions(1.0f, 3u, handlerDeadlineMs = 0u), quick)
+        }
+        expect(e.reason.contains("handler_deadline_ms")) { e.reason }
+    }
+
+    test("with or without a deadline, throwing and garbage handlers are reported the same") {
+        fun handler(name: String, body: () -> HandlerAnswer?) = object : EscalationHandler {
+            override fun name() = name
+            override fun escalate(request: EscalationRequest): HandlerAnswer? = body()
+        }
+        val cases = listOf(
+            handler("runtime-exception") { throw RuntimeException("backend exploded") } to "backend exploded",
+            handler("java-error") { throw Error("fatal in handler") } to "the handler failed without a typed error",
+            handler("out-of-range") { HandlerAnswer(10u, null) } to "class 10",
+            handler("nan") { HandlerAnswer(1u, Float.NaN) } to "NaN",
+        )
+        for (deadline in listOf(null, 5_000u)) {
+            for ((h, text) in cases) {
+                var p: Prediction? = null
+                // JNA prints the Java Error it caught.
+                captureStderr { p = classifyGray(model, samples[1], ClassifyOptions(1.0f, 3u, deadline), h) }
+                val outcome = p!!.outcome
+                expect(outcome is EscalationOutcome.Failed && outcome.by == h.name() && outcome.error.contains(text)) {
+                    "deadline $deadline, ${h.name()}: $outcome"
+                }
+                expect(p!!.finalIndex == p!!.index && p!!.answeredBy == "student") { "deadline $deadline: $p" }
+            }
+        }
+    }
+
     test("bad files raise typed exceptions") {
         expectThrows<StudentException.Io> { StudentModel.open(File(root, "no/such/model.onnx").path) }
         val text = expectThrows<StudentException.InvalidModel> { StudentModel.open(File(root, "README.md").path) }
@@ -359,6 +505,101 @@ fun main() {
         val wrong = pool.invokeAll(jobs).sumOf { it.get() }
         pool.shutdown()
         expect(wrong == 0) { "$wrong results differ from single-threaded ones" }
+    }
+
+    test("unload while other threads classify: each call succeeds or is refused") {
+        val m = StudentModel.open(studentPath)
+        val expected = samples.map { classifyGray(m, it).confidence }
+        val threads = 8
+        val pool = Executors.newFixedThreadPool(threads)
+        val going = CountDownLatch(threads)
+        val unloaded = AtomicBoolean(false)
+        val handler = Recording(HandlerAnswer(0u, null))
+        val jobs = (0 until threads).map { t ->
+            Callable {
+                // [succeeded, wrong results, successes that began after unload() returned]
+                val counts = IntArray(3)
+                going.countDown()
+                for (round in 0 until 1_000_000) {
+                    val i = (t * 5 + round) % samples.size
+                    val after = unloaded.get()
+                    try {
+                        // Half the calls escalate, half of those under a deadline.
+                        val options = when (round % 4) {
+                            0 -> always
+                            1 -> ClassifyOptions(1.0f, 3u, 5_000u)
+                            else -> null
+                        }
+                        val p = classifyGray(m, samples[i], options, handler)
+                        counts[0]++
+                        if (p.confidence != expected[i]) counts[1]++
+                        if (after) counts[2]++
+                    } catch (e: StudentException.Unloaded) {
+                        break
+                    }
+                }
+                counts
+            }
+        }
+        val futures = jobs.map { pool.submit(it) }
+        going.await()
+        Thread.sleep(50)
+        m.unload()
+        unloaded.set(true)
+        // Any other exception fails the test here.
+        val counts = futures.map { it.get(60, TimeUnit.SECONDS) }
+        pool.shutdown()
+        val ok = counts.sumOf { it[0] }
+        expect(ok > 0 && counts.all { it[0] > 0 }) { "calls before unload: ${counts.map { it[0] }}" }
+        expect(counts.sumOf { it[1] } == 0) { "${counts.sumOf { it[1] }} wrong results" }
+        expect(counts.sumOf { it[2] } == 0) { "${counts.sumOf { it[2] }} calls succeeded after unload() returned" }
+        expectThrows<StudentException.Unloaded> { classifyGray(m, samples[0]) }
+        m.close()
+    }
+
+    test("close while other threads classify: calls stay safe, the handle goes when they stop") {
+        // uniffi frees the handle when no call is in flight; until then, calls that begin
+        // after close() still run (its call counter is above 0). unload() is what refuses
+        // new calls at once.
+        val m = StudentModel.open(studentPath)
+        val expected = samples.map { classifyGray(m, it).confidence }
+        val threads = 8
+        val pool = Executors.newFixedThreadPool(threads)
+        val going = CountDownLatch(threads)
+        val closed = AtomicBoolean(false)
+        val jobs = (0 until threads).map { t ->
+            Callable {
+                // [succeeded before close, after close, refused, wrong results]
+                val counts = IntArray(4)
+                going.countDown()
+                var afterClose = 0
+                var round = 0
+                while (afterClose < 200) {
+                    val i = (t + round++) % samples.size
+                    if (closed.get()) afterClose++
+                    try {
+                        val p = classifyGray(m, samples[i], always, Recording(null))
+                        counts[if (afterClose > 0) 1 else 0]++
+                        if (p.confidence != expected[i]) counts[3]++
+                    } catch (e: IllegalStateException) {
+                        counts[2]++
+                    }
+                }
+                counts
+            }
+        }
+        val futures = jobs.map { pool.submit(it) }
+        going.await()
+        Thread.sleep(50)
+        m.close()
+        closed.set(true)
+        // Any other exception fails the test here.
+        val counts = futures.map { it.get(60, TimeUnit.SECONDS) }
+        pool.shutdown()
+        expect(counts.all { it[0] > 0 }) { "calls before close: ${counts.map { it[0] }}" }
+        expect(counts.sumOf { it[3] } == 0) { "${counts.sumOf { it[3] }} wrong results" }
+        println("  close() under load: ${counts.sumOf { it[1] }} calls ran after it, ${counts.sumOf { it[2] }} were refused")
+        expectThrows<IllegalStateException> { m.info() }
     }
 
     test("unload, then every call is refused") {
