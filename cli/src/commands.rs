@@ -111,16 +111,20 @@ pub fn run(
     escalate_to: Option<&Path>,
     as_json: bool,
     top_k: usize,
+    open: &OpenOptions,
 ) -> Result<()> {
     if let Some(t) = threshold {
         if !(0.0..=1.0).contains(&t) {
             bail!("--threshold {t} is outside [0, 1]");
         }
     }
-    let student = StudentModel::open(model)?;
+    let student = StudentModel::open_with(model, open)?;
     let hook = escalate_to
         .map(|path| -> Result<CascadeHook> {
-            Ok(CascadeHook::new(StudentModel::open(path)?, &student)?)
+            Ok(CascadeHook::new(
+                StudentModel::open_with(path, open)?,
+                &student,
+            )?)
         })
         .transpose()?;
     let options = ClassifyOptions { threshold, top_k };
@@ -181,8 +185,8 @@ fn prediction_line(input: &str, p: &Prediction) -> String {
     )
 }
 
-pub fn inspect(model: &Path, as_json: bool) -> Result<()> {
-    let m = StudentModel::open(model)?;
+pub fn inspect(model: &Path, as_json: bool, open: &OpenOptions) -> Result<()> {
+    let m = StudentModel::open_with(model, open)?;
     let card = m.card();
     if as_json {
         let out = json!({

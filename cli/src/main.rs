@@ -16,6 +16,7 @@ mod inputs;
 mod progress;
 mod quantize;
 mod report;
+mod signing;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,10 @@ enum Command {
         /// How many ranked classes to list per input in --json output (at least 1).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
         top_k: u64,
+        /// Open only models (this one and --escalate-to) signed by this public key, with
+        /// their signatures in MODEL.sig. Repeatable.
+        #[arg(long, value_name = "KEY.pub")]
+        trust: Vec<PathBuf>,
     },
     /// Show a model's card, input, parameters, size and operators.
     Inspect {
@@ -67,6 +72,36 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Open the model only if it is signed by this public key (MODEL.sig). Repeatable.
+        #[arg(long, value_name = "KEY.pub")]
+        trust: Vec<PathBuf>,
+    },
+    /// Make an Ed25519 key pair for signing models: NAME.key (secret) and NAME.pub.
+    Keygen {
+        /// The path and stem of the two key files.
+        name: PathBuf,
+    },
+    /// Sign a model (.onnx or .student) with a secret key: writes MODEL.sig next to it.
+    Sign {
+        /// The model to sign; it must open as a model.
+        model: PathBuf,
+        /// The secret key made by `student keygen`.
+        #[arg(long, value_name = "NAME.key")]
+        key: PathBuf,
+        /// Where to write the signature (default: MODEL.sig).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Check that a model is signed by a trusted key, as an app opening it would.
+    Verify {
+        /// The model to check.
+        model: PathBuf,
+        /// A trusted public key (NAME.pub). Repeatable.
+        #[arg(long, value_name = "KEY.pub", required = true)]
+        trust: Vec<PathBuf>,
+        /// The signature file (default: MODEL.sig).
+        #[arg(long, value_name = "SIG")]
+        signature: Option<PathBuf>,
     },
     /// Measure accuracy, escalation and cascade accuracy on a labelled data set.
     Eval {
@@ -194,7 +229,32 @@ fn main() -> ExitCode {
         .format_target(false)
         .init();
     let cli = Cli::parse();
-    let result = match cli.command {
+    // The runtime turns panics inside the ONNX front end into errors; the default hook
+    // would still print them. A panic anywhere becomes one `error:` line like any error.
+    std::panic::set_hook(Box::new(|info| log::debug!("caught panic: {info}")));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)))
+        .unwrap_or_else(|payload| {
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_string());
+            Err(anyhow::anyhow!("internal error (a bug in student): {text}"))
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`student run ... | head`): nothing more to say.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, outermost first.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Demo { models } => commands::demo(models),
         Command::Run {
             model,
@@ -203,15 +263,27 @@ fn main() -> ExitCode {
             escalate_to,
             json,
             top_k,
-        } => commands::run(
-            &model,
-            &inputs,
-            threshold,
-            escalate_to.as_deref(),
-            json,
-            usize::try_from(top_k).unwrap_or(usize::MAX),
-        ),
-        Command::Inspect { model, json } => commands::inspect(&model, json),
+            trust,
+        } => signing::open_options(&trust).and_then(|options| {
+            commands::run(
+                &model,
+                &inputs,
+                threshold,
+                escalate_to.as_deref(),
+                json,
+                usize::try_from(top_k).unwrap_or(usize::MAX),
+                &options,
+            )
+        }),
+        Command::Inspect { model, json, trust } => signing::open_options(&trust)
+            .and_then(|options| commands::inspect(&model, json, &options)),
+        Command::Keygen { name } => signing::keygen(&name),
+        Command::Sign { model, key, output } => signing::sign(&model, &key, output.as_deref()),
+        Command::Verify {
+            model,
+            trust,
+            signature,
+        } => signing::verify(&model, &trust, signature.as_deref()),
         Command::Eval {
             model,
             data,
@@ -290,16 +362,6 @@ fn main() -> ExitCode {
             test_data: test_data.as_deref(),
             json,
         }),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        // The reader went away (`student run ... | head`): nothing more to say.
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line: the error and its causes, outermost first.
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
     }
 }
 

@@ -78,11 +78,10 @@ fn each_limit_refuses_a_model_over_it_and_names_itself() {
         "max_scratch_bytes"
     );
     // The file limit applies before a file is read.
-    let e = StudentModel::open_with(&onnx_path, &with_limits(|l| l.max_file_bytes = 1000))
-        .unwrap_err();
+    let e =
+        StudentModel::open_with(&onnx_path, &with_limits(|l| l.max_file_bytes = 1000)).unwrap_err();
     assert!(
-        e.to_string().contains("the file is")
-            && e.to_string().contains("over the limit of 1000"),
+        e.to_string().contains("the file is") && e.to_string().contains("over the limit of 1000"),
         "{e}"
     );
 }
@@ -91,12 +90,12 @@ fn each_limit_refuses_a_model_over_it_and_names_itself() {
 fn a_file_changed_after_opening_does_not_reach_the_model() {
     let dir = scratch("changed-file");
     let reference = student();
-    let inputs: Vec<Vec<f32>> = samples(&reference)
-        .into_iter()
-        .map(|(_, _, x)| x)
-        .collect();
+    let inputs: Vec<Vec<f32>> = samples(&reference).into_iter().map(|(_, _, x)| x).collect();
     for (name, bytes) in [
-        ("student.onnx", std::fs::read(models_dir().join("student.onnx")).unwrap()),
+        (
+            "student.onnx",
+            std::fs::read(models_dir().join("student.onnx")).unwrap(),
+        ),
         ("student.student", compiled_student()),
     ] {
         let path = dir.join(name);
@@ -108,10 +107,16 @@ fn a_file_changed_after_opening_does_not_reach_the_model() {
         file.set_len(0).unwrap();
         drop(file);
         let after: Vec<Vec<f32>> = inputs.iter().map(|x| model.logits(x).unwrap()).collect();
-        assert_eq!(before, after, "{name}: truncating the file changed the answers");
+        assert_eq!(
+            before, after,
+            "{name}: truncating the file changed the answers"
+        );
         std::fs::write(&path, vec![0x5a; bytes.len()]).unwrap();
         let after: Vec<Vec<f32>> = inputs.iter().map(|x| model.logits(x).unwrap()).collect();
-        assert_eq!(before, after, "{name}: rewriting the file changed the answers");
+        assert_eq!(
+            before, after,
+            "{name}: rewriting the file changed the answers"
+        );
     }
 }
 
@@ -202,9 +207,7 @@ fn only_models_signed_by_a_trusted_key_open_when_keys_are_set() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
-    assert!(
-        reason(StudentModel::open_with(&path, &trusting(&publisher))).contains("other bytes")
-    );
+    assert!(reason(StudentModel::open_with(&path, &trusting(&publisher))).contains("other bytes"));
 
     // No signature file.
     let path = write_signed(&dir, &publisher);
