@@ -84,6 +84,7 @@ impl GraphInfo {
                 )));
             }
         };
+        check_nodes(graph, &input.name, origin)?;
         // Scales and zero points of a quantized graph describe weights; they are not weights.
         let quantization_params: std::collections::HashSet<&str> = graph
             .node
@@ -129,6 +130,79 @@ impl GraphInfo {
             operators: operators.into_iter().collect(),
         })
     }
+}
+
+/// Refuses what tract panics on while planning rather than reporting: a window attribute
+/// of 0 (it divides by it) and a graph output that no node makes. tract's panics are
+/// caught, but they say nothing of the cause and print through the panic hook.
+fn check_nodes(graph: &pb::GraphProto, input: &str, origin: &str) -> Result<(), Error> {
+    let malformed = |reason: String| Error::Malformed {
+        origin: origin.to_string(),
+        reason,
+    };
+    for node in &graph.node {
+        let named = || match node.name.as_str() {
+            "" => format!("a {} node", node.op_type),
+            name => format!("node `{name}` ({})", node.op_type),
+        };
+        for attribute in &node.attribute {
+            let positive = match attribute.name.as_str() {
+                "kernel_shape" | "strides" | "dilations" => attribute.ints.iter().all(|&v| v > 0),
+                "group" => attribute.i > 0,
+                _ => true,
+            };
+            if !positive {
+                return Err(malformed(format!(
+                    "{}: attribute `{}` must be positive, found {:?}",
+                    named(),
+                    attribute.name,
+                    if attribute.ints.is_empty() {
+                        vec![attribute.i]
+                    } else {
+                        attribute.ints.clone()
+                    }
+                )));
+            }
+        }
+        // Slice steps of 0 divide by zero; a constant step is checked here.
+        if let Some(steps) = (node.op_type == "Slice")
+            .then(|| node.input.get(4))
+            .flatten()
+            .and_then(|name| graph.initializer.iter().find(|t| &t.name == name))
+        {
+            if int64s(steps).is_some_and(|v| v.contains(&0)) {
+                return Err(malformed(format!("{}: a slice step is 0", named())));
+            }
+        }
+    }
+    for output in &graph.output {
+        let made = output.name == input
+            || graph.node.iter().any(|n| n.output.contains(&output.name))
+            || graph.initializer.iter().any(|t| t.name == output.name);
+        if !made {
+            return Err(malformed(format!(
+                "the graph output `{}` is made by no node",
+                output.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The values of an int64 tensor stored inline, `None` when it is not one.
+fn int64s(t: &pb::TensorProto) -> Option<Vec<i64>> {
+    if t.data_type != pb::tensor_proto::DataType::Int64 as i32 {
+        return None;
+    }
+    if !t.int64_data.is_empty() {
+        return Some(t.int64_data.clone());
+    }
+    (t.raw_data.len() % 8 == 0).then(|| {
+        t.raw_data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect()
+    })
 }
 
 /// The dimensions of a tensor value: `Some(size)` when fixed, `None` when symbolic.

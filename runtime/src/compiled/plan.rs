@@ -21,6 +21,10 @@ pub(crate) struct Plan {
 /// The arena's slots start on 64-byte boundaries.
 const SLOT_ALIGN: usize = 64;
 
+/// The most elements a value, or a convolution's unfolded column count, may have. Bounds
+/// every product the executor computes from a validated plan, so none overflows.
+const MAX_ELEMENTS: usize = 1 << 28;
+
 impl Plan {
     pub(crate) fn new(manifest: Manifest) -> Result<Plan, String> {
         validate(&manifest)?;
@@ -108,7 +112,7 @@ fn validate(m: &Manifest) -> Result<(), String> {
             .dims
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .filter(|&n| n > 0 && n <= 1 << 28);
+            .filter(|&n| n > 0 && n <= MAX_ELEMENTS);
         if n.is_none() || v.dims.len() > 6 {
             return Err(format!(
                 "value {i} has dimensions {:?}: expected at most 6 positive dimensions of at most 2^28 elements",
@@ -214,6 +218,15 @@ fn check_window(w: &Window) -> Result<(), String> {
     }
     if w.pad[0] > 1 << 16 || w.pad[1] > 1 << 16 {
         return Err(format!("padding {:?} is too large", w.pad));
+    }
+    // `Window::k` multiplies unchecked; past this point it cannot overflow.
+    let k = (w.c_in / w.groups)
+        .checked_mul(w.kh)
+        .and_then(|k| k.checked_mul(w.kw));
+    if k.is_none_or(|k| k > MAX_ELEMENTS) {
+        return Err(format!(
+            "window {w:?}: c_in / groups x kh x kw is over 2^28 columns"
+        ));
     }
     Ok(())
 }
@@ -423,13 +436,14 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
                         let dims = &value(m, *v, DType::F32)?.dims;
                         std::iter::once(1).chain(dims.iter().copied()).collect()
                     }
-                    Operand::Const { blob: bl, dims } => {
-                        blob(m, *bl, DType::F32, dims.iter().product())?;
-                        dims.clone()
-                    }
+                    Operand::Const { dims, .. } => dims.clone(),
                 };
                 if !broadcasts_to(&dims, &full) {
                     return Err(format!("operand {dims:?} does not broadcast to {full:?}"));
+                }
+                // Checked after broadcasting, which bounds the product by the output's.
+                if let Operand::Const { blob: bl, dims } = operand {
+                    blob(m, *bl, DType::F32, dims.iter().product())?;
                 }
             }
             Ok(())
@@ -437,8 +451,11 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
         Op::ChannelAffine { x, y, scale, shift } => {
             let xv = value(m, *x, DType::F32)?;
             dims_eq(value(m, *y, DType::F32)?, &xv.dims, "output")?;
-            blob(m, *scale, DType::F32, xv.dims[0])?;
-            blob(m, *shift, DType::F32, xv.dims[0])
+            let Some(&channels) = xv.dims.first() else {
+                return Err("input has no channel axis".to_string());
+            };
+            blob(m, *scale, DType::F32, channels)?;
+            blob(m, *shift, DType::F32, channels)
         }
         Op::Quantize { x, y, scale, .. } | Op::Dequantize { x, y, scale, .. } => {
             let (from, to) = match op {
@@ -515,8 +532,11 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
         } => {
             let xv = value(m, *x, DType::F32)?;
             let yv = value(m, *y, DType::F32)?;
-            blob(m, *table, DType::F32, rows * width)?;
-            if yv.len() != xv.len() * width {
+            let count = rows
+                .checked_mul(*width)
+                .ok_or_else(|| format!("a table of {rows} x {width} elements overflows"))?;
+            blob(m, *table, DType::F32, count)?;
+            if xv.len().checked_mul(*width) != Some(yv.len()) {
                 return Err(format!(
                     "output {:?} for indices {:?} and width {width}",
                     yv.dims, xv.dims
