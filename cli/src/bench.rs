@@ -14,6 +14,7 @@ pub struct Args<'a> {
     pub threads: usize,
     pub seconds: f64,
     pub kernels: Option<&'a str>,
+    pub memory_map: bool,
     pub json: bool,
 }
 
@@ -44,6 +45,7 @@ pub fn bench(args: &Args) -> Result<()> {
     let options = OpenOptions {
         batch: args.batch,
         kernels,
+        memory_map: args.memory_map,
         ..OpenOptions::default()
     };
     let rss_before = peak_rss_mb();
@@ -97,6 +99,7 @@ pub fn bench(args: &Args) -> Result<()> {
             "model": args.model.display().to_string(),
             "file_bytes": model.file_size(),
             "kernel": model.kernels(),
+            "memory_map": args.memory_map,
             "batch": args.batch,
             "threads": args.threads,
             "calls": calls,

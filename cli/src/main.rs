@@ -211,6 +211,9 @@ enum Command {
         /// default: STUDENT_KERNELS, else the best this CPU has.
         #[arg(long)]
         kernels: Option<String>,
+        /// Memory-map the file instead of reading it (see docs/security.md).
+        #[arg(long)]
+        memory_map: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -322,6 +325,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             threads,
             seconds,
             kernels,
+            memory_map,
             json,
         } => bench::bench(&bench::Args {
             model: &model,
@@ -329,6 +333,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             threads: threads as usize,
             seconds,
             kernels: kernels.as_deref(),
+            memory_map,
             json,
         }),
         Command::Quantize {

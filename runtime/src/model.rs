@@ -796,6 +796,7 @@ fn check_logits(logits: &[f32], classes: usize, origin: &str) -> Result<(), Erro
     }
 }
 
+#[cfg(feature = "onnx")]
 /// A decoder's message cut to its first and last 150 characters: a deeply nested message
 /// repeats the path of fields, and the reason comes last.
 fn brief(text: &str) -> String {
