@@ -59,8 +59,20 @@ impl Engine {
                 let bytes = match fact.shape.as_concrete() {
                     Some(dims) => elements(dims.iter().map(|&d| d as u64))
                         .and_then(|n| n.checked_mul(fact.datum_type.size_of() as u64)),
-                    // With the input fixed every shape is concrete; one that is not is
-                    // left for tract to refuse when it runs.
+                    // With the input's shape fixed, a shape still unknown depends on the
+                    // input's values (a Range up to a computed bound, say): nothing bounds
+                    // what the first run would allocate.
+                    None if check.limits.max_tensor_bytes != u64::MAX => {
+                        return Err(Error::Unsupported {
+                            origin: origin.to_string(),
+                            reason: format!(
+                                "value `{}` of the planned graph has shape {:?}, which depends \
+                                 on the input's values, so its size cannot be bounded before \
+                                 it runs (Limits::unlimited() opens such models)",
+                                node.name, fact.shape
+                            ),
+                        });
+                    }
                     None => Some(0),
                 };
                 check.within(Limit::Tensor, bytes, || {

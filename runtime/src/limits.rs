@@ -13,6 +13,9 @@ pub struct Limits {
     /// The largest model file, in bytes.
     pub max_file_bytes: u64,
     /// The most nodes a graph may have (a compiled student: ops), subgraphs included.
+    /// tract's planning time grows faster than linearly with the node count (a chain of
+    /// 1,000 nodes took 2.4 s to open here, 2,000 took 12 s), so the default is modest:
+    /// students are small graphs.
     pub max_nodes: u64,
     /// The largest single tensor, in bytes: weights, declared inputs, constants the graph
     /// makes while it is planned, and every intermediate value at the opening batch size.
@@ -32,7 +35,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_file_bytes: 512 * MIB,
-            max_nodes: 100_000,
+            max_nodes: 1_000,
             max_tensor_bytes: 256 * MIB,
             max_weight_bytes: 512 * MIB,
             max_string_bytes: MIB,
@@ -324,11 +327,19 @@ mod onnx {
         batch: u64,
     ) -> Result<(), Error> {
         let mut known: HashMap<&str, Known> = HashMap::new();
+        // Every value tract can evaluate while planning, with an upper bound on its
+        // element count. A value missing here is computed from the input at run time.
+        let mut constant: HashMap<&str, u64> = HashMap::new();
         for t in &graph.initializer {
             if let Some(k) = known_tensor(t) {
+                constant.insert(t.name.as_str(), k.count().unwrap_or(u64::MAX));
                 known.insert(t.name.as_str(), k);
+            } else {
+                // Strings and unknown types: what the file holds bounds them.
+                constant.insert(t.name.as_str(), t.string_data.len() as u64);
             }
         }
+        let enforce = check.limits.max_tensor_bytes != u64::MAX;
         // Shapes of graph inputs, for `Shape` of an input. A symbolic leading dimension
         // is the batch.
         let mut input_dims: HashMap<&str, Vec<u64>> = HashMap::new();
@@ -372,23 +383,101 @@ mod onnx {
                     follow(op, node, &input, all_known)
                 }
             };
+            let label = || match node.name.as_str() {
+                "" => format!("the output of a {} node", node.op_type),
+                name => format!("the output of {} node `{name}`", node.op_type),
+            };
+            // tract evaluates a node at planning time when all its inputs are (`Shape`
+            // and `Size` only need their input's shape, fixed once the input is).
+            let is_constant = matches!(node.op_type.as_str(), "Shape" | "Size")
+                || node
+                    .input
+                    .iter()
+                    .all(|n| n.is_empty() || constant.contains_key(n.as_str()));
+            let bound = if is_constant {
+                let bounds: Vec<u64> = node
+                    .input
+                    .iter()
+                    .filter(|n| !n.is_empty())
+                    .filter_map(|n| constant.get(n.as_str()).copied())
+                    .collect();
+                match (&made, constant_bound(&node.op_type, &bounds)) {
+                    (Some(k), _) => Some(k.count()),
+                    (None, Some(b)) => Some(b),
+                    (None, None) if enforce => {
+                        return Err(Error::Unsupported {
+                            origin: check.origin.to_string(),
+                            reason: format!(
+                                "{} is computed while the model is planned, and the runtime \
+                                 cannot bound its size before it is (Limits::unlimited() \
+                                 opens such models)",
+                                label()
+                            ),
+                        });
+                    }
+                    (None, None) => Some(Some(u64::MAX)),
+                }
+            } else {
+                None
+            };
             // Ops that make tensors from a shape are checked even when their data input
-            // is not constant: the shape alone says how much they make.
-            let size = match &made {
-                Some(k) => k.count().and_then(|n| n.checked_mul(k.elem)),
-                None => made_from_shape(node, &input)
+            // is not constant: the shape alone says how much they make. Values computed
+            // at run time are checked on the planned graph (`Engine::plan`).
+            let size = match (&made, bound) {
+                (Some(k), _) => k.count().and_then(|n| n.checked_mul(k.elem)),
+                (None, Some(b)) => b.and_then(|n| n.checked_mul(4)),
+                (None, None) => made_from_shape(node, &input)
                     .map(|dims| elements(dims).and_then(|n| n.checked_mul(4)))
                     .unwrap_or(Some(0)),
             };
-            check.within(Limit::Tensor, size, || match node.name.as_str() {
-                "" => format!("the output of a {} node", node.op_type),
-                name => format!("the output of {} node `{name}`", node.op_type),
-            })?;
+            check.within(Limit::Tensor, size, label)?;
+            // A node output may reuse the name of an initializer or an earlier value.
+            for out in &node.output {
+                known.remove(out.as_str());
+                constant.remove(out.as_str());
+            }
+            if let Some(b) = bound {
+                for out in node.output.iter().filter(|o| !o.is_empty()) {
+                    constant.insert(out.as_str(), b.unwrap_or(u64::MAX));
+                }
+            }
             if let (Some(k), Some(out)) = (made, node.output.first()) {
                 known.insert(out.as_str(), k);
             }
         }
         Ok(())
+    }
+
+    /// An upper bound on the elements of a constant node's output from its inputs' bounds,
+    /// for operators that never make more than their inputs, or more than their product;
+    /// `None` for operators whose size depends on their inputs' values (which only
+    /// `follow` computes) or that this does not know.
+    fn constant_bound(op: &str, inputs: &[u64]) -> Option<Option<u64>> {
+        let max = inputs.iter().copied().max().unwrap_or(1);
+        let product = inputs
+            .iter()
+            .try_fold(1u64, |acc, &b| acc.checked_mul(b.max(1)));
+        Some(match op {
+            // Shapes have at most a few dimensions.
+            "Shape" => Some(64),
+            "Size" => Some(1),
+            "Identity" | "Cast" | "CastLike" | "Neg" | "Abs" | "Relu" | "Sigmoid" | "Tanh"
+            | "Exp" | "Log" | "Sqrt" | "Floor" | "Ceil" | "Round" | "Sign" | "Reciprocal"
+            | "Erf" | "Not" | "Softmax" | "LogSoftmax" | "DequantizeLinear" | "QuantizeLinear"
+            | "Clip" | "Squeeze" | "Unsqueeze" | "Reshape" | "Flatten" | "Transpose" | "Slice"
+            | "Split" | "CumSum" | "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin"
+            | "ReduceProd" | "ArgMax" | "ArgMin" | "IsNaN" | "IsInf" | "Dropout"
+            | "BatchNormalization" | "LeakyRelu" | "Elu" | "HardSigmoid" | "HardSwish"
+            | "Softplus" | "Gelu" | "Sin" | "Cos" => Some(max),
+            // Broadcasting and products make at most the product of their inputs.
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Sum" | "Mean" | "Mod"
+            | "And" | "Or" | "Xor" | "Equal" | "Less" | "Greater" | "LessOrEqual"
+            | "GreaterOrEqual" | "Where" | "PRelu" | "Gather" | "GatherElements" | "MatMul"
+            | "Gemm" => product,
+            "Concat" => inputs.iter().try_fold(0u64, |acc, &b| acc.checked_add(b)),
+            "NonZero" => max.checked_mul(8),
+            _ => return None,
+        })
     }
 
     /// The dimensions of a graph input; a symbolic or missing first dimension is `batch`.
@@ -544,15 +633,24 @@ mod onnx {
                     ints,
                 })
             }
-            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Mod" | "And" | "Or"
-            | "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Where"
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Sum" | "Mod" | "And"
+            | "Or" | "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Where"
             | "PRelu" => {
                 let mut dims = x.dims.clone();
                 for i in 1..node.input.len() {
                     dims = broadcast(&dims, &input(i)?.dims)?;
                 }
-                let ints = match (op, x.ints.as_ref(), input(1).and_then(|b| b.ints.as_ref())) {
-                    ("Add" | "Sub" | "Mul" | "Div", Some(a), Some(b)) => elementwise(op, a, b),
+                let ints = match op {
+                    "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Sum" => {
+                        let mut acc = x.ints.clone();
+                        for i in 1..node.input.len() {
+                            acc = match (acc, input(i).and_then(|b| b.ints.as_ref())) {
+                                (Some(a), Some(b)) => elementwise(op, &a, b),
+                                _ => None,
+                            };
+                        }
+                        acc
+                    }
                     _ => None,
                 };
                 let elem = match op {
@@ -628,6 +726,81 @@ mod onnx {
                     dims,
                     elem: x.elem,
                     ints: x.ints.clone(),
+                })
+            }
+            "Slice" => {
+                let ints = |i: usize, attr: &str| match input(i) {
+                    Some(k) => k.ints.clone(),
+                    None if node.input.len() <= i => attr_ints(node, attr),
+                    None => None,
+                };
+                let starts = ints(1, "starts")?;
+                let ends = ints(2, "ends")?;
+                let axes = ints(3, "axes").unwrap_or_else(|| (0..starts.len() as i64).collect());
+                let steps = ints(4, "steps").unwrap_or_else(|| vec![1; starts.len()]);
+                if ends.len() != starts.len()
+                    || axes.len() != starts.len()
+                    || steps.len() != starts.len()
+                {
+                    return None;
+                }
+                let mut dims = x.dims.clone();
+                let mut pick = None;
+                for i in 0..starts.len() {
+                    let a = axis(axes[i], rank)?;
+                    let d = i64::try_from(dims[a]).ok()?;
+                    let step = steps[i];
+                    let norm = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+                    let (s, e) = (norm(starts[i]), norm(ends[i]));
+                    let (start, len) = match step {
+                        0 => return None,
+                        st if st > 0 => {
+                            let (s, e) = (s.clamp(0, d), e.clamp(0, d));
+                            (s, if e > s { (e - s + st - 1) / st } else { 0 })
+                        }
+                        st => {
+                            let (s, e) = (s.clamp(-1, d - 1), e.clamp(-1, d - 1));
+                            (s, if s > e { (s - e - st - 1) / -st } else { 0 })
+                        }
+                    };
+                    dims[a] = len as u64;
+                    if a == 0 {
+                        pick = Some((start, step, len as usize));
+                    }
+                }
+                let ints = match &x.ints {
+                    Some(v) if rank == 1 => {
+                        let (start, step, len) = pick.unwrap_or((0, 1, v.len()));
+                        (0..len)
+                            .map(|i| {
+                                let at = start.checked_add(step.checked_mul(i as i64)?)?;
+                                v.get(usize::try_from(at).ok()?).copied()
+                            })
+                            .collect()
+                    }
+                    _ => None,
+                };
+                Some(Known {
+                    dims,
+                    elem: x.elem,
+                    ints,
+                })
+            }
+            "ReduceProd" | "ReduceSum" | "ReduceMax" | "ReduceMin"
+                if rank == 1 && node.input.len() == 1 =>
+            {
+                let v = x.ints.as_ref()?;
+                let r = match op {
+                    "ReduceProd" => v.iter().try_fold(1i64, |a, &b| a.checked_mul(b)),
+                    "ReduceSum" => v.iter().try_fold(0i64, |a, &b| a.checked_add(b)),
+                    "ReduceMax" => v.iter().copied().max(),
+                    _ => v.iter().copied().min(),
+                }?;
+                let keep = attr_i(node, "keepdims").unwrap_or(1) != 0;
+                Some(Known {
+                    dims: if keep { vec![1] } else { vec![] },
+                    elem: x.elem,
+                    ints: Some(vec![r]),
                 })
             }
             "Transpose" => {
@@ -765,9 +938,11 @@ mod onnx {
             .map(|i| {
                 let (x, y) = (a[i.min(a.len() - 1)], b[i.min(b.len() - 1)]);
                 match op {
-                    "Add" => x.checked_add(y),
+                    "Add" | "Sum" => x.checked_add(y),
                     "Sub" => x.checked_sub(y),
                     "Mul" => x.checked_mul(y),
+                    "Max" => Some(x.max(y)),
+                    "Min" => Some(x.min(y)),
                     _ => x.checked_div(y),
                 }
             })

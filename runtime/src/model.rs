@@ -752,26 +752,11 @@ fn read_signature(path: &Path, origin: &str) -> Result<Vec<u8>, Error> {
         origin: origin.to_string(),
         reason,
     };
-    match std::fs::metadata(&sig_path) {
-        Ok(meta) if meta.is_file() && meta.len() <= MAX_SIGNATURE_BYTES => {}
-        Ok(meta) if meta.is_file() => {
-            return Err(missing(format!(
-                "{} is {} bytes, not a signature file (at most {MAX_SIGNATURE_BYTES})",
-                sig_path.display(),
-                meta.len()
-            )));
-        }
-        Ok(_) => return Err(missing(format!("{} is not a file", sig_path.display()))),
-        Err(e) => {
-            return Err(missing(format!(
-                "cannot read the signature {} ({e}); sign the model with `student sign`",
-                sig_path.display()
-            )));
-        }
-    }
-    std::fs::read(&sig_path).map_err(|source| Error::Io {
-        path: sig_path,
-        source,
+    crate::source::read_bounded(&sig_path, MAX_SIGNATURE_BYTES).map_err(|e| {
+        missing(format!(
+            "cannot read the signature {} ({e}); sign the model with `student sign`",
+            sig_path.display()
+        ))
     })
 }
 

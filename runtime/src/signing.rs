@@ -179,6 +179,12 @@ fn parse(text: &[u8]) -> Result<Parsed, String> {
     let key = field("key")?;
     let sha256 = field("sha256")?;
     let signature = field("signature")?;
+    if let Some(extra) = lines.next() {
+        return Err(format!(
+            "unexpected line after the signature: `{}`",
+            brief(extra)
+        ));
+    }
     Ok(Parsed {
         key: key
             .try_into()
@@ -201,7 +207,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
+    // Hex digits only: `from_str_radix` alone would also take a sign.
+    if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())
@@ -261,6 +268,11 @@ mod tests {
             (
                 b"student-signature v1\nsha256 00\n",
                 "expected a `key` line",
+            ),
+            (b"student-signature v1\nkey +0\n", "not hex"),
+            (
+                b"student-signature v1\nkey 00\nsha256 00\nsignature 00\nmore\n",
+                "unexpected line",
             ),
         ] {
             let e = verify(model, text, &trusted, "m").unwrap_err();

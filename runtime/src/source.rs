@@ -20,22 +20,44 @@ pub(crate) enum ModelBytes {
     Owned { lines: Vec<Line>, len: usize },
 }
 
+/// Opens `path` for reading if it is a regular file, with its length. The type and length
+/// are those of what was opened, not of what the path names a moment later; and a FIFO
+/// swapped in at the path is refused rather than waited on (opened non-blocking).
+pub(crate) fn open_regular(path: &Path) -> std::io::Result<(File, u64)> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok((file, meta.len()))
+}
+
+/// Reads at most `max` bytes of the regular file `path`; more is an error, whatever length
+/// the file reports (files under /proc report 0).
+pub(crate) fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let (file, _) = open_regular(path)?;
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "longer than {max} bytes, the most expected"
+        )));
+    }
+    Ok(bytes)
+}
+
 impl ModelBytes {
     /// Opens `path` as a regular file of at most `max_file_bytes`, returning it with its
     /// length.
     fn open(path: &Path, check: &Check<'_>) -> Result<(File, u64), Error> {
-        let io = |source| Error::Io {
+        let (file, len) = open_regular(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
-        };
-        // Check before opening: opening a FIFO blocks until a writer appears.
-        let meta = std::fs::metadata(path).map_err(io)?;
-        if !meta.is_file() {
-            return Err(io(std::io::Error::other("not a regular file")));
-        }
-        let file = File::open(path).map_err(io)?;
-        // The length of what was opened, not of what the path names now.
-        let len = file.metadata().map_err(io)?.len();
+        })?;
         check.within(Limit::File, Some(len), || "the file".to_string())?;
         Ok((file, len))
     }

@@ -272,3 +272,175 @@ fn nan_inputs_follow_the_model_cards_rule() {
         "{e}"
     );
 }
+
+/// A 4-input, 2-class linear model whose logits get `0 x sum(bomb)` added, where the
+/// bomb is made by `nodes` from `initializers` while the model is planned.
+fn with_bomb(
+    nodes: Vec<tract_onnx::pb::NodeProto>,
+    initializers: Vec<tract_onnx::pb::TensorProto>,
+) -> Vec<u8> {
+    use prost::Message;
+    use tract_onnx::pb;
+    let node = |op: &str, inputs: &[&str], output: &str| pb::NodeProto {
+        op_type: op.to_string(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.to_string()],
+        name: output.to_string(),
+        ..Default::default()
+    };
+    let floats = |name: &str, dims: Vec<i64>, data: Vec<f32>| pb::TensorProto {
+        name: name.to_string(),
+        dims,
+        data_type: pb::tensor_proto::DataType::Float as i32,
+        float_data: data,
+        ..Default::default()
+    };
+    let value = |name: &str, dims: &[i64]| {
+        use pb::tensor_shape_proto::{Dimension, dimension::Value};
+        pb::ValueInfoProto {
+            name: name.to_string(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: pb::tensor_proto::DataType::Float as i32,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|&d| Dimension {
+                                value: Some(Value::DimValue(d)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    };
+    let mut graph_nodes = vec![node("MatMul", &["x", "w"], "linear")];
+    graph_nodes.extend(nodes);
+    graph_nodes.extend([
+        node("ReduceSum", &["bomb"], "sum"),
+        node("Mul", &["sum", "zero"], "nothing"),
+        node("Add", &["linear", "nothing"], "logits"),
+    ]);
+    let mut init = vec![
+        floats(
+            "w",
+            vec![4, 2],
+            vec![1.0, -1.0, 0.5, 0.25, -0.5, 1.0, 0.0, 2.0],
+        ),
+        floats("zero", vec![], vec![0.0]),
+    ];
+    init.extend(initializers);
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(pb::GraphProto {
+            node: graph_nodes,
+            initializer: init,
+            input: vec![value("x", &[1, 4])],
+            output: vec![value("logits", &[1, 2])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn ints(name: &str, data: Vec<i64>) -> tract_onnx::pb::TensorProto {
+    tract_onnx::pb::TensorProto {
+        name: name.to_string(),
+        dims: vec![data.len() as i64],
+        data_type: tract_onnx::pb::tensor_proto::DataType::Int64 as i32,
+        int64_data: data,
+        ..Default::default()
+    }
+}
+
+fn op(op: &str, inputs: &[&str], output: &str) -> tract_onnx::pb::NodeProto {
+    use tract_onnx::pb;
+    // ConstantOfShape makes float zeros, said explicitly.
+    let attribute = match op {
+        "ConstantOfShape" => vec![pb::AttributeProto {
+            name: "value".to_string(),
+            r#type: pb::attribute_proto::AttributeType::Tensor as i32,
+            t: Some(pb::TensorProto {
+                dims: vec![1],
+                data_type: pb::tensor_proto::DataType::Float as i32,
+                float_data: vec![0.0],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        _ => Vec::new(),
+    };
+    pb::NodeProto {
+        op_type: op.to_string(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.to_string()],
+        name: output.to_string(),
+        attribute,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn sizes_made_while_planning_are_bounded_before_tract_makes_them() {
+    // The bomb's shape [65536, 65536] (16 GiB of floats) is sliced out of a constant.
+    let sliced = with_bomb(
+        vec![
+            op("Slice", &["s", "starts", "ends"], "shape"),
+            op("ConstantOfShape", &["shape"], "bomb"),
+        ],
+        vec![
+            ints("s", vec![7, 65536, 65536]),
+            ints("starts", vec![1]),
+            ints("ends", vec![3]),
+        ],
+    );
+    let e = StudentModel::from_bytes(&sliced, &OpenOptions::default()).unwrap_err();
+    assert!(
+        matches!(&e, Error::TooLarge { what, .. } if what.contains("ConstantOfShape")),
+        "{e}"
+    );
+    // Pad of a constant: not followed, so refused rather than planned unbounded.
+    let padded = with_bomb(
+        vec![op("Pad", &["one", "pads"], "bomb")],
+        vec![
+            ints("pads", vec![0, 0, 32768, 32768]),
+            tract_onnx::pb::TensorProto {
+                name: "one".to_string(),
+                dims: vec![1, 1],
+                data_type: tract_onnx::pb::tensor_proto::DataType::Float as i32,
+                float_data: vec![1.0],
+                ..Default::default()
+            },
+        ],
+    );
+    let e = StudentModel::from_bytes(&padded, &OpenOptions::default()).unwrap_err();
+    assert!(
+        matches!(&e, Error::Unsupported { reason, .. } if reason.contains("Pad node")),
+        "{e}"
+    );
+    // The same structure with a small shape opens and runs.
+    let small = with_bomb(
+        vec![
+            op("Slice", &["s", "starts", "ends"], "shape"),
+            op("ConstantOfShape", &["shape"], "bomb"),
+        ],
+        vec![
+            ints("s", vec![7, 3, 5]),
+            ints("starts", vec![1]),
+            ints("ends", vec![3]),
+        ],
+    );
+    let model = StudentModel::from_bytes(&small, &OpenOptions::default()).unwrap();
+    assert_eq!(
+        model.logits(&[1.0, 0.0, 0.0, 0.0]).unwrap(),
+        vec![1.0, -1.0]
+    );
+}
