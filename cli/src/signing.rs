@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use student_distill::replace_file;
 use student_runtime::signing::{self, SecretKey, TrustedKey};
 use student_runtime::{OpenOptions, StudentModel};
@@ -13,20 +13,33 @@ use student_runtime::{OpenOptions, StudentModel};
 pub fn keygen(name: &Path) -> Result<()> {
     let secret_path = with_suffix(name, "key");
     let public_path = with_suffix(name, "pub");
+    for path in [&secret_path, &public_path] {
+        if std::fs::symlink_metadata(path).is_ok() {
+            bail!(
+                "{} already exists; keys are never replaced (choose another NAME)",
+                path.display()
+            );
+        }
+    }
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed)
         .map_err(|e| anyhow::anyhow!("the operating system's random generator failed: {e}"))?;
     let key = SecretKey::from_seed(seed);
     // A key file is never replaced: losing a signing key is not undoable.
-    let mut file = new_private_file(&secret_path)
+    let mut file = new_file(&secret_path, 0o600)
         .with_context(|| format!("cannot create {}", secret_path.display()))?;
     writeln!(file, "{}", key.to_hex())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", secret_path.display()))?;
-    replace_file(
-        &public_path,
-        format!("{}\n", key.public().to_hex()).as_bytes(),
-    )?;
+    let public = new_file(&public_path, 0o644).and_then(|mut file| {
+        writeln!(file, "{}", key.public().to_hex())?;
+        file.sync_all()
+    });
+    if let Err(e) = public {
+        // Leave no half pair behind: the secret key alone is of no use.
+        let _ = std::fs::remove_file(&secret_path);
+        return Err(e).with_context(|| format!("cannot create {}", public_path.display()));
+    }
     out!(
         "wrote {} (secret: keep it off devices and out of version control)",
         secret_path.display()
@@ -40,10 +53,11 @@ pub fn keygen(name: &Path) -> Result<()> {
 
 /// Writes the signature of `model` by `key` to `output` (default `MODEL.sig`).
 pub fn sign(model: &Path, key: &Path, output: Option<&Path>) -> Result<()> {
-    let text = std::fs::read_to_string(key)
+    let text = read_small(key, MAX_KEY_FILE)
         .with_context(|| format!("cannot read the secret key {}", key.display()))?;
     let key = SecretKey::from_hex(&text).with_context(|| key.display().to_string())?;
-    let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
+    let bytes =
+        read_bytes(model, u64::MAX).with_context(|| format!("cannot read {}", model.display()))?;
     // Sign only what opens: a signature vouches for a model, not for arbitrary bytes.
     StudentModel::from_bytes_named(
         &bytes,
@@ -52,6 +66,16 @@ pub fn sign(model: &Path, key: &Path, output: Option<&Path>) -> Result<()> {
     )
     .context("refusing to sign a file that does not open as a model")?;
     let output = output.map_or_else(|| with_suffix(model, "sig"), Path::to_path_buf);
+    // A signature replaces only a signature: never the model or another file.
+    if std::fs::symlink_metadata(&output).is_ok() {
+        let existing = read_bytes(&output, MAX_KEY_FILE).unwrap_or_default();
+        if !existing.starts_with(b"student-signature ") {
+            bail!(
+                "refusing to write the signature over {}, which is not a signature file",
+                output.display()
+            );
+        }
+    }
     replace_file(&output, signing::sign(&bytes, &key).as_bytes())?;
     out!(
         "wrote {} (signed by {})",
@@ -66,7 +90,7 @@ pub fn verify(model: &Path, trust: &[PathBuf], signature: Option<&Path>) -> Resu
     let mut options = open_options(trust)?;
     if let Some(path) = signature {
         options.signature = Some(
-            std::fs::read(path)
+            read_bytes(path, MAX_KEY_FILE)
                 .with_context(|| format!("cannot read the signature {}", path.display()))?,
         );
     }
@@ -83,7 +107,7 @@ pub fn verify(model: &Path, trust: &[PathBuf], signature: Option<&Path>) -> Resu
 pub fn open_options(trust: &[PathBuf]) -> Result<OpenOptions> {
     let mut keys = Vec::with_capacity(trust.len());
     for path in trust {
-        let text = std::fs::read_to_string(path)
+        let text = read_small(path, MAX_KEY_FILE)
             .with_context(|| format!("cannot read the public key {}", path.display()))?;
         keys.push(TrustedKey::from_hex(&text).with_context(|| path.display().to_string())?);
     }
@@ -100,11 +124,39 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn new_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+/// The most bytes read from a key or signature file: theirs fit in a few hundred.
+const MAX_KEY_FILE: u64 = 4096;
+
+/// The bytes of the regular file `path`, at most `max` (a FIFO or a device is refused, not
+/// read).
+fn read_bytes(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    if !std::fs::metadata(path)?.is_file() {
+        bail!("not a regular file");
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        bail!("longer than {max} bytes: not a key or signature file");
+    }
+    Ok(bytes)
+}
+
+/// A key file's text, at most `max` bytes.
+fn read_small(path: &Path, max: u64) -> Result<String> {
+    String::from_utf8(read_bytes(path, max)?).map_err(|_| anyhow::anyhow!("not UTF-8 text"))
+}
+
+/// A new file (never an existing one, nor through a symbolic link) with `mode` on Unix.
+fn new_file(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
     options.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             std::io::Error::new(e.kind(), "a file is already there; keys are never replaced")
