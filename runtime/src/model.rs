@@ -20,7 +20,7 @@ use crate::info::GraphInfo;
 use crate::limits::{Check, Limit, Limits};
 use crate::prediction::{AnsweredBy, Decision, EscalationOutcome, Prediction, Ranked};
 use crate::score::{calibrated_probabilities, score_from_probabilities};
-use crate::signing::{MAX_SIGNATURE_BYTES, TrustedKey};
+use crate::signing::{MAX_SIGNATURE_BYTES, TrustedKey, hex};
 use crate::source::ModelBytes;
 
 /// How a model is opened.
@@ -514,10 +514,18 @@ impl StudentModel {
     /// [`Error::InvalidInput`] when `input` does not hold exactly one sample or holds a NaN
     /// or infinite value; [`Error::Run`] or [`Error::NonFiniteOutput`] when execution fails.
     pub fn logits(&self, input: &[f32]) -> Result<Vec<f32>, Error> {
+        Ok(self.sample_logits(input)?.1)
+    }
+
+    /// One sample's checked input (as the card's `non_finite` rule left it) and logits.
+    fn sample_logits<'i>(
+        &self,
+        input: &'i [f32],
+    ) -> Result<(std::borrow::Cow<'i, [f32]>, Vec<f32>), Error> {
         let input = self.check_input(input, 1)?;
         let logits = self.run(&input, 1)?;
         check_logits(&logits, self.info.classes, &self.origin)?;
-        Ok(logits)
+        Ok((input, logits))
     }
 
     /// Raw logits for `input.len() / sample_len` samples, row after row. Uses the batched
@@ -556,9 +564,7 @@ impl StudentModel {
         options: &ClassifyOptions,
         hook: Option<&dyn EscalationHook>,
     ) -> Result<Prediction, Error> {
-        let input = self.check_input(input, 1)?;
-        let logits = self.run(&input, 1)?;
-        check_logits(&logits, self.info.classes, &self.origin)?;
+        let (input, logits) = self.sample_logits(input)?;
         let mut prediction = self.predict_from_logits(&logits, options)?;
         let Some(hook) = hook.filter(|_| prediction.escalated()) else {
             return Ok(prediction);
@@ -793,8 +799,4 @@ fn brief(text: &str) -> String {
     let head: String = text.chars().take(KEEP).collect();
     let tail: String = text.chars().skip(chars - KEEP).collect();
     format!("{head} … {tail}")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
