@@ -12,13 +12,15 @@ impl InputSpec {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when the image size differs from the card's `width x height`
-    /// or the byte count differs from `width * height`.
+    /// or the byte count differs from `width * height`, or when the spec itself does not
+    /// hold one mean and one std per channel (possible only for a spec built by hand).
     pub fn tensor_from_gray8(
         &self,
         pixels: &[u8],
         width: usize,
         height: usize,
     ) -> Result<Vec<f32>, Error> {
+        self.check_shape()?;
         if width != self.width || height != self.height {
             return Err(Error::InvalidInput(format!(
                 "image is {width}x{height}, the model expects {}x{}",
@@ -52,7 +54,8 @@ impl InputSpec {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when the width or height is zero, or the byte count differs
-    /// from `width * height` times the format's bytes per pixel.
+    /// from `width * height` times the format's bytes per pixel, or the spec is
+    /// inconsistent as for [`tensor_from_gray8`](InputSpec::tensor_from_gray8).
     pub fn tensor_from_pixels(
         &self,
         pixels: &[u8],
@@ -60,6 +63,7 @@ impl InputSpec {
         height: usize,
         format: PixelFormat,
     ) -> Result<Vec<f32>, Error> {
+        self.check_shape()?;
         let expected = width
             .checked_mul(height)
             .and_then(|n| n.checked_mul(format.bytes()));
@@ -76,7 +80,16 @@ impl InputSpec {
             u32::try_from(width).map_err(|_| too_large())?,
             u32::try_from(height).map_err(|_| too_large())?,
         );
-        let (out_w, out_h) = (self.width as u32, self.height as u32);
+        let spec_too_large = || {
+            Error::InvalidInput(format!(
+                "the input spec's {}x{} image is too large",
+                self.width, self.height
+            ))
+        };
+        let (out_w, out_h) = (
+            u32::try_from(self.width).map_err(|_| spec_too_large())?,
+            u32::try_from(self.height).map_err(|_| spec_too_large())?,
+        );
         let fit = |image: DynamicImage| {
             if (w, h) == (out_w, out_h) {
                 image
@@ -103,6 +116,33 @@ impl InputSpec {
         }
         let gray = fit(image.to_luma8().into()).to_luma8();
         self.tensor_from_gray8(gray.as_raw(), self.width, self.height)
+    }
+
+    /// Checks what the conversions index and multiply by: one mean and one std per
+    /// channel, and a value count that fits in `usize`. A spec read from a model card
+    /// always passes; one an app builds field by field may not, and must get an error
+    /// rather than a panic.
+    fn check_shape(&self) -> Result<(), Error> {
+        if self.mean.len() != self.channels || self.std.len() != self.channels {
+            return Err(Error::InvalidInput(format!(
+                "the input spec has {} channels but {} mean and {} std values, expected one \
+                 of each per channel",
+                self.channels,
+                self.mean.len(),
+                self.std.len()
+            )));
+        }
+        let values = self
+            .height
+            .checked_mul(self.width)
+            .and_then(|area| area.checked_mul(self.channels.max(1)));
+        if values.is_none() {
+            return Err(Error::InvalidInput(format!(
+                "the input spec's {}x{}x{} values overflow",
+                self.channels, self.height, self.width
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -218,6 +258,24 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(err, Error::InvalidInput(_)), "{err}");
         }
+    }
+
+    #[test]
+    fn a_spec_without_statistics_for_every_channel_is_an_error() {
+        // Found by fuzzing (tests/fuzz-regressions/image_decode): an index past `mean`.
+        let mut short = spec();
+        short.channels = 3;
+        let gray = short.tensor_from_gray8(&[0; 4], 2, 2).unwrap_err();
+        let rgba = short
+            .tensor_from_pixels(&[0; 16], 2, 2, PixelFormat::Rgba8)
+            .unwrap_err();
+        for err in [gray, rgba] {
+            assert!(err.to_string().contains("3 channels but 1 mean"), "{err}");
+        }
+        let mut huge = spec();
+        huge.width = usize::MAX;
+        let err = huge.tensor_from_gray8(&[], usize::MAX, 2).unwrap_err();
+        assert!(err.to_string().contains("overflow"), "{err}");
     }
 
     #[test]
