@@ -1,0 +1,9 @@
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use student_fuzz::fuzzing;
+
+fuzz_target!(|data: &[u8]| {
+    student_fuzz::init();
+    student_fuzz::report(fuzzing::open_compiled(data));
+});
