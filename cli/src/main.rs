@@ -2,10 +2,14 @@
 
 #![forbid(unsafe_code)]
 
-/// `println!` that returns write errors (a closed pipe) instead of panicking.
+/// `println!` that returns write errors (a closed pipe) instead of panicking, and escapes
+/// control characters (see [`terminal::printable`]).
 macro_rules! out {
     ($($arg:tt)*) => {
-        std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!("{}\n", format_args!($($arg)*)))?
+        std::io::Write::write_fmt(
+            &mut std::io::stdout().lock(),
+            format_args!("{}\n", crate::terminal::printable(&format!($($arg)*))),
+        )?
     };
 }
 
@@ -17,6 +21,7 @@ mod progress;
 mod quantize;
 mod report;
 mod signing;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -250,7 +255,7 @@ fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes, outermost first.
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", terminal::printable_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -1,7 +1,6 @@
 //! `student quantize`: an int8 or fp16 copy of a float student, re-calibrated on held-out
 //! data, written next to nothing it could overwrite by accident.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -137,7 +136,6 @@ pub fn quantize(args: &Args) -> Result<()> {
     };
     // Checked again at the write: the entry may have changed during the run.
     replace_file(args.output, &q.bytes)?;
-    let mut stdout = std::io::stdout().lock();
     if args.json {
         let out = serde_json::json!({
             "output": args.output.display().to_string(),
@@ -150,43 +148,41 @@ pub fn quantize(args: &Args) -> Result<()> {
             "test": measured.as_ref().map(|(report, _)| report),
             "test_agreement_with_fp32": measured.as_ref().map(|(_, a)| a),
         });
-        writeln!(stdout, "{out}")?;
+        out!("{out}");
         return Ok(());
     }
     let v = &q.validation;
     let num = |k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
-    writeln!(
-        stdout,
+    out!(
         "wrote {} ({} bytes, {:.1}% of the fp32 file)",
         args.output.display(),
         q.bytes.len(),
         q.bytes.len() as f64 / source.len() as f64 * 100.0
-    )?;
-    writeln!(stdout, "{}", q.summary)?;
-    writeln!(
-        stdout,
+    );
+    out!("{}", q.summary);
+    out!(
         "{}: accuracy {:.2}% ({} {:.2}%), agreement with fp32 {:.2}%",
         data.name,
         num("accuracy") * 100.0,
         Precision::Fp32.name(),
         num("fp32_accuracy") * 100.0,
         num("agreement_with_fp32") * 100.0
-    )?;
-    writeln!(
-        stdout,
+    );
+    out!(
         "temperature {:.3}; threshold {:.4}: {}",
-        q.card.calibration.temperature, q.card.escalation.threshold, q.card.escalation.chosen_by
-    )?;
+        q.card.calibration.temperature,
+        q.card.escalation.threshold,
+        q.card.escalation.chosen_by
+    );
     if let Some((report, agreement)) = &measured {
-        writeln!(
-            stdout,
+        out!(
             "{}: accuracy {:.2}%, agreement with fp32 {:.2}%, escalation {:.2}%, cascade accuracy {:.2}%",
             report.data,
             report.accuracy * 100.0,
             agreement * 100.0,
             report.escalation_rate * 100.0,
             report.cascade_accuracy * 100.0
-        )?;
+        );
     }
     Ok(())
 }

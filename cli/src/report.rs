@@ -1,7 +1,6 @@
 //! `student eval MODEL --teacher T [--compare [NAME=]MODEL]... --report DIR`: models
 //! measured against their teacher, written as a report with plots.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -82,11 +81,7 @@ pub fn eval_report(args: &Args) -> Result<()> {
         }
     };
     if args.json {
-        writeln!(
-            std::io::stdout().lock(),
-            "{}",
-            serde_json::to_string(&comparison)?
-        )?;
+        out!("{}", serde_json::to_string(&comparison)?);
         return Ok(());
     }
     print_summary(&comparison, &files)
@@ -136,14 +131,19 @@ fn stem(path: &Path) -> Result<String> {
 }
 
 fn print_summary(c: &Comparison, files: &[PathBuf]) -> Result<()> {
-    let mut out = std::io::stdout().lock();
     let pct = |v: f64| format!("{:.2}%", v * 100.0);
-    writeln!(out, "data      {} ({})", c.data, images(c.samples))?;
-    writeln!(
-        out,
+    out!("data      {} ({})", c.data, images(c.samples));
+    out!(
         "{:<14} {:>10} {:>9} {:>9} {:>8} {:>7} {:>18} {:>14}",
-        "model", "params", "accuracy", "agreement", "KL", "ECE", "cascade (escal.)", "p50 / p90 us"
-    )?;
+        "model",
+        "params",
+        "accuracy",
+        "agreement",
+        "KL",
+        "ECE",
+        "cascade (escal.)",
+        "p50 / p90 us"
+    );
     let row = |m: &ModelFigures| {
         let cascade = m.cascade.as_ref().map_or("-".to_string(), |k| {
             format!(
@@ -165,21 +165,20 @@ fn print_summary(c: &Comparison, files: &[PathBuf]) -> Result<()> {
         )
     };
     for m in std::iter::once(&c.teacher).chain(&c.models) {
-        writeln!(out, "{}", row(m))?;
+        out!("{}", row(m));
     }
     for m in &c.models {
         if !m.worst_classes.is_empty() {
             let names: Vec<&str> = m.worst_classes.iter().map(|k| k.class.as_str()).collect();
-            writeln!(
-                out,
+            out!(
                 "{}: loses most to the teacher on {}",
                 m.name,
                 names.join(", ")
-            )?;
+            );
         }
     }
     for f in files {
-        writeln!(out, "wrote {}", f.display())?;
+        out!("wrote {}", f.display());
     }
     Ok(())
 }

@@ -970,3 +970,51 @@ fn compile_then_bench_the_compiled_file() {
     let o = student(&["bench", out.to_str().unwrap(), "--seconds", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// png 0.18.1 panics on a palette chunk whose length is not a multiple of 3 (found by the
+/// `image_decode` fuzzer): `student run` reports a bad image, not an internal error.
+#[test]
+fn png_that_makes_the_decoder_panic() {
+    let dir = scratch("png-panic");
+    let finding = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fuzz-regressions/image_decode/png-palette-53-bytes");
+    // The fuzz input's first byte chooses the target's mode; the PNG follows.
+    let bytes = std::fs::read(finding).unwrap();
+    let path = dir.join("palette.png");
+    std::fs::write(&path, &bytes[1..]).unwrap();
+    let o = student(&["run", &model("student.onnx"), &path.display().to_string()]);
+    assert_one_line_error(&o, "palette.png is not a readable PNG or PGM image");
+    assert!(!stderr(&o).contains("internal error"), "{}", stderr(&o));
+}
+
+/// Card text reaches the terminal with its control characters escaped: a free-text field
+/// holding an escape sequence or a carriage return cannot rewrite what the user sees.
+/// (Names and labels with control characters are refused when the card is read.)
+#[test]
+fn card_text_cannot_send_control_characters_to_the_terminal() {
+    let dir = scratch("control-characters");
+    let path = edited_copy("student.onnx", &dir, |proto| {
+        for entry in &mut proto.metadata_props {
+            if entry.key == "student.calibration" {
+                let at = entry.value.find("\"method\":\"").expect("a method") + 10;
+                entry.value.insert_str(at, "\\u001b[2J\\r");
+            }
+            if entry.key == "student.teacher" {
+                entry.value = entry
+                    .value
+                    .replacen("fashion-mnist-teacher", "t\\u009bx", 1);
+            }
+        }
+    });
+    let path = path.display().to_string();
+    let o = student(&["inspect", &path]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+    assert!(out.contains("(\\u001b[2J\\u000d"), "{out}");
+    assert!(out.contains("teacher     t\\u009bx ("), "{out}");
+    // JSON output stays valid JSON, the text intact inside it.
+    let o = student(&["inspect", &path, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["card"]["teacher"]["name"], "t\u{9b}x");
+}

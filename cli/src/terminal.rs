@@ -1,0 +1,62 @@
+//! Text from model files (card fields, labels, operator names) and from errors reaches the
+//! terminal only through [`printable`]: a card whose label holds an escape sequence or a
+//! carriage return must not rewrite the user's screen or hide a line of output.
+
+use std::borrow::Cow;
+
+/// `text` with every control character other than newline and tab written as a JSON
+/// escape (`\u001b`). JSON output stays valid JSON that decodes to the same text:
+/// serde_json escapes the C0 controls itself, and a C1 control (U+0080 to U+009F), which it
+/// leaves raw, can only occur inside one of its strings.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    escape_if(text, |c| c.is_control() && c != '\n' && c != '\t')
+}
+
+/// [`printable`] for text that must stay on one line (the `error:` line): newlines and
+/// tabs are escaped too.
+pub fn printable_line(text: &str) -> Cow<'_, str> {
+    escape_if(text, char::is_control)
+}
+
+fn escape_if(text: &str, escape: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if !text.chars().any(&escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if escape(c) {
+            // Every control character is below U+00A0: four hex digits hold it.
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_is_kept() {
+        assert!(matches!(
+            printable("T-shirt/top, Ankle boot"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            printable("a\u{1b}[2Jb\rc\u{7f}d\u{9b}e"),
+            "a\\u001b[2Jb\\u000dc\\u007fd\\u009be"
+        );
+        assert_eq!(printable("one\n\ttwo é"), "one\n\ttwo é");
+        assert_eq!(printable_line("one\n\ttwo"), "one\\u000a\\u0009two");
+        // JSON stays JSON, and decodes to the same text.
+        let value = serde_json::json!({ "label": "a\u{1b}b\nc\u{9b}d" });
+        let shown = printable(&value.to_string()).into_owned();
+        assert_ne!(shown, value.to_string());
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&shown).unwrap(),
+            value
+        );
+    }
+}
