@@ -212,6 +212,19 @@ mod onnx {
         {
             string(check, "a value name", &v.name)?;
         }
+        // Each value has one writer (ONNX graphs are in single assignment form): with two,
+        // which one the model reads would depend on the engine's node order.
+        let mut writers: HashMap<&str, String> = graph
+            .input
+            .iter()
+            .map(|v| (v.name.as_str(), "the graph's input".to_string()))
+            .chain(
+                graph
+                    .initializer
+                    .iter()
+                    .map(|t| (t.name.as_str(), "an initializer".to_string())),
+            )
+            .collect();
         for node in &graph.node {
             *nodes += 1;
             let name = if node.name.is_empty() {
@@ -224,6 +237,15 @@ mod onnx {
             }
             for s in node.input.iter().chain(&node.output) {
                 string(check, &format!("a value name of node `{name}`"), s)?;
+            }
+            for out in node.output.iter().filter(|o| !o.is_empty()) {
+                let this = format!("node `{name}`");
+                if let Some(first) = writers.insert(out.as_str(), this.clone()) {
+                    return Err(malformed(format!(
+                        "value `{out}` is written by {first} and by {this}; each value \
+                         must have one writer"
+                    )));
+                }
             }
             for a in &node.attribute {
                 string(

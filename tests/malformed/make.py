@@ -413,6 +413,18 @@ def onnx_cases(corpus, base, card):
     add("onnx/self-loop.onnx", serialize(m), "a node reading its own output", "Plan",
         "cannot prepare the model")
     m = copy_of(base)
+    twin = onnx.NodeProto()
+    twin.CopyFrom(node(m, "relu"))
+    twin.name = "relu_twin"
+    m.graph.node.append(twin)
+    add("onnx/value-written-twice.onnx", serialize(m),
+        "two nodes writing the same value", "Malformed",
+        "is written by node `relu` and by node `relu_twin`")
+    m = copy_of(base)
+    node(m, "relu").output[0] = m.graph.input[0].name
+    add("onnx/node-writes-input.onnx", serialize(m), "a node writing the graph's input",
+        "Malformed", "is written by the graph's input and by node `relu`")
+    m = copy_of(base)
     flatten = node(m, "flatten")
     flatten.CopyFrom(helper.make_node("Reshape", ["pool", "bad_shape"], ["flat"],
                                       name="flatten"))
