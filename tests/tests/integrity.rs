@@ -77,6 +77,17 @@ fn each_limit_refuses_a_model_over_it_and_names_itself() {
         limit_hit(StudentModel::from_bytes(&compiled, &scratch_limit)),
         "max_scratch_bytes"
     );
+    // Metadata keys are strings too: a 100 KB key, in both formats.
+    let long_key = with_card_entry(&onnx_path, &"k".repeat(100_000), "v");
+    let long_key_compiled = compile_onnx(&long_key, "long-key.onnx").unwrap().bytes;
+    for bytes in [&long_key, &long_key_compiled] {
+        let e = StudentModel::from_bytes(bytes, &with_limits(|l| l.max_string_bytes = 50_000))
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::TooLarge { what, .. } if what.contains("a metadata key")),
+            "{e}"
+        );
+    }
     // The file limit applies before a file is read.
     let e =
         StudentModel::open_with(&onnx_path, &with_limits(|l| l.max_file_bytes = 1000)).unwrap_err();

@@ -20,9 +20,6 @@ use plan::Plan;
 /// of 2^25 values in a file of a few hundred bytes would otherwise cost gigabytes at open.
 const MAX_CLASSES: usize = 1 << 20;
 
-/// The most input values one pooling op may read per sample (2^30).
-const MAX_POOL_TAPS: u64 = 1 << 30;
-
 /// Validates a compiled file and prepares its executor. Nothing is read through an offset
 /// before the header, the checksum, every blob range and every op have been checked.
 pub(crate) fn open(
@@ -68,6 +65,9 @@ pub(crate) fn open(
         "the number of ops".to_string()
     })?;
     for (key, value) in &m.metadata {
+        check.within(Limit::String, Some(key.len() as u64), || {
+            "a metadata key".to_string()
+        })?;
         check.within(Limit::String, Some(value.len() as u64), || {
             format!("metadata entry `{key}`")
         })?;
@@ -85,21 +85,6 @@ pub(crate) fn open(
     // A pooling window may cover most of its input at every output position: a file of a
     // few kilobytes would then take hours per call. Real pooling reads each input a few
     // times; global pooling reads it once.
-    for (i, op) in plan.manifest.ops.iter().enumerate() {
-        if let ir::Op::Pool { window: w, .. } | ir::Op::QAvgPool { window: w, .. } = op {
-            let taps = [w.c_out, w.h_out, w.w_out, w.kh, w.kw]
-                .iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
-            if taps.is_none_or(|t| t > MAX_POOL_TAPS) {
-                return Err(bad(format!(
-                    "op {i} ({}) reads {} input values per sample (channels x outputs x \
-                     window), more than the {MAX_POOL_TAPS} allowed",
-                    op.name(),
-                    taps.map_or_else(|| "more than 2^64".to_string(), |t| t.to_string())
-                )));
-            }
-        }
-    }
     let executor = Executor::new(plan, data, isa);
     check.within(Limit::Scratch, executor.scratch_bytes(batch), || {
         format!("the working memory of one call at batch {batch}")

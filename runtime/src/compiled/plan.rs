@@ -25,6 +25,11 @@ const SLOT_ALIGN: usize = 64;
 /// every product the executor computes from a validated plan, so none overflows.
 const MAX_ELEMENTS: usize = 1 << 28;
 
+/// The most input values one pooling op may read per sample (2^30): a window far larger
+/// than its input visits only the taps inside it, but many outputs of a large input can
+/// still make a file of a few bytes cost minutes per call.
+const MAX_POOL_TAPS: u64 = 1 << 30;
+
 impl Plan {
     pub(crate) fn new(manifest: Manifest) -> Result<Plan, String> {
         validate(&manifest)?;
@@ -231,6 +236,28 @@ fn check_window(w: &Window) -> Result<(), String> {
     Ok(())
 }
 
+/// Bounds the input values a pooling op reads per sample: per output, the executor visits
+/// only the kernel taps that land in the input, at most `min(kh, h_in) x min(kw, w_in)`.
+fn check_pool_work(w: &Window) -> Result<(), String> {
+    let reads = [
+        w.c_out,
+        w.h_out,
+        w.w_out,
+        w.kh.min(w.h_in),
+        w.kw.min(w.w_in),
+    ]
+    .iter()
+    .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+    if reads.is_none_or(|r| r > MAX_POOL_TAPS) {
+        return Err(format!(
+            "pooling window {w:?} reads {} input values per sample (channels x outputs x \
+             taps inside the input), more than the {MAX_POOL_TAPS} allowed",
+            reads.map_or_else(|| "more than 2^64".to_string(), |r| r.to_string())
+        ));
+    }
+    Ok(())
+}
+
 /// Kernel size rounded up to the int8 kernels' group of 4.
 pub(crate) fn padded_k(k: usize) -> usize {
     k.next_multiple_of(4)
@@ -369,6 +396,7 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
                     "pooling window {w:?} has windows wholly in the padding"
                 ));
             }
+            check_pool_work(w)?;
             dims_eq(value(m, *x, dtype)?, &[w.c_in, w.h_in, w.w_in], "input")?;
             dims_eq(value(m, *y, dtype)?, &[w.c_out, w.h_out, w.w_out], "output")
         }
@@ -379,6 +407,7 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
             if w.c_in != w.c_out || w.groups != 1 {
                 return Err("pooling keeps the channel count".to_string());
             }
+            check_pool_work(w)?;
             dims_eq(value(m, *x, DType::U8)?, &[w.c_in, w.h_in, w.w_in], "input")?;
             dims_eq(
                 value(m, *y, DType::U8)?,
