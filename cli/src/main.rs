@@ -233,8 +233,17 @@ enum Command {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp(None)
-        .format_target(false)
+        // Warnings quote file names, graph value names and hook errors: escaped like
+        // everything else the CLI prints.
+        .format(|buf, record| {
+            use std::io::Write;
+            writeln!(
+                buf,
+                "[{:<5}] {}",
+                record.level(),
+                terminal::printable_line(&record.args().to_string())
+            )
+        })
         .init();
     let cli = Cli::parse();
     // The runtime turns panics inside the ONNX front end into errors; the default hook

@@ -3,6 +3,8 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use student_distill::Progress;
 
+use crate::terminal::printable_line;
+
 /// Draws one bar per stage; status and summaries are printed above the bars.
 #[derive(Default)]
 pub struct Bars {
@@ -21,6 +23,7 @@ impl Progress for Bars {
         .map(|s| s.progress_chars("=> "))
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
+        let name = printable_line(name);
         bar.set_prefix(name.to_string());
         if bar.is_hidden() {
             let plural = if total == 1 { "" } else { "s" };
@@ -36,6 +39,7 @@ impl Progress for Bars {
     }
 
     fn status(&mut self, text: &str) {
+        let text = printable_line(text);
         // A hidden bar (standard error is not a terminal) drops println: print directly.
         match &self.bar {
             Some(bar) if !bar.is_hidden() => bar.println(format!("  {text}")),
@@ -44,6 +48,7 @@ impl Progress for Bars {
     }
 
     fn finish(&mut self, summary: &str) {
+        let summary = printable_line(summary);
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }

@@ -4,18 +4,27 @@
 
 use std::borrow::Cow;
 
-/// `text` with every control character other than newline and tab written as a JSON
-/// escape (`\u001b`). JSON output stays valid JSON that decodes to the same text:
-/// serde_json escapes the C0 controls itself, and a C1 control (U+0080 to U+009F), which it
-/// leaves raw, can only occur inside one of its strings.
+/// `text` with every control character other than newline and tab, and every character
+/// that reorders text ([`reorders`]), written as a JSON escape (`\u001b`). JSON output stays
+/// valid JSON that decodes to the same text: serde_json escapes the C0 controls itself,
+/// and the others, which it leaves raw, can only occur inside one of its strings.
 pub fn printable(text: &str) -> Cow<'_, str> {
-    escape_if(text, |c| c.is_control() && c != '\n' && c != '\t')
+    escape_if(text, |c| {
+        (c.is_control() && c != '\n' && c != '\t') || reorders(c)
+    })
 }
 
 /// [`printable`] for text that must stay on one line (the `error:` line): newlines and
 /// tabs are escaped too.
 pub fn printable_line(text: &str) -> Cow<'_, str> {
-    escape_if(text, char::is_control)
+    escape_if(text, |c| c.is_control() || reorders(c))
+}
+
+/// Characters that reorder or break the text around them without being control
+/// characters: bidirectional embeddings, overrides, isolates and marks (a label
+/// `a\u{202e}gpj.exe` displays as `aexe.jpg`), and the Unicode line and paragraph separators.
+fn reorders(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
 }
 
 fn escape_if(text: &str, escape: impl Fn(char) -> bool) -> Cow<'_, str> {
@@ -25,7 +34,7 @@ fn escape_if(text: &str, escape: impl Fn(char) -> bool) -> Cow<'_, str> {
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         if escape(c) {
-            // Every control character is below U+00A0: four hex digits hold it.
+            // Every character escaped is below U+10000: four hex digits hold it.
             out.push_str(&format!("\\u{:04x}", u32::from(c)));
         } else {
             out.push(c);
@@ -49,9 +58,13 @@ mod tests {
             "a\\u001b[2Jb\\u000dc\\u007fd\\u009be"
         );
         assert_eq!(printable("one\n\ttwo é"), "one\n\ttwo é");
+        assert_eq!(
+            printable("a\u{202e}gpj.exe\u{2028}"),
+            "a\\u202egpj.exe\\u2028"
+        );
         assert_eq!(printable_line("one\n\ttwo"), "one\\u000a\\u0009two");
         // JSON stays JSON, and decodes to the same text.
-        let value = serde_json::json!({ "label": "a\u{1b}b\nc\u{9b}d" });
+        let value = serde_json::json!({ "label": "a\u{1b}b\nc\u{9b}d\u{202e}e" });
         let shown = printable(&value.to_string()).into_owned();
         assert_ne!(shown, value.to_string());
         assert_eq!(
