@@ -248,7 +248,7 @@ pub fn quantize_student(
                             "{origin}: its card names the teacher {} ({}), but the threshold \
                              is chosen against {} ({}); the new card records both",
                             named.name,
-                            &named.sha256[..named.sha256.len().min(12)],
+                            named.sha256.chars().take(12).collect::<String>(),
                             t.card().name,
                             &t.sha256()[..12]
                         );
