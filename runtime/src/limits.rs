@@ -128,7 +128,7 @@ mod onnx {
     //! (`Engine::plan`), which bounds every value of the plan before it runs; see
     //! docs/security.md for what that leaves open.
 
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
 
     use tract_onnx::pb;
     use tract_onnx::pb::tensor_proto::{DataLocation, DataType};
@@ -167,7 +167,11 @@ mod onnx {
         };
         for p in &proto.metadata_props {
             string(check, "a metadata key", &p.key)?;
-            string(check, &format!("metadata entry `{}`", p.key), &p.value)?;
+            string(
+                check,
+                &format!("metadata entry `{}`", shown(&p.key)),
+                &p.value,
+            )?;
         }
         string(check, "the producer name", &proto.producer_name)?;
         string(check, "the model's doc string", &proto.doc_string)?;
@@ -176,7 +180,25 @@ mod onnx {
         };
         let mut nodes = 0u64;
         let mut weights = 0u64;
-        walk(graph, check, &mut nodes, &mut weights, &malformed)?;
+        walk(
+            graph,
+            &HashMap::new(),
+            check,
+            &mut nodes,
+            &mut weights,
+            &malformed,
+        )?;
+        // An initializer as the output is a constant, not an answer computed from the input.
+        let inputs: HashSet<&str> = graph.input.iter().map(|v| v.name.as_str()).collect();
+        for t in &graph.initializer {
+            if graph.output.iter().any(|o| o.name == t.name) && !inputs.contains(t.name.as_str()) {
+                return Err(malformed(format!(
+                    "the graph's output `{}` is an initializer: a constant, not computed from the \
+                     input",
+                    shown(&t.name)
+                )));
+            }
+        }
         check.within(Limit::Nodes, Some(nodes), || {
             "the graph's node count (subgraphs included)".to_string()
         })?;
@@ -190,10 +212,45 @@ mod onnx {
         check.within(Limit::String, Some(s.len() as u64), || what.to_string())
     }
 
+    /// At most this many characters of a name from the file go into a message.
+    const SHOWN_CHARS: usize = 80;
+
+    /// `name` for an error message: a file's names may be up to `max_string_bytes` long.
+    fn shown(name: &str) -> String {
+        match name.char_indices().nth(SHOWN_CHARS) {
+            Some((end, _)) => format!("{}...", &name[..end]),
+            None => name.to_string(),
+        }
+    }
+
+    /// Records `by` as the writer of value `name`; a second writer is an error. Single
+    /// assignment is what ONNX requires: with two writers, which one a reader sees would
+    /// depend on the engine's node order.
+    fn define<'g>(
+        writers: &mut HashMap<&'g str, String>,
+        name: &'g str,
+        by: String,
+        malformed: &dyn Fn(String) -> Error,
+    ) -> Result<(), Error> {
+        if name.is_empty() {
+            return Ok(());
+        }
+        match writers.insert(name, by.clone()) {
+            Some(first) => Err(malformed(format!(
+                "value `{}` is written by {first} and by {by}; each value must have one writer",
+                shown(name)
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Counts nodes and weights of `graph` and its subgraphs, checking every string and
-    /// every constant tensor on the way.
-    fn walk(
-        graph: &pb::GraphProto,
+    /// every constant tensor on the way, and that each value has one writer (the graph's
+    /// input, an initializer or a node) across this graph and the graphs enclosing it:
+    /// `outer` holds the values those define.
+    fn walk<'g>(
+        graph: &'g pb::GraphProto,
+        outer: &HashMap<&'g str, String>,
         check: &Check<'_>,
         nodes: &mut u64,
         weights: &mut u64,
@@ -212,48 +269,48 @@ mod onnx {
         {
             string(check, "a value name", &v.name)?;
         }
-        // Each value has one writer (ONNX graphs are in single assignment form): with two,
-        // which one the model reads would depend on the engine's node order.
-        let mut writers: HashMap<&str, String> = graph
-            .input
-            .iter()
-            .map(|v| (v.name.as_str(), "the graph's input".to_string()))
-            .chain(
-                graph
-                    .initializer
-                    .iter()
-                    .map(|t| (t.name.as_str(), "an initializer".to_string())),
-            )
-            .collect();
+        // Every string a message below may quote is within the limit from here on.
+        for node in &graph.node {
+            let strings = [&node.name, &node.op_type, &node.domain, &node.doc_string];
+            for s in strings.into_iter().chain(&node.input).chain(&node.output) {
+                string(check, "a string of a node", s)?;
+            }
+        }
+        let mut writers = outer.clone();
+        for v in &graph.input {
+            define(&mut writers, &v.name, "the graph's input".into(), malformed)?;
+        }
+        let inputs: HashSet<&str> = graph.input.iter().map(|v| v.name.as_str()).collect();
+        for t in &graph.initializer {
+            // An initializer may give a graph input its default value (IR version 3).
+            if !inputs.contains(t.name.as_str()) {
+                define(&mut writers, &t.name, "an initializer".into(), malformed)?;
+            }
+        }
+        for node in &graph.node {
+            let name = shown(if node.name.is_empty() {
+                &node.op_type
+            } else {
+                &node.name
+            });
+            for out in &node.output {
+                define(&mut writers, out, format!("node `{name}`"), malformed)?;
+            }
+        }
         for node in &graph.node {
             *nodes += 1;
-            let name = if node.name.is_empty() {
-                node.op_type.as_str()
+            let name = shown(if node.name.is_empty() {
+                &node.op_type
             } else {
-                node.name.as_str()
-            };
-            for s in [&node.name, &node.op_type, &node.domain, &node.doc_string] {
-                string(check, &format!("a string of node `{name}`"), s)?;
-            }
-            for s in node.input.iter().chain(&node.output) {
-                string(check, &format!("a value name of node `{name}`"), s)?;
-            }
-            for out in node.output.iter().filter(|o| !o.is_empty()) {
-                let this = format!("node `{name}`");
-                if let Some(first) = writers.insert(out.as_str(), this.clone()) {
-                    return Err(malformed(format!(
-                        "value `{out}` is written by {first} and by {this}; each value \
-                         must have one writer"
-                    )));
-                }
-            }
+                &node.name
+            });
             for a in &node.attribute {
                 string(
                     check,
                     &format!("an attribute name of node `{name}`"),
                     &a.name,
                 )?;
-                let what = format!("attribute `{}` of node `{name}`", a.name);
+                let what = format!("attribute `{}` of node `{name}`", shown(&a.name));
                 for s in std::iter::once(&a.s).chain(&a.strings) {
                     check.within(Limit::String, Some(s.len() as u64), || {
                         format!("a string of {what}")
@@ -263,7 +320,7 @@ mod onnx {
                     *weights = weights.saturating_add(tensor(t, &what, check, malformed)?);
                 }
                 for g in a.g.iter().chain(&a.graphs) {
-                    walk(g, check, nodes, weights, malformed)?;
+                    walk(g, &writers, check, nodes, weights, malformed)?;
                 }
             }
         }
@@ -290,7 +347,7 @@ mod onnx {
         check: &Check<'_>,
         malformed: &dyn Fn(String) -> Error,
     ) -> Result<u64, Error> {
-        let label = format!("{what} `{}`", t.name);
+        let label = format!("{what} `{}`", shown(&t.name));
         string(check, "a tensor name", &t.name)?;
         if t.data_location == Some(DataLocation::External as i32) || !t.external_data.is_empty() {
             return Err(malformed(format!(

@@ -216,6 +216,12 @@ def copy_of(model):
     return out
 
 
+def copy_of_tensor(tensor):
+    out = onnx.TensorProto()
+    out.CopyFrom(tensor)
+    return out
+
+
 def node(model, name):
     return next(n for n in model.graph.node if n.name == name)
 
@@ -424,6 +430,28 @@ def onnx_cases(corpus, base, card):
     node(m, "relu").output[0] = m.graph.input[0].name
     add("onnx/node-writes-input.onnx", serialize(m), "a node writing the graph's input",
         "Malformed", "is written by the graph's input and by node `relu`")
+    m = copy_of(base)
+    m.graph.initializer.append(copy_of_tensor(m.graph.initializer[0]))
+    add("onnx/initializer-twice.onnx", serialize(m), "two initializers of one name",
+        "Malformed", "is written by an initializer and by an initializer")
+    m = copy_of(base)
+    m.graph.output[0].name = "dense.bias"
+    add("onnx/output-is-initializer.onnx", serialize(m),
+        "the graph's output is an initializer: a constant", "Malformed",
+        "output `dense.bias` is an initializer")
+    # A branch of an If writing `relu`, which the enclosing graph's node `relu` writes:
+    # values are single-assignment across nested graphs too.
+    m = copy_of(base)
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["conv"], ["relu"], name="shadow")], "branch", [],
+        [helper.make_tensor_value_info("relu", TensorProto.FLOAT, None)])
+    m.graph.initializer.append(numpy_helper.from_array(np.array(True), "always"))
+    relu = node(m, "relu")
+    relu.CopyFrom(helper.make_node("If", ["always"], ["relu"], name="relu",
+                                   then_branch=branch, else_branch=branch))
+    add("onnx/branch-writes-outer-value.onnx", serialize(m),
+        "an If branch writing a value its enclosing graph also writes", "Malformed",
+        "is written by node `relu` and by node `shadow`")
     m = copy_of(base)
     flatten = node(m, "flatten")
     flatten.CopyFrom(helper.make_node("Reshape", ["pool", "bad_shape"], ["flat"],
