@@ -979,17 +979,15 @@ fn max_pool<T: Copy + PartialOrd>(w: &Window, batch: usize, x: &[T], y: &mut [T]
         for oy in 0..w.h_out {
             for ox in 0..w.w_out {
                 let mut best: Option<T> = None;
-                for ki in 0..w.kh {
-                    let iy = (oy * w.stride[0] + ki * w.dilation[0]).wrapping_sub(w.pad[0]);
-                    if iy >= w.h_in {
-                        continue;
-                    }
-                    for kj in 0..w.kw {
-                        let ix = (ox * w.stride[1] + kj * w.dilation[1]).wrapping_sub(w.pad[1]);
-                        if ix < w.w_in {
-                            let v = src[iy * w.w_in + ix];
-                            best = Some(best.map_or(v, |b| max(b, v)));
-                        }
+                // Only the taps inside the input: a window far larger than its input
+                // costs no more than the input (the plan bounds this work).
+                let (rows, cols) = (taps(w, 0, oy), taps(w, 1, ox));
+                for ki in rows {
+                    let iy = oy * w.stride[0] + ki * w.dilation[0] - w.pad[0];
+                    for kj in cols.clone() {
+                        let ix = ox * w.stride[1] + kj * w.dilation[1] - w.pad[1];
+                        let v = src[iy * w.w_in + ix];
+                        best = Some(best.map_or(v, |b| max(b, v)));
                     }
                 }
                 // Compile-time geometry guarantees every window overlaps the input.

@@ -69,7 +69,15 @@ pub(crate) fn open(
             "a metadata key".to_string()
         })?;
         check.within(Limit::String, Some(value.len() as u64), || {
-            format!("metadata entry `{key}`")
+            format!(
+                "metadata entry `{}`",
+                key.chars().take(80).collect::<String>()
+            )
+        })?;
+    }
+    for (op, _) in &m.source_operators {
+        check.within(Limit::String, Some(op.len() as u64), || {
+            "the name of a source operator".to_string()
         })?;
     }
     for (i, v) in m.values.iter().enumerate() {
