@@ -77,7 +77,7 @@ impl StudentError {
 impl From<student_runtime::Error> for StudentError {
     fn from(error: student_runtime::Error) -> Self {
         use student_runtime::Error as E;
-        let reason = with_causes(&error);
+        let reason = error.with_causes();
         match error {
             E::Io { .. } => StudentError::Io { reason },
             E::NotOnnx { .. }
@@ -96,18 +96,6 @@ impl From<student_runtime::Error> for StudentError {
             _ => StudentError::Execution { reason },
         }
     }
-}
-
-/// The error's message followed by each cause, `: `-separated: apps see one string.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

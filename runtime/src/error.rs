@@ -137,6 +137,20 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The message followed by each cause, `: `-separated: one line for a log or an app.
+    pub fn with_causes(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+}
+
 /// The error an [`EscalationHook`](crate::EscalationHook) reports when it cannot answer.
 ///
 /// A failing hook never fails the classification: the student's answer stays in place and

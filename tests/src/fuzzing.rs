@@ -101,9 +101,12 @@ pub fn open_compiled_parts(data: &[u8]) -> Outcome {
 /// `compile_onnx` on arbitrary bytes (seeded with ONNX files). What it compiles must open,
 /// and then runs as in [`open_compiled`].
 pub fn compile(data: &[u8]) -> Outcome {
-    let compiled = compile_onnx(data, "fuzz input").map_err(|e| chain(&e))?;
+    let compiled = compile_onnx(data, "fuzz input").map_err(|e| e.with_causes())?;
     if let Err(e) = StudentModel::from_bytes(&compiled.bytes, &OpenOptions::default()) {
-        panic!("a file compile_onnx wrote does not open: {}", chain(&e));
+        panic!(
+            "a file compile_onnx wrote does not open: {}",
+            e.with_causes()
+        );
     }
     open_compiled(&compiled.bytes)
 }
@@ -133,7 +136,7 @@ pub fn model_card(data: &[u8]) -> Outcome {
         .map(|line| line.split_once('=').unwrap_or((line, "")))
         .collect();
     let card = ModelCard::from_metadata(entries.iter().copied(), classes, &dims, "fuzz input")
-        .map_err(|e| chain(&e))?;
+        .map_err(|e| e.with_causes())?;
     assert_eq!(
         card.labels.len(),
         classes,
@@ -152,7 +155,7 @@ pub fn model_card(data: &[u8]) -> Outcome {
         &dims,
         "fuzz input, written back",
     )
-    .unwrap_or_else(|e| panic!("a card that read does not read back: {}", chain(&e)));
+    .unwrap_or_else(|e| panic!("a card that read does not read back: {}", e.with_causes()));
     assert_eq!(
         again.to_metadata(),
         written,
@@ -216,12 +219,12 @@ fn decode_file(bytes: &[u8]) -> Outcome {
     );
     let resized = spec
         .tensor_from_pixels(gray.as_raw(), w, h, PixelFormat::Gray8)
-        .map_err(|e| chain(&e))?;
+        .map_err(|e| e.with_causes())?;
     assert_eq!(resized.len(), spec.len());
     let rgba = image.to_rgba8();
     let colour = colour_spec()
         .tensor_from_pixels(rgba.as_raw(), w, h, PixelFormat::Rgba8)
-        .map_err(|e| chain(&e))?;
+        .map_err(|e| e.with_causes())?;
     assert_eq!(colour.len(), colour_spec().len());
     Ok(())
 }
@@ -261,7 +264,7 @@ fn raw_pixels(r: &mut Reader<'_>, specs: &[InputSpec]) -> Outcome {
                 assert_eq!(t.len(), spec.len(), "tensor_from_gray8 length");
             }
         }
-        outcome = outcome.and(result.map(drop).map_err(|e| chain(&e)));
+        outcome = outcome.and(result.map(drop).map_err(|e| e.with_causes()));
     }
     outcome
 }
@@ -335,17 +338,18 @@ pub fn shipped() -> &'static Shipped {
         let onnx = |name: &str, batch: usize| {
             let model =
                 StudentModel::from_bytes_named(&read(name), name, &OpenOptions::with_batch(batch));
-            let model = model.unwrap_or_else(|e| panic!("{name} does not open: {}", chain(&e)));
+            let model =
+                model.unwrap_or_else(|e| panic!("{name} does not open: {}", e.with_causes()));
             (format!("{name} (tract, batch {batch})"), model)
         };
         let compiled = |name: &str, batch: usize| {
             let bytes = compile_onnx(&read(name), name)
-                .unwrap_or_else(|e| panic!("{name} does not compile: {}", chain(&e)))
+                .unwrap_or_else(|e| panic!("{name} does not compile: {}", e.with_causes()))
                 .bytes;
             let model =
                 StudentModel::from_bytes_named(&bytes, name, &OpenOptions::with_batch(batch));
-            let model =
-                model.unwrap_or_else(|e| panic!("compiled {name} does not open: {}", chain(&e)));
+            let model = model
+                .unwrap_or_else(|e| panic!("compiled {name} does not open: {}", e.with_causes()));
             (format!("{name} (compiled, batch {batch})"), model)
         };
         Shipped {
@@ -411,7 +415,7 @@ pub fn classify(data: &[u8]) -> Outcome {
             if len != per || refused {
                 expect_invalid_input(&result, &ctx);
             }
-            let logits = result.map_err(|e| chain(&e))?;
+            let logits = result.map_err(|e| e.with_causes())?;
             assert_eq!(logits.len(), classes, "{ctx}");
             assert!(logits.iter().all(|v| v.is_finite()), "{ctx}");
         }
@@ -420,13 +424,13 @@ pub fn classify(data: &[u8]) -> Outcome {
             if len == 0 || len % per != 0 || refused {
                 expect_invalid_input(&result, &ctx);
             }
-            let logits = result.map_err(|e| chain(&e))?;
+            let logits = result.map_err(|e| e.with_causes())?;
             assert_eq!(logits.len(), len / per * classes, "{ctx}");
             if value_mode == 0 {
                 // Moderate inputs: every row equals the single-sample logits, whether it ran
                 // in a full batch or in the remainder.
                 for (sample, row) in values.chunks(per).zip(logits.chunks(classes)) {
-                    let single = model.logits(sample).map_err(|e| chain(&e))?;
+                    let single = model.logits(sample).map_err(|e| e.with_causes())?;
                     let scale = 1.0 + single.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                     for (a, b) in row.iter().zip(&single) {
                         assert!(
@@ -459,7 +463,7 @@ pub fn classify(data: &[u8]) -> Outcome {
                     "{ctx}: {result:?}"
                 );
             }
-            let p = result.map_err(|e| chain(&e))?;
+            let p = result.map_err(|e| e.with_causes())?;
             check_prediction(&p, model, &options, &ctx);
             if with_hook {
                 check_hook_outcome(&p, &hook, classes, &ctx);
@@ -477,7 +481,7 @@ pub fn classify(data: &[u8]) -> Outcome {
                     "{ctx}: {result:?}"
                 );
             }
-            let p = result.map_err(|e| chain(&e))?;
+            let p = result.map_err(|e| e.with_causes())?;
             check_prediction(&p, model, &options, &ctx);
         }
     }
@@ -654,8 +658,8 @@ impl EscalationHook for FuzzHook {
 /// Opens `data` with batch size `batch`; a model that opens classifies one all-zero input
 /// and runs a batch of `batch + 1` zero samples.
 fn open_and_run(data: &[u8], batch: usize) -> Outcome {
-    let model =
-        StudentModel::from_bytes(data, &OpenOptions::with_batch(batch)).map_err(|e| chain(&e))?;
+    let model = StudentModel::from_bytes(data, &OpenOptions::with_batch(batch))
+        .map_err(|e| e.with_causes())?;
     let per = model.input_spec().len();
     let classes = model.classes();
     assert!(
@@ -666,27 +670,17 @@ fn open_and_run(data: &[u8], batch: usize) -> Outcome {
     let zeros = vec![0.0f32; per];
     let p = model
         .classify(&zeros, &ClassifyOptions::default(), None)
-        .map_err(|e| chain(&e))?;
+        .map_err(|e| e.with_causes())?;
     assert!(
         p.index < classes && (0.0..=1.0).contains(&p.confidence),
         "{p:?}"
     );
     let batch_zeros = vec![0.0f32; per * (batch + 1)];
-    let logits = model.logits_batch(&batch_zeros).map_err(|e| chain(&e))?;
+    let logits = model
+        .logits_batch(&batch_zeros)
+        .map_err(|e| e.with_causes())?;
     assert_eq!(logits.len(), classes * (batch + 1));
     Ok(())
-}
-
-/// An error with its causes, one line.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The `.student` header as `runtime/src/compiled/format.rs` documents it.
