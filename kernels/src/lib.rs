@@ -54,9 +54,11 @@ mod check;
 mod error;
 mod isa;
 mod pack;
+mod pool;
 mod qgemm;
 mod quant;
 mod sgemm;
+mod unfold;
 
 pub mod reference;
 
@@ -68,9 +70,11 @@ mod x86;
 pub use error::KernelError;
 pub use isa::{ENV_VAR, Isa, isa_from_env};
 pub use pack::{
-    NR, pack_b_f16, pack_b_f16_strided, pack_b_f32, pack_b_f32_strided, pack_b_s8,
+    NR, interleave_4x16, pack_b_f16, pack_b_f16_strided, pack_b_f32, pack_b_f32_strided, pack_b_s8,
     pack_b_s8_strided, pack_b_u8, pack_b_u8_strided, packed_len_f16, packed_len_f32, packed_len_q8,
 };
+pub use pool::{Pool2x2, max_pool_2x2_f32, max_pool_2x2_u8};
 pub use qgemm::{qgemm_s8u8, qgemm_u8s8};
 pub use quant::{IntBias, Scale, dequantize_acc_f32, dequantize_u8, quantize_u8, requantize_u8};
 pub use sgemm::{Bias, hgemm, sgemm};
+pub use unfold::{PanelSource, unfold_panel_f32, unfold_panel_u8};

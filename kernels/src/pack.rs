@@ -182,6 +182,14 @@ fn pack_groups(
     Ok(())
 }
 
+/// One group of the int8 packed layout from four rows of B: byte `4j + t` of the result is
+/// byte `j` of row `t` (the 16 columns of a panel, four consecutive k each). For callers
+/// that build packed panels themselves, such as an unfold written straight into them.
+#[inline]
+pub fn interleave_4x16(rows: [&[u8; 16]; 4]) -> [u8; 64] {
+    transpose_4x16(rows)
+}
+
 /// The bytes of an i8 slice, as u8.
 fn as_bytes(x: &[i8]) -> &[u8] {
     // SAFETY: i8 and u8 have the same size and alignment and every bit pattern is valid

@@ -2,8 +2,11 @@
 //! uint8 ([`requantize_u8`]) or f32 ([`dequantize_acc_f32`]), and ONNX's elementwise
 //! QuantizeLinear / DequantizeLinear for uint8 ([`quantize_u8`], [`dequantize_u8`]).
 //!
-//! These loops are memory-bound, so the AVX-512 levels run the AVX2 code. Every level is
-//! bit-identical to [`reference`](crate::reference): the f32 steps are one conversion and
+//! These loops are memory-bound, so the AVX-512 levels run the AVX2 code, except
+//! [`requantize_u8`]: its AVX-512 rows take 16 elements a step and mask the last one
+//! rather than finishing in scalar code (rows of a convolution's 7 x 7 or 14 x 14 outputs
+//! are not multiples of 8). Every level is bit-identical to
+//! [`reference`](crate::reference): the f32 steps are one conversion and
 //! one multiply (or divide), with no fused operation, and rounding is half to even.
 
 use crate::check;
@@ -142,8 +145,17 @@ pub fn requantize_u8(
         let (bias, scale) = (bias.row(i, n), scale.row(i, n));
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => {
-                // SAFETY: `check_epilogue` checked that the CPU runs avx2 (every x86 level).
+            Isa::Avx512 | Isa::Avx512Vnni => {
+                // SAFETY: `check_epilogue` checked that the CPU runs avx512f, bw and vl.
+                unsafe {
+                    crate::x86::quant::requantize_row_avx512(
+                        acc, bias, scale, zero_point, lo, hi, out,
+                    )
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                // SAFETY: `check_epilogue` checked that the CPU runs avx2.
                 unsafe {
                     crate::x86::quant::requantize_row(acc, bias, scale, zero_point, lo, hi, out)
                 }

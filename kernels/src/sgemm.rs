@@ -187,6 +187,7 @@ impl<'a, B> F32Gemm<'a, B> {
     }
 
     /// Rows `row0..row0 + MR` of A, each cut to its k elements.
+    #[inline(always)]
     pub(crate) fn a_rows<const MR: usize>(&self, row0: usize) -> [&'a [f32]; MR] {
         if self.k == 0 {
             return [&[]; MR];
@@ -195,6 +196,7 @@ impl<'a, B> F32Gemm<'a, B> {
     }
 
     /// Panels `panel0..panel0 + NP` of packed B, each k rows of 16 values.
+    #[inline(always)]
     pub(crate) fn b_panels<const NP: usize>(&self, panel0: usize) -> [&'a [[B; NR]]; NP] {
         std::array::from_fn(|q| {
             self.bp[(panel0 + q) * NR * self.k..][..NR * self.k]
@@ -204,6 +206,7 @@ impl<'a, B> F32Gemm<'a, B> {
     }
 
     /// The bias shared by every column of `row` (0 unless per row).
+    #[inline(always)]
     pub(crate) fn row_bias(&self, row: usize) -> f32 {
         match self.bias {
             Bias::PerRow(b) => b[row],
@@ -212,6 +215,7 @@ impl<'a, B> F32Gemm<'a, B> {
     }
 
     /// The biases of the 16 columns of `panel` (0 unless per column, and past n).
+    #[inline(always)]
     pub(crate) fn col_bias(&self, panel: usize) -> [f32; NR] {
         let mut out = [0.0; NR];
         if let Bias::PerCol(b) = self.bias {
@@ -222,11 +226,13 @@ impl<'a, B> F32Gemm<'a, B> {
     }
 
     /// The real columns of `panel`: 16, or fewer in the last panel.
+    #[inline(always)]
     pub(crate) fn cols(&self, panel: usize) -> usize {
         (self.n - panel * NR).min(NR)
     }
 
     /// The part of C's `row` that `panel` covers.
+    #[inline(always)]
     pub(crate) fn c_part<'c>(&self, c: &'c mut [f32], row: usize, panel: usize) -> &'c mut [f32] {
         &mut c[row * self.ldc + panel * NR..][..self.cols(panel)]
     }

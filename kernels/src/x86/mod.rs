@@ -5,6 +5,8 @@
 //! exception is `pack`, which uses only the architecture's baseline (SSE2).
 
 pub(crate) mod pack;
+pub(crate) mod pool;
 pub(crate) mod qgemm;
 pub(crate) mod quant;
 pub(crate) mod sgemm;
+pub(crate) mod unfold;

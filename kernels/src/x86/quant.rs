@@ -49,6 +49,71 @@ pub(crate) fn requantize_row(
     );
 }
 
+/// One row of `requantize_u8` on AVX-512: 16 elements per step, the last step masked, so
+/// rows of any length take no scalar tail. The same operations as [`requantize_row`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) fn requantize_row_avx512(
+    acc: &[i32],
+    bias: Vals<i32>,
+    scale: Vals<f32>,
+    zero_point: i32,
+    lo: f32,
+    hi: f32,
+    out: &mut [u8],
+) {
+    let (lo_v, hi_v, zp) = (
+        _mm512_set1_ps(lo),
+        _mm512_set1_ps(hi),
+        _mm512_set1_epi32(zero_point),
+    );
+    fn cols<T>(v: &Vals<'_, T>) -> usize {
+        match v {
+            Vals::Splat(_) => usize::MAX,
+            Vals::Cols(xs) => xs.len(),
+        }
+    }
+    let n = acc.len().min(out.len()).min(cols(&bias)).min(cols(&scale));
+    let mut j = 0;
+    while j < n {
+        let count = (n - j).min(16);
+        let mask = ((1u32 << count) - 1) as __mmask16;
+        // SAFETY (every masked load and the store): the enabled lanes are elements
+        // j..j + count, all below `n`, within every slice; disabled lanes are not touched.
+        let x = unsafe { _mm512_maskz_loadu_epi32(mask, acc.as_ptr().add(j).cast()) };
+        let b = match bias {
+            Vals::Splat(v) => _mm512_set1_epi32(v),
+            Vals::Cols(xs) => unsafe { _mm512_maskz_loadu_epi32(mask, xs.as_ptr().add(j).cast()) },
+        };
+        let s = match scale {
+            Vals::Splat(v) => _mm512_set1_ps(v),
+            Vals::Cols(xs) => unsafe { _mm512_maskz_loadu_ps(mask, xs.as_ptr().add(j)) },
+        };
+        let y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(x, b)), s);
+        // maxps returns its second operand when the first is NaN: NaN becomes `lo`.
+        let y = _mm512_min_ps(_mm512_max_ps(y, lo_v), hi_v);
+        // cvtps2dq rounds half to even (the default MXCSR mode, which Rust assumes); every
+        // value is then in 0..=255, so narrowing keeps it.
+        let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), zp);
+        // Narrowed by packing quarters, not vpmovdb: its store forms are slow on Zen 4
+        // (and the compiler folds the register form into the store).
+        let words = [
+            _mm_packs_epi32(_mm512_castsi512_si128(q), _mm512_extracti32x4_epi32::<1>(q)),
+            _mm_packs_epi32(
+                _mm512_extracti32x4_epi32::<2>(q),
+                _mm512_extracti32x4_epi32::<3>(q),
+            ),
+        ];
+        let bytes = _mm_packus_epi16(words[0], words[1]);
+        let dst = out.as_mut_ptr().wrapping_add(j);
+        if count == 16 {
+            unsafe { _mm_storeu_si128(dst.cast(), bytes) };
+        } else {
+            unsafe { _mm_mask_storeu_epi8(dst.cast(), mask, bytes) };
+        }
+        j += count;
+    }
+}
+
 /// One row of `dequantize_acc_f32`.
 #[target_feature(enable = "avx2")]
 pub(crate) fn dequantize_row(

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use bytemuck::{Pod, Zeroable};
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use student_kernels::{self as k, Bias, Isa};
 
 use super::ir::{
@@ -45,6 +46,9 @@ struct State {
     widened: Vec<f32>,
     /// u8 rows of a dense input padded to a multiple of 4.
     rows: Vec<Line>,
+    /// Per op: the lane masks of a convolution unfolded straight into panels, per panel
+    /// and tap (see [`Shifted::fill_masks`]), made with the state; empty for other ops.
+    masks: Vec<Vec<u16>>,
 }
 
 /// A compiled student ready to run.
@@ -65,6 +69,7 @@ struct Needs {
     acc_per_sample: usize,
     widened: usize,
     rows_per_sample: usize,
+    masks: usize,
 }
 
 impl Executor {
@@ -94,7 +99,8 @@ impl Executor {
             .checked_add(n.packed_bytes as u64)?
             .checked_add(acc.checked_mul(4)?)?
             .checked_add((n.widened as u64).checked_mul(4)?)?
-            .checked_add(per_batch(n.rows_per_sample)?)?;
+            .checked_add(per_batch(n.rows_per_sample)?)?
+            .checked_add((n.masks as u64).checked_mul(2)?)?;
         for op in &self.plan.manifest.ops {
             total = total.checked_add(unfolded_bytes(op)?)?;
         }
@@ -141,6 +147,7 @@ impl Executor {
                 acc: vec![0; n.acc_per_call.max(n.acc_per_sample * batch)],
                 widened: vec![0.0; n.widened],
                 rows: lines(n.rows_per_sample * batch),
+                masks: self.plan.manifest.ops.iter().map(op_masks).collect(),
             }
         })
     }
@@ -222,9 +229,9 @@ impl Executor {
                             .widened
                             .get_mut(..half.len())
                             .ok_or("scratch too small")?;
-                        for (d, s) in wide.iter_mut().zip(half) {
-                            *d = s.to_f32();
-                        }
+                        // Vectorized (F16C where the CPU has it): one value at a time, the
+                        // widening cost the student's fp16 copy 1.5x its fp32 time.
+                        half.convert_to_f32_slice(wide);
                         wide
                     }
                 };
@@ -242,6 +249,7 @@ impl Executor {
                     batch,
                     col,
                     &mut st.packed,
+                    st.masks.get(i).map_or(&[], Vec::as_slice),
                 )
             }
             Op::Dense {
@@ -313,7 +321,7 @@ impl Executor {
                 let (kk, kp, n) = (w.k(), padded_k(w.k()), w.h_out * w.w_out);
                 let x_per = w.c_in * w.h_in * w.w_in;
                 let y_per = w.c_out * n;
-                let _ = x_zero_point; // Written into the im2col padding when it was made.
+                // The im2col padding holds the zero point since the buffer was made.
                 let col = bytemuck::cast_slice_mut::<Line, u8>(
                     st.cols.get_mut(i).ok_or("no im2col buffer")?,
                 );
@@ -322,13 +330,22 @@ impl Executor {
                 let packed = packed
                     .get_mut(..k::packed_len_q8(kk, n))
                     .ok_or("scratch too small")?;
+                // As for f32 (see `conv_f32`): stride 1 with equal row widths unfolds
+                // straight into the packed panels, with the masks made with the state.
+                let masks = st.masks.get(i).map_or(&[][..], Vec::as_slice);
+                let shifted = Shifted::new(w, kk, n).filter(|_| !masks.is_empty());
                 for s in 0..batch {
                     let xs = &x[s * x_per..(s + 1) * x_per];
                     for g in 0..w.groups {
                         let xg =
                             &xs[g * cin_g * w.h_in * w.w_in..(g + 1) * cin_g * w.h_in * w.w_in];
-                        im2col(w, xg, col);
-                        k::pack_b_u8(col, kk, n, packed).map_err(|e| e.to_string())?;
+                        let unfolded = shifted.as_ref().is_some_and(|sh| {
+                            unfold_packed_u8(isa, sh, masks, w, xg, n, packed, col, *x_zero_point)
+                        });
+                        if !unfolded {
+                            im2col(w, xg, col);
+                            k::pack_b_u8(col, kk, n, packed).map_err(|e| e.to_string())?;
+                        }
                         let rows = g * cout_g..(g + 1) * cout_g;
                         let acc = &mut st.acc[..cout_g * n];
                         k::qgemm_s8u8(
@@ -415,10 +432,20 @@ impl Executor {
             Op::Pool {
                 x, kind, window, ..
             } => {
-                match (values[*x].dtype, kind) {
-                    (DType::U8, _) => max_pool(window, batch, read(*x)?, out),
-                    (_, PoolKind::Max) => max_pool(window, batch, f32s(read(*x)?)?, f32s_mut(out)?),
-                    (_, PoolKind::Avg { count_pad }) => {
+                let two = pool_2x2(window, batch);
+                match (values[*x].dtype, kind, two) {
+                    (DType::U8, _, Some(p)) => {
+                        k::max_pool_2x2_u8(isa, p, read(*x)?, out).map_err(|e| e.to_string())?
+                    }
+                    (DType::U8, _, None) => max_pool(window, batch, read(*x)?, out),
+                    (_, PoolKind::Max, Some(p)) => {
+                        k::max_pool_2x2_f32(isa, p, f32s(read(*x)?)?, f32s_mut(out)?)
+                            .map_err(|e| e.to_string())?
+                    }
+                    (_, PoolKind::Max, None) => {
+                        max_pool(window, batch, f32s(read(*x)?)?, f32s_mut(out)?)
+                    }
+                    (_, PoolKind::Avg { count_pad }, _) => {
                         avg_pool(window, batch, f32s(read(*x)?)?, f32s_mut(out)?, *count_pad)
                     }
                 }
@@ -616,6 +643,7 @@ fn needs(plan: &Plan) -> Needs {
             Op::Conv {
                 window: w, weights, ..
             } => {
+                n.masks += mask_count(op);
                 n.packed_bytes = n
                     .packed_bytes
                     .max(k::packed_len_f32(w.k(), w.h_out * w.w_out) * 4);
@@ -624,6 +652,7 @@ fn needs(plan: &Plan) -> Needs {
                 }
             }
             Op::QConv { window: w, .. } => {
+                n.masks += mask_count(op);
                 let cols = w.h_out * w.w_out;
                 n.packed_bytes = n.packed_bytes.max(k::packed_len_q8(w.k(), cols));
                 n.acc_per_call = n.acc_per_call.max(w.c_out / w.groups * cols);
@@ -639,6 +668,36 @@ fn needs(plan: &Plan) -> Needs {
         }
     }
     n
+}
+
+/// The window of a convolution that unfolds straight into panels: stride 1 with output
+/// rows as wide as input rows, not a 1x1 read in place, and at most [`MAX_TAPS`] taps.
+fn shifted_window(op: &Op) -> Option<&Window> {
+    let w = match op {
+        Op::Conv { window, .. } if !is_direct(window) => window,
+        Op::QConv { window, .. } => window,
+        _ => return None,
+    };
+    let fits = w.stride == [1, 1] && w.w_out == w.w_in && w.kh * w.kw <= MAX_TAPS;
+    fits.then_some(w)
+}
+
+/// The lane masks [`op_masks`] makes for `op`: one per panel and tap.
+fn mask_count(op: &Op) -> usize {
+    shifted_window(op).map_or(0, |w| (w.h_out * w.w_out).div_ceil(k::NR) * w.kh * w.kw)
+}
+
+/// The lane masks of `op` when it unfolds straight into panels, else none.
+fn op_masks(op: &Op) -> Vec<u16> {
+    let Some(w) = shifted_window(op) else {
+        return Vec::new();
+    };
+    let n = w.h_out * w.w_out;
+    let mut masks = vec![0; mask_count(op)];
+    match Shifted::new(w, w.k(), n) {
+        Some(sh) if sh.fill_masks(w, n, &mut masks) => masks,
+        _ => Vec::new(),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -790,6 +849,7 @@ fn conv_f32(
     batch: usize,
     col: &mut [Line],
     packed: &mut [Line],
+    masks: &[u16],
 ) -> RunResult<()> {
     let (cin_g, cout_g) = (w.c_in / w.groups, w.c_out / w.groups);
     let (kk, n) = (w.k(), w.h_out * w.w_out);
@@ -797,9 +857,8 @@ fn conv_f32(
     let direct = is_direct(w);
     // Stride 1 with output rows as wide as input rows: unfold straight into the packed
     // panels (see `unfold_packed`), skipping the im2col matrix and the packing pass. Its
-    // lane masks are built per panel and shared by the channels, so with fewer than four
-    // channels the two-step path is faster (measured on a 28 x 28 single-channel stem).
-    let shifted = !direct && w.stride == [1, 1] && w.w_out == w.w_in && cin_g >= 4;
+    // lane masks were made with the state (`op_masks`); none means this path is off.
+    let shifted = Shifted::new(w, kk, n).filter(|_| !direct && !masks.is_empty());
     let col = f32s_mut(bytemuck::cast_slice_mut(col))?;
     let packed = f32s_mut(bytemuck::cast_slice_mut(packed))?;
     let packed = packed
@@ -809,7 +868,10 @@ fn conv_f32(
         let xs = &x[s * w.c_in * plane..(s + 1) * w.c_in * plane];
         for g in 0..w.groups {
             let xg = &xs[g * cin_g * plane..(g + 1) * cin_g * plane];
-            if !(shifted && unfold_packed(w, xg, kk, n, packed, col)) {
+            let unfolded = shifted
+                .as_ref()
+                .is_some_and(|sh| unfold_packed(isa, sh, masks, w, xg, n, packed, col));
+            if !unfolded {
                 let b = if direct {
                     xg
                 } else {
@@ -843,29 +905,106 @@ fn conv_f32(
 
     /// Unfolds one group of one sample straight into the packed panels of
     /// [`k::pack_b_f32`], for a stride-1 window whose output rows are as wide as its input
-    /// rows. Returns false, having written nothing, when `scratch` is too small or the
-    /// kernel has more than 64 taps; the caller then unfolds and packs in two steps.
+    /// rows. Returns false, having written nothing, when `scratch` or `masks` is too
+    /// small; the caller then unfolds and packs in two steps.
     ///
     /// With equal row widths, output position `pos` of tap (ki, kj) reads input element
-    /// `pos + shift(ki, kj)` of its plane, or padding. So the planes are first copied into
-    /// `scratch` with margins wide enough that every tap's shifted 16-position piece is in
-    /// bounds, then each piece is copied whole and the lanes that must read padding are
-    /// masked to zero. The masks depend only on the panel and the tap, so they are built
-    /// once per panel for every channel, and the packed panel is written in order.
+    /// `pos + shift(ki, kj)` of its plane, or padding (see [`Shifted`]). So the planes are
+    /// first copied into `scratch` with margins wide enough that every tap's shifted
+    /// 16-position piece is in bounds, then each piece is copied whole with the lanes that
+    /// must read padding masked to zero ([`k::unfold_panel_f32`]). The masks depend only
+    /// on the panel and the tap, so they are made once, with the state ([`op_masks`]).
+    #[allow(clippy::too_many_arguments)]
     fn unfold_packed(
+        isa: Isa,
+        sh: &Shifted,
+        masks: &[u16],
         w: &Window,
         x: &[f32],
-        kk: usize,
         n: usize,
         packed: &mut [f32],
         scratch: &mut [f32],
     ) -> bool {
         const NR: usize = k::NR;
-        const MAX_TAPS: usize = 64;
-        let (plane, channels, taps) = (w.h_in * w.w_in, w.c_in / w.groups, w.kh * w.kw);
-        let end = n.div_ceil(NR) * NR;
-        if taps > MAX_TAPS || w.w_out == 0 || kk != channels * taps {
+        let kk = sh.taps * (w.c_in / w.groups);
+        let (plane, channels) = (w.h_in * w.w_in, w.c_in / w.groups);
+        let Some(planes) = scratch.get_mut(..channels * sh.stride) else {
             return false;
+        };
+        if x.len() < channels * plane || masks.len() < n.div_ceil(NR) * sh.taps {
+            return false;
+        }
+        // The margins keep whatever they hold: every lane that reads them is masked.
+        for (dst, src) in planes
+            .chunks_exact_mut(sh.stride)
+            .zip(x.chunks_exact(plane))
+        {
+            dst[sh.left..sh.left + plane].copy_from_slice(src);
+        }
+        let panels = packed.chunks_exact_mut(kk * NR).take(n.div_ceil(NR));
+        for (p, (panel, masks)) in panels.zip(masks.chunks_exact(sh.taps)).enumerate() {
+            let src = k::PanelSource {
+                planes,
+                stride: sh.stride,
+                channels,
+                base: sh.left + p * NR,
+                offsets: &sh.shifts[..sh.taps],
+                masks,
+            };
+            if k::unfold_panel_f32(isa, src, panel.as_chunks_mut::<NR>().0).is_err() {
+                // Not reached: the margins hold every shift. The caller packs instead.
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The common 2x2, stride 2 max pool with every window inside the input (a ceil-mode
+/// pool's last window may not be), as the kernels' shape; `None` for any other window.
+fn pool_2x2(w: &Window, batch: usize) -> Option<k::Pool2x2> {
+    let simple = w.kh == 2
+        && w.kw == 2
+        && w.stride == [2, 2]
+        && w.pad == [0, 0]
+        && w.dilation == [1, 1]
+        && 2 * w.h_out <= w.h_in
+        && 2 * w.w_out <= w.w_in;
+    simple.then(|| k::Pool2x2 {
+        // Saturating: a product no arena holds fails the kernel's length check.
+        planes: batch.saturating_mul(w.c_in),
+        h_in: w.h_in,
+        w_in: w.w_in,
+        h_out: w.h_out,
+        w_out: w.w_out,
+    })
+}
+
+/// The shifts and margins of a stride-1 window whose output rows are as wide as its input
+/// rows: output position `pos` of tap `t` reads element `pos + shifts[t]` of its plane, or
+/// padding.
+struct Shifted {
+    taps: usize,
+    shifts: [isize; MAX_TAPS],
+    /// Margin before each plane copy, and the distance between plane copies.
+    left: usize,
+    stride: usize,
+    /// The output rows each kernel row may read, and the columns each kernel column may.
+    rows: [(usize, usize); MAX_TAPS],
+    cols: [(usize, usize); MAX_TAPS],
+}
+
+/// Taps the unfold-into-panels paths handle.
+const MAX_TAPS: usize = 64;
+
+impl Shifted {
+    /// `None` when the kernel has more than [`MAX_TAPS`] taps, the output has no columns,
+    /// or `kk` is not channels times taps.
+    fn new(w: &Window, kk: usize, n: usize) -> Option<Shifted> {
+        let (plane, channels, taps) = (w.h_in * w.w_in, w.c_in / w.groups, w.kh * w.kw);
+        let end = n.div_ceil(k::NR) * k::NR;
+        if taps > MAX_TAPS || w.w_out == 0 || kk != channels * taps {
+            return None;
         }
         let mut shifts = [0isize; MAX_TAPS];
         for (t, s) in shifts[..taps].iter_mut().enumerate() {
@@ -877,16 +1016,6 @@ fn conv_f32(
         let highest = shifts[..taps].iter().copied().max().unwrap_or(0);
         let left = lowest.min(0).unsigned_abs();
         let right = (end as isize + highest - plane as isize).max(0) as usize;
-        let stride = left + plane + right;
-        let Some(planes) = scratch.get_mut(..channels * stride) else {
-            return false;
-        };
-        // The margins keep whatever they hold: every lane that reads them is masked.
-        for (dst, src) in planes.chunks_exact_mut(stride).zip(x.chunks_exact(plane)) {
-            dst[left..left + plane].copy_from_slice(src);
-        }
-
-        // The output rows each kernel row may read, and the columns each kernel column may.
         let (mut rows, mut cols) = ([(0, 0); MAX_TAPS], [(0, 0); MAX_TAPS]);
         for (ki, range) in rows.iter_mut().enumerate().take(w.kh) {
             *range = valid_range(w.h_out, w.h_in, 1, ki * w.dilation[0], w.pad[0]);
@@ -894,88 +1023,125 @@ fn conv_f32(
         for (kj, range) in cols.iter_mut().enumerate().take(w.kw) {
             *range = valid_range(w.w_out, w.w_in, 1, kj * w.dilation[1], w.pad[1]);
         }
-        let mut masks = [[0u32; NR]; MAX_TAPS];
-        for (p, panel) in packed.chunks_exact_mut(kk * NR).take(end / NR).enumerate() {
-            // Which lanes each kernel row and each kernel column may read, as bits.
-            let (mut row_ok, mut col_ok) = ([0u32; MAX_TAPS], [0u32; MAX_TAPS]);
-            let (mut oy, mut ox) = (p * NR / w.w_out, p * NR % w.w_out);
-            for j in 0..NR.min(n - p * NR) {
-                for (bits, &(lo, hi)) in row_ok.iter_mut().zip(&rows).take(w.kh) {
-                    *bits |= u32::from(lo <= oy && oy < hi) << j;
-                }
-                for (bits, &(lo, hi)) in col_ok.iter_mut().zip(&cols).take(w.kw) {
-                    *bits |= u32::from(lo <= ox && ox < hi) << j;
-                }
-                ox += 1;
-                if ox == w.w_out {
-                    (oy, ox) = (oy + 1, 0);
-                }
-            }
-            for (t, mask) in masks[..taps].iter_mut().enumerate() {
-                let bits = row_ok[t / w.kw] & col_ok[t % w.kw];
-                *mask = std::array::from_fn(|j| 0u32.wrapping_sub(bits >> j & 1));
-            }
-            let mut dst = panel.as_chunks_mut::<NR>().0.iter_mut();
-            for src in planes.chunks_exact(stride) {
-                for (t, mask) in masks[..taps].iter().enumerate() {
-                    let from = (left + p * NR).wrapping_add_signed(shifts[t]);
-                    // Always both: `kk` pieces per panel, and the margins hold every shift.
-                    let piece = src.get(from..).and_then(<[f32]>::first_chunk::<NR>);
-                    let (Some(dst), Some(piece)) = (dst.next(), piece) else {
-                        return true;
-                    };
-                    let bits: [u32; NR] = std::array::from_fn(|j| piece[j].to_bits() & mask[j]);
-                    *dst = bits.map(f32::from_bits);
-                }
+        Some(Shifted {
+            taps,
+            shifts,
+            left,
+            stride: left + plane + right,
+            rows,
+            cols,
+        })
+    }
+
+    /// Per panel and tap, which of the 16 lanes read the image (bit j: lane j): the masks
+    /// of panel `p` are `out[p * taps..][..taps]`. False, having written nothing, when
+    /// `out` is shorter than that.
+    fn fill_masks(&self, w: &Window, n: usize, out: &mut [u16]) -> bool {
+        let panels = n.div_ceil(k::NR);
+        let Some(out) = out.get_mut(..panels * self.taps) else {
+            return false;
+        };
+        for (p, masks) in out.chunks_exact_mut(self.taps).enumerate() {
+            let bits = self.panel_masks(w, n, p);
+            for (m, b) in masks.iter_mut().zip(bits) {
+                *m = b as u16;
             }
         }
         true
     }
+
+    /// Per tap, which of the 16 lanes of panel `p` read the image (bit j: lane j).
+    fn panel_masks(&self, w: &Window, n: usize, p: usize) -> [u32; MAX_TAPS] {
+        let (mut row_ok, mut col_ok) = ([0u32; MAX_TAPS], [0u32; MAX_TAPS]);
+        let (mut oy, mut ox) = (p * k::NR / w.w_out, p * k::NR % w.w_out);
+        for j in 0..k::NR.min(n - p * k::NR) {
+            for (bits, &(lo, hi)) in row_ok.iter_mut().zip(&self.rows).take(w.kh) {
+                *bits |= u32::from(lo <= oy && oy < hi) << j;
+            }
+            for (bits, &(lo, hi)) in col_ok.iter_mut().zip(&self.cols).take(w.kw) {
+                *bits |= u32::from(lo <= ox && ox < hi) << j;
+            }
+            ox += 1;
+            if ox == w.w_out {
+                (oy, ox) = (oy + 1, 0);
+            }
+        }
+        let mut out = [0u32; MAX_TAPS];
+        for (t, bits) in out[..self.taps].iter_mut().enumerate() {
+            *bits = row_ok[t / w.kw] & col_ok[t % w.kw];
+        }
+        out
+    }
 }
 
-/// Max pooling of NCHW samples (f32 or u8).
+/// The u8 form of `conv_f32`'s `unfold_packed`: unfolds one group of one sample straight
+/// into the packed panels of [`k::pack_b_u8`], writing exactly the bytes that im2col (with
+/// `zero_point` in the padding) and packing would. Returns false, having written nothing,
+/// when the geometry does not qualify or `scratch` is too small.
+#[allow(clippy::too_many_arguments)]
+fn unfold_packed_u8(
+    isa: Isa,
+    sh: &Shifted,
+    masks: &[u16],
+    w: &Window,
+    x: &[u8],
+    n: usize,
+    packed: &mut [u8],
+    scratch: &mut [u8],
+    zero_point: u8,
+) -> bool {
+    const NR: usize = k::NR;
+    let kk = sh.taps * (w.c_in / w.groups);
+    let (plane, channels) = (w.h_in * w.w_in, w.c_in / w.groups);
+    let kp = padded_k(kk);
+    let panels = n.div_ceil(NR);
+    let Some(planes) = scratch.get_mut(..channels * sh.stride) else {
+        return false;
+    };
+    if packed.len() < panels * NR * kp
+        || x.len() < channels * plane
+        || masks.len() < panels * sh.taps
+    {
+        return false;
+    }
+    // The margins keep whatever they hold: every lane that reads them is replaced.
+    for (dst, src) in planes
+        .chunks_exact_mut(sh.stride)
+        .zip(x.chunks_exact(plane))
+    {
+        dst[sh.left..sh.left + plane].copy_from_slice(src);
+    }
+    let panels = packed.chunks_exact_mut(kp * NR).take(panels);
+    for (p, (panel, masks)) in panels.zip(masks.chunks_exact(sh.taps)).enumerate() {
+        // Padding lanes hold the zero point, lanes past n hold 0 (as packing writes).
+        let real = NR.min(n - p * NR);
+        let fill: [u8; NR] = std::array::from_fn(|j| if j < real { zero_point } else { 0 });
+        let src = k::PanelSource {
+            planes,
+            stride: sh.stride,
+            channels,
+            base: sh.left + p * NR,
+            offsets: &sh.shifts[..sh.taps],
+            masks,
+        };
+        if k::unfold_panel_u8(isa, src, &fill, panel.as_chunks_mut::<64>().0).is_err() {
+            // Not reached: the margins hold every shift. The caller unfolds the slow way.
+            return false;
+        }
+    }
+    true
+}
+
+/// Max pooling of NCHW samples (f32 or u8), any window: the general loop for what
+/// [`pool_2x2`] does not cover.
 fn max_pool<T: Copy + PartialOrd>(w: &Window, batch: usize, x: &[T], y: &mut [T]) {
     let (plane_in, plane_out) = (w.h_in * w.w_in, w.h_out * w.w_out);
     let max = |a: T, b: T| if b > a { b } else { a };
-    // Windows wholly inside the input: a ceil-mode pool's last window may not be.
-    let simple = w.kh == 2
-        && w.kw == 2
-        && w.stride == [2, 2]
-        && w.pad == [0, 0]
-        && w.dilation == [1, 1]
-        && 2 * w.h_out <= w.h_in
-        && 2 * w.w_out <= w.w_in;
     for (src, dst) in x
         .chunks_exact(plane_in)
         .zip(y.chunks_exact_mut(plane_out))
         .take(batch * w.c_in)
     {
-        if simple {
-            // The common 2x2, stride 2 window: two input rows per output row, first maxed
-            // element by element (which vectorizes), then pairwise along the row.
-            let mut rows = [src[0]; 256];
-            let width = 2 * w.w_out;
-            for (oy, out) in dst.chunks_exact_mut(w.w_out).enumerate() {
-                let r0 = &src[2 * oy * w.w_in..][..width];
-                let r1 = &src[(2 * oy + 1) * w.w_in..][..width];
-                if width <= rows.len() {
-                    for ((m, &a), &b) in rows[..width].iter_mut().zip(r0).zip(r1) {
-                        *m = max(a, b);
-                    }
-                    for (d, pair) in out.iter_mut().zip(rows[..width].chunks_exact(2)) {
-                        *d = max(pair[0], pair[1]);
-                    }
-                } else {
-                    for (ox, d) in out.iter_mut().enumerate() {
-                        *d = max(
-                            max(r0[2 * ox], r0[2 * ox + 1]),
-                            max(r1[2 * ox], r1[2 * ox + 1]),
-                        );
-                    }
-                }
-            }
-            continue;
-        }
         for oy in 0..w.h_out {
             for ox in 0..w.w_out {
                 let mut best: Option<T> = None;
@@ -1260,6 +1426,162 @@ mod tests {
         ];
         for (n, d, expected) in cases {
             assert_eq!(div_round_half_even(n, d), expected, "{n} / {d}");
+        }
+    }
+
+    #[test]
+    fn two_by_two_max_pool_matches_the_general_loop_at_every_batch_size() {
+        // The kernels' 2x2 path against the window loop, for batches 1, 2, 3, 32 and odd
+        // planes (floor mode skips the last row or column). Values are distinct from zero
+        // and finite, so the order of the maxima cannot show; results must be equal.
+        for (h_in, w_in, c_in) in [(28, 28, 3), (14, 14, 2), (7, 9, 1), (5, 33, 2), (2, 2, 1)] {
+            let w = Window {
+                c_in,
+                c_out: c_in,
+                h_in,
+                w_in,
+                h_out: h_in / 2,
+                w_out: w_in / 2,
+                kh: 2,
+                kw: 2,
+                stride: [2, 2],
+                pad: [0, 0],
+                dilation: [1, 1],
+                groups: 1,
+            };
+            for batch in [1, 2, 3, 32] {
+                let len = batch * c_in * h_in * w_in;
+                let x: Vec<f32> = (0..len).map(|i| (i * 7919 % 1009) as f32 - 504.5).collect();
+                let q: Vec<u8> = (0..len).map(|i| (i * 7919 % 251) as u8).collect();
+                let out = batch * c_in * w.h_out * w.w_out;
+                let p = pool_2x2(&w, batch).expect("a 2x2 stride-2 window");
+                for isa in Isa::available() {
+                    let (mut want, mut got) = (vec![0.0f32; out], vec![1.0f32; out]);
+                    max_pool(&w, batch, &x, &mut want);
+                    k::max_pool_2x2_f32(isa, p, &x, &mut got).unwrap();
+                    assert_eq!(got, want, "{isa} f32 {w:?} batch {batch}");
+                    let (mut want, mut got) = (vec![0u8; out], vec![1u8; out]);
+                    max_pool(&w, batch, &q, &mut want);
+                    k::max_pool_2x2_u8(isa, p, &q, &mut got).unwrap();
+                    assert_eq!(got, want, "{isa} u8 {w:?} batch {batch}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unfolding_u8_into_panels_writes_what_im2col_and_packing_write() {
+        // Stride-1 windows whose output rows are as wide as their input rows: 3x3 pad 1,
+        // 5x5 pad 2, 3x3 dilation 2 pad 2, 1x1, and 2x2 with the padding on the right and
+        // none below (one output row fewer). Channel counts make k not a multiple of 4, and
+        // widths make n not a multiple of 16.
+        let shapes = [
+            (3, 3, [1, 1], [1, 1], 0),
+            (5, 5, [2, 2], [1, 1], 0),
+            (3, 3, [2, 2], [2, 2], 0),
+            (1, 1, [0, 0], [1, 1], 0),
+            (2, 2, [0, 1], [1, 1], 1),
+        ];
+        for (kh, kw, pad, dilation, fewer_rows) in shapes {
+            for (c_in, h_in, w_in) in [(4, 14, 14), (5, 3, 17), (7, 6, 5), (32, 7, 7)] {
+                let w = Window {
+                    c_in,
+                    c_out: 8,
+                    h_in,
+                    w_in,
+                    h_out: h_in - fewer_rows,
+                    w_out: w_in,
+                    kh,
+                    kw,
+                    stride: [1, 1],
+                    pad,
+                    dilation,
+                    groups: 1,
+                };
+                let (kk, n) = (w.k(), w.h_out * w.w_out);
+                let zero_point = 3;
+                let x: Vec<u8> = (0..c_in * h_in * w_in)
+                    .map(|i| (i * 7919 % 251) as u8)
+                    .collect();
+                let mut col = vec![zero_point; kk * n];
+                im2col(&w, &x, &mut col);
+                let mut want = vec![0xa5u8; k::packed_len_q8(kk, n)];
+                k::pack_b_u8(&col, kk, n, &mut want).unwrap();
+                for isa in Isa::available() {
+                    let mut got = vec![0x5au8; want.len()];
+                    let mut scratch = vec![0x77u8; kk * n + 64 * c_in];
+                    let done = Shifted::new(&w, kk, n).is_some_and(|sh| {
+                        let mut masks = vec![0; n.div_ceil(k::NR) * kh * kw];
+                        sh.fill_masks(&w, n, &mut masks)
+                            && unfold_packed_u8(
+                                isa,
+                                &sh,
+                                &masks,
+                                &w,
+                                &x,
+                                n,
+                                &mut got,
+                                &mut scratch,
+                                zero_point,
+                            )
+                    });
+                    assert!(done, "{isa} {w:?} was not unfolded");
+                    assert_eq!(got, want, "{isa} {w:?}");
+                }
+
+                // The f32 form against im2col and packing, through `conv_f32` at several
+                // batch sizes: a convolution with identity weights (one output channel
+                // per im2col row) returns the unfolded matrix itself, in the same order.
+                let xf: Vec<f32> = x.iter().map(|&v| v as f32 - 100.5).collect();
+                let mut colf = vec![0.0f32; kk * n];
+                im2col(&w, &xf, &mut colf);
+                let eye: Vec<f32> = (0..kk * kk)
+                    .map(|i| if i / kk == i % kk { 1.0 } else { 0.0 })
+                    .collect();
+                let wide = Window {
+                    c_out: kk,
+                    ..w.clone()
+                };
+                for isa in Isa::available() {
+                    for batch in [1, 2, 3] {
+                        let xs: Vec<f32> =
+                            xf.iter().copied().cycle().take(batch * xf.len()).collect();
+                        let mut y = vec![f32::NAN; batch * kk * n];
+                        let mut col = lines(kk * n * 4 + 64 * c_in * 4);
+                        let mut packed = lines(k::packed_len_f32(kk, n) * 4);
+                        conv_f32(
+                            isa,
+                            &wide,
+                            &xs,
+                            &mut y,
+                            &eye,
+                            None,
+                            f32::NEG_INFINITY,
+                            f32::INFINITY,
+                            batch,
+                            &mut col,
+                            &mut packed,
+                            &op_masks(&Op::Conv {
+                                x: 0,
+                                y: 0,
+                                window: wide.clone(),
+                                weights: Weights::F32(0),
+                                bias: None,
+                                lo: f32::NEG_INFINITY,
+                                hi: f32::INFINITY,
+                            }),
+                        )
+                        .unwrap();
+                        for s in 0..batch {
+                            assert_eq!(
+                                &y[s * kk * n..(s + 1) * kk * n],
+                                &colf[..],
+                                "{isa} {w:?} {s}"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 
