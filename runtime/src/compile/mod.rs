@@ -421,12 +421,14 @@ impl<'g> Builder<'g> {
     }
 
     /// The one node reading `name`, when exactly one does and it is not a graph output.
+    /// A reader without the inputs and output its kind needs is never fused: it is lowered
+    /// on its own, and refused there ([`check_arity`]).
     fn sole_consumer(&self, name: &str) -> Option<usize> {
         if self.outputs.iter().any(|o| o == name) {
             return None;
         }
         match self.consumers.get(name).map(Vec::as_slice) {
-            Some([i]) if !self.done[*i] => Some(*i),
+            Some([i]) if !self.done[*i] && check_arity(&self.nodes[*i]).is_ok() => Some(*i),
             _ => None,
         }
     }
@@ -514,21 +516,7 @@ impl<'g> Builder<'g> {
                 node.domain
             ));
         }
-        let needed = match node.op_type.as_str() {
-            "Constant" => 0,
-            "BatchNormalization" => 5,
-            "Conv" | "Gemm" | "MatMul" | "QuantizeLinear" | "DequantizeLinear" | "Add" | "Sub"
-            | "Mul" | "Div" | "Reshape" | "Gather" | "LayerNormalization" => 2,
-            _ => 1,
-        };
-        let present = node.input.iter().take_while(|s| !s.is_empty()).count();
-        if present < needed || node.output.first().is_none_or(|o| o.is_empty()) {
-            return Err(format!(
-                "has {} inputs and {} outputs; it needs at least {needed} inputs and one output",
-                node.input.len(),
-                node.output.len()
-            ));
-        }
+        check_arity(node)?;
         let out = node.output[0].clone();
         if node.op_type == "Constant" {
             let t = attr(node, "value")
@@ -1819,4 +1807,24 @@ impl<'g> Builder<'g> {
         self.names.insert(name, Tensor::Value(y));
         Ok(())
     }
+}
+
+/// Checks that `node` has the inputs its kind needs (leading, non-empty) and an output.
+fn check_arity(node: &pb::NodeProto) -> Result<(), String> {
+    let needed = match node.op_type.as_str() {
+        "Constant" => 0,
+        "BatchNormalization" => 5,
+        "Conv" | "Gemm" | "MatMul" | "QuantizeLinear" | "DequantizeLinear" | "Add" | "Sub"
+        | "Mul" | "Div" | "Reshape" | "Gather" | "LayerNormalization" => 2,
+        _ => 1,
+    };
+    let present = node.input.iter().take_while(|s| !s.is_empty()).count();
+    if present < needed || node.output.first().is_none_or(|o| o.is_empty()) {
+        return Err(format!(
+            "has {} inputs and {} outputs; it needs at least {needed} inputs and one output",
+            node.input.len(),
+            node.output.len()
+        ));
+    }
+    Ok(())
 }
