@@ -212,6 +212,9 @@ mod onnx {
         check.within(Limit::String, Some(s.len() as u64), || what.to_string())
     }
 
+    /// The most dimensions an axis attribute may address.
+    const MAX_RANK: u64 = 64;
+
     /// At most this many characters of a name from the file go into a message.
     const SHOWN_CHARS: usize = 80;
 
@@ -311,6 +314,17 @@ mod onnx {
                     &a.name,
                 )?;
                 let what = format!("attribute `{}` of node `{name}`", shown(&a.name));
+                // tract normalizes some axes unchecked (LayerNormalization's `axis` below
+                // -rank wraps to about 2^64, and opening loops that many times).
+                if a.name == "axis" || a.name == "axes" {
+                    let axes = std::iter::once(a.i).chain(a.ints.iter().copied());
+                    if let Some(bad) = axes.into_iter().find(|v| v.unsigned_abs() > MAX_RANK) {
+                        return Err(malformed(format!(
+                            "{what} is {bad}: an axis lies within the rank, and no value has \
+                             more than {MAX_RANK} dimensions"
+                        )));
+                    }
+                }
                 for s in std::iter::once(&a.s).chain(&a.strings) {
                     check.within(Limit::String, Some(s.len() as u64), || {
                         format!("a string of {what}")
