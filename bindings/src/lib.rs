@@ -25,10 +25,10 @@ mod tensor;
 pub use error::StudentError;
 pub use escalation::{EscalationError, EscalationHandler, EscalationRequest, HandlerAnswer};
 pub use logging::{LogLevel, LogRecord, LogSink, LogSinkError, set_log_sink};
-pub use model::StudentModel;
+pub use model::{StudentModel, default_limits};
 pub use records::{
-    ClassifyOptions, EscalationOutcome, InputInfo, ModelInfo, PixelFormat, Precision, Prediction,
-    Ranked, ScoreKind,
+    ClassifyOptions, EscalationOutcome, InputInfo, Limits, ModelInfo, OpenOptions, PixelFormat,
+    Precision, Prediction, Ranked, ScoreKind,
 };
 pub use tensor::Tensor;
 

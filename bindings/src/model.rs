@@ -7,7 +7,7 @@ use student_runtime as rt;
 
 use crate::error::StudentError;
 use crate::escalation::{EscalationHandler, hook_for};
-use crate::records::{ClassifyOptions, ModelInfo, PixelFormat, Prediction};
+use crate::records::{ClassifyOptions, Limits, ModelInfo, OpenOptions, PixelFormat, Prediction};
 use crate::tensor::Tensor;
 
 /// An opened student model. Safe to share between threads: calls run concurrently.
@@ -33,6 +33,43 @@ impl StudentModel {
     #[uniffi::constructor]
     pub fn open(path: String) -> Result<Arc<StudentModel>, StudentError> {
         Ok(StudentModel::wrap(rt::StudentModel::open(path)?))
+    }
+
+    /// Opens the student at `path` as `options` say: limits on what the file may declare,
+    /// memory mapping, the kernel level, trusted keys.
+    ///
+    /// # Errors
+    /// [`StudentError::InvalidInput`] for an unknown kernel name or one this CPU lacks, a
+    /// malformed key, or a signature without keys; [`StudentError::InvalidModel`] when the
+    /// file exceeds a limit (the message names it) or is not a usable or trusted student;
+    /// [`StudentError::Io`] when it cannot be read.
+    #[uniffi::constructor]
+    pub fn open_with(
+        path: String,
+        options: OpenOptions,
+    ) -> Result<Arc<StudentModel>, StudentError> {
+        let options = options.to_runtime()?;
+        Ok(StudentModel::wrap(rt::StudentModel::open_with(
+            path, &options,
+        )?))
+    }
+
+    /// Opens a student from bytes already in memory as `options` say (`memory_map` does
+    /// not apply); `name` names them in errors and logs.
+    ///
+    /// # Errors
+    /// As [`open_with`](StudentModel::open_with).
+    #[uniffi::constructor(default(name = None))]
+    pub fn from_bytes_with(
+        bytes: Vec<u8>,
+        options: OpenOptions,
+        name: Option<String>,
+    ) -> Result<Arc<StudentModel>, StudentError> {
+        let options = options.to_runtime()?;
+        let name = name.as_deref().unwrap_or("in-memory bytes");
+        Ok(StudentModel::wrap(rt::StudentModel::from_bytes_named(
+            &bytes, name, &options,
+        )?))
     }
 
     /// Opens a student from bytes already in memory (an app asset, say); `name` names them
@@ -219,6 +256,13 @@ impl StudentModel {
                 reason: format!("{call}: the model was unloaded"),
             })
     }
+}
+
+/// The limits a model is opened with unless [`OpenOptions::limits`] says otherwise: a
+/// starting point for an app that changes one of them.
+#[uniffi::export]
+pub fn default_limits() -> Limits {
+    Limits::from(rt::Limits::default())
 }
 
 /// The call's options, or the card's defaults.

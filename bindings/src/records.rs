@@ -348,3 +348,206 @@ fn describe(score: f32, threshold: f32, outcome: &EscalationOutcome) -> String {
 pub(crate) fn index32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
+
+/// What a model file may declare before it is refused, checked before anything of that
+/// size is allocated. Start from [`default_limits`](crate::default_limits) and change the
+/// fields that matter to the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
+pub struct Limits {
+    /// The largest model file, in bytes.
+    pub max_file_bytes: u64,
+    /// The most nodes a graph may have (a compiled student: ops), subgraphs included.
+    pub max_nodes: u64,
+    /// The largest single tensor, in bytes: weights, declared inputs, and every
+    /// intermediate value.
+    pub max_tensor_bytes: u64,
+    /// The most bytes of weights in one model.
+    pub max_weight_bytes: u64,
+    /// The longest string: names, metadata keys and values (the model card).
+    pub max_string_bytes: u64,
+    /// The most working memory one call may use, in bytes.
+    pub max_scratch_bytes: u64,
+}
+
+impl From<rt::Limits> for Limits {
+    fn from(l: rt::Limits) -> Limits {
+        Limits {
+            max_file_bytes: l.max_file_bytes,
+            max_nodes: l.max_nodes,
+            max_tensor_bytes: l.max_tensor_bytes,
+            max_weight_bytes: l.max_weight_bytes,
+            max_string_bytes: l.max_string_bytes,
+            max_scratch_bytes: l.max_scratch_bytes,
+        }
+    }
+}
+
+impl From<Limits> for rt::Limits {
+    fn from(l: Limits) -> rt::Limits {
+        rt::Limits {
+            max_file_bytes: l.max_file_bytes,
+            max_nodes: l.max_nodes,
+            max_tensor_bytes: l.max_tensor_bytes,
+            max_weight_bytes: l.max_weight_bytes,
+            max_string_bytes: l.max_string_bytes,
+            max_scratch_bytes: l.max_scratch_bytes,
+        }
+    }
+}
+
+/// How a model is opened. Every field has a default, so apps name only what they change.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct OpenOptions {
+    /// What the file may declare; `None` (the default) is
+    /// [`default_limits`](crate::default_limits).
+    #[uniffi(default = None)]
+    pub limits: Option<Limits>,
+    /// Memory-map the file instead of reading it into memory the model owns (the default,
+    /// `false`). Mapping saves one copy of the file, but a file truncated or rewritten in
+    /// place while the model is open then crashes the process (SIGBUS) or changes its
+    /// answers: set it only for files the app replaces by writing a new file and renaming
+    /// it over the old one. Bytes opened from memory ignore it.
+    #[uniffi(default = false)]
+    pub memory_map: bool,
+    /// The kernels a compiled `.student` file runs with, by name (`portable`, `avx2`,
+    /// `avx512`, `avx512vnni`, `neon`, `neon-dotprod`); `None` (the default) takes the best
+    /// this CPU has. Naming a level the CPU lacks fails the open. `.onnx` files ignore it.
+    #[uniffi(default = None)]
+    pub kernels: Option<String>,
+    /// When not empty, only models signed by one of these keys open (public keys as 64 hex
+    /// digits, the contents of a `.pub` file from `student keygen`). The signature is
+    /// `signature`, or else the file `MODEL.sig` next to a model opened from a path.
+    #[uniffi(default)]
+    pub trusted_keys: Vec<String>,
+    /// The contents of the model's `.sig` file, for bytes opened from memory or a
+    /// signature kept elsewhere.
+    #[uniffi(default = None)]
+    pub signature: Option<Vec<u8>>,
+}
+
+impl OpenOptions {
+    /// The runtime's options.
+    ///
+    /// # Errors
+    /// [`StudentError::InvalidInput`] for an unknown kernel name, a malformed key, or a
+    /// signature without trusted keys (it would be ignored, which hides a caller's bug).
+    pub(crate) fn to_runtime(&self) -> Result<rt::OpenOptions, StudentError> {
+        let kernels = match self.kernels.as_deref() {
+            None => None,
+            Some(name) => Some(rt::Isa::from_name(name).ok_or_else(|| {
+                let known: Vec<&str> = rt::Isa::ALL.iter().map(|isa| isa.name()).collect();
+                StudentError::InvalidInput {
+                    reason: format!(
+                        "unknown kernels {name:?}, expected one of {}",
+                        known.join(", ")
+                    ),
+                }
+            })?),
+        };
+        if self.signature.is_some() && self.trusted_keys.is_empty() {
+            return Err(StudentError::InvalidInput {
+                reason: "a signature was given without trusted keys: name at least one key \
+                         to check it against"
+                    .to_string(),
+            });
+        }
+        let trusted_keys = self
+            .trusted_keys
+            .iter()
+            .map(|k| rt::signing::TrustedKey::from_hex(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rt::OpenOptions {
+            kernels,
+            limits: self
+                .limits
+                .map_or_else(rt::Limits::default, rt::Limits::from),
+            memory_map: self.memory_map,
+            trusted_keys,
+            signature: self.signature.clone(),
+            ..rt::OpenOptions::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_cross_unchanged_both_ways() {
+        let runtime = rt::Limits {
+            max_file_bytes: 1,
+            max_nodes: 2,
+            max_tensor_bytes: 3,
+            max_weight_bytes: 4,
+            max_string_bytes: 5,
+            max_scratch_bytes: 6,
+        };
+        let back = rt::Limits::from(Limits::from(runtime));
+        assert_eq!(back, runtime);
+    }
+
+    #[test]
+    fn open_options_default_to_the_runtime_defaults() {
+        let options = OpenOptions {
+            limits: None,
+            memory_map: false,
+            kernels: None,
+            trusted_keys: Vec::new(),
+            signature: None,
+        };
+        let runtime = options.to_runtime().unwrap();
+        assert_eq!(runtime.limits, rt::Limits::default());
+        assert_eq!(runtime.kernels, None);
+        assert!(!runtime.memory_map && runtime.trusted_keys.is_empty());
+        assert_eq!(crate::default_limits(), Limits::from(rt::Limits::default()));
+    }
+
+    #[test]
+    fn bad_open_options_are_invalid_input_naming_the_fault() {
+        let base = OpenOptions {
+            limits: None,
+            memory_map: false,
+            kernels: None,
+            trusted_keys: Vec::new(),
+            signature: None,
+        };
+        let unknown = OpenOptions {
+            kernels: Some("sse9".into()),
+            ..base.clone()
+        };
+        match unknown.to_runtime() {
+            Err(StudentError::InvalidInput { reason }) => {
+                assert!(
+                    reason.contains("\"sse9\"") && reason.contains("avx512vnni"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let portable = OpenOptions {
+            kernels: Some("portable".into()),
+            ..base.clone()
+        };
+        assert_eq!(
+            portable.to_runtime().unwrap().kernels,
+            Some(rt::Isa::Portable)
+        );
+        let lonely = OpenOptions {
+            signature: Some(b"sig".to_vec()),
+            ..base.clone()
+        };
+        assert!(matches!(
+            lonely.to_runtime(),
+            Err(StudentError::InvalidInput { .. })
+        ));
+        let bad_key = OpenOptions {
+            trusted_keys: vec!["not a key".into()],
+            ..base
+        };
+        assert!(matches!(
+            bad_key.to_runtime(),
+            Err(StudentError::InvalidInput { .. })
+        ));
+    }
+}

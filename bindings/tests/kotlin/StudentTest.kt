@@ -144,6 +144,44 @@ fun main() {
         compiled.unload()
     }
 
+    if (compiledPath.isNotEmpty()) test("open options: limits, kernels and memory mapping") {
+        val defaults = defaultLimits()
+        expect(defaults.maxFileBytes > 0uL && defaults.maxNodes > 0uL && defaults.maxScratchBytes > 0uL) { "$defaults" }
+        val size = File(compiledPath).length()
+        val tight = OpenOptions(limits = defaults.copy(maxFileBytes = (size - 1).toULong()))
+        val tooBig = expectThrows<StudentException.InvalidModel> { StudentModel.openWith(compiledPath, tight) }
+        expect(tooBig.reason.contains("max_file_bytes") && tooBig.reason.contains("$size")) { tooBig.reason }
+        val bytes = File(compiledPath).readBytes()
+        val fewNodes = OpenOptions(limits = defaults.copy(maxNodes = 1uL))
+        val tooMany = expectThrows<StudentException.InvalidModel> { StudentModel.fromBytesWith(bytes, fewNodes, "asset.student") }
+        expect(tooMany.reason.contains("asset.student") && tooMany.reason.contains("max_nodes")) { tooMany.reason }
+
+        // Forced portable kernels through a memory map agree with the best kernels on a copy.
+        val best = StudentModel.openWith(compiledPath, OpenOptions())
+        val portable = StudentModel.openWith(compiledPath, OpenOptions(kernels = "portable", memoryMap = true))
+        expect(portable.info().kernels == "portable" && best.info().kernels != "portable") {
+            "${portable.info().kernels} / ${best.info().kernels}"
+        }
+        for (s in samples.take(8)) {
+            val input = tensorOf(best.info(), s.gray)
+            val a = best.logits(input)
+            val b = portable.logits(input)
+            // Integer kernels: every level computes the same sums; allow float rounding in
+            // the final dequantization.
+            val diff = a.indices.maxOf { kotlin.math.abs(a[it] - b[it]) }
+            expect(a.size == 10 && diff <= 1e-4f) { "${s.name}: logits differ by $diff" }
+        }
+        best.unload()
+        portable.unload()
+
+        val unknown = expectThrows<StudentException.InvalidInput> { StudentModel.openWith(compiledPath, OpenOptions(kernels = "sse9")) }
+        expect(unknown.reason.contains("sse9") && unknown.reason.contains("portable")) { unknown.reason }
+        val lonely = expectThrows<StudentException.InvalidInput> {
+            StudentModel.fromBytesWith(bytes, OpenOptions(signature = "sig".toByteArray()))
+        }
+        expect(lonely.reason.contains("trusted keys")) { lonely.reason }
+    }
+
     val signedDir = System.getProperty("student.signed") ?: ""
     if (signedDir.isNotEmpty()) test("a signed model opens only under its key and with its bytes") {
         val model = File(signedDir, "student.onnx")
@@ -394,8 +432,10 @@ fun main() {
         expect(errors.drop(4).all { it.first.startsWith("not called: 4 earlier calls") && it.second < 10_000 }) { "$errors" }
         expect(calls.get() == 4) { "the handler was called ${calls.get()} times" }
         // Once they return, escalations reach the handler again (the count drops just
-        // after each returns, so allow a moment).
+        // after each returns, so allow a moment). Wait for all four first: one returning
+        // is enough to let the next escalation through.
         val deadline = System.nanoTime() + 10_000_000_000
+        while (returned.get() < 4 && System.nanoTime() < deadline) Thread.sleep(5)
         var p: Prediction
         do {
             p = classifyGray(model, samples[1], options, Recording(HandlerAnswer(5u, null)))
