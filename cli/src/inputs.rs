@@ -7,6 +7,8 @@ use student_distill::read_idx;
 
 /// The largest image side accepted, in pixels.
 const MAX_SIDE: u32 = 4096;
+/// The most bytes the decoder may allocate for one image.
+const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// One grayscale image and a name for it.
 pub struct GrayImage {
@@ -19,8 +21,13 @@ pub struct GrayImage {
 /// Reads every image in `path`: one for PNG or PGM, all of them for an IDX image file.
 ///
 /// `expected` is the model's (width, height): an IDX file of other-sized images is refused
-/// before it is split into images, so a tiny file of many tiny images costs no memory.
-pub fn read_images(path: &Path, expected: (usize, usize)) -> Result<Vec<GrayImage>> {
+/// before it is split into images, so a tiny file of many tiny images costs no memory. An
+/// IDX file's images are cut from its data one at a time, as the iterator is consumed, so
+/// a large file is held in memory once (at most `read_idx`'s 256 MiB), not twice.
+pub fn read_images(
+    path: &Path,
+    expected: (usize, usize),
+) -> Result<Box<dyn Iterator<Item = GrayImage>>> {
     // Opening a FIFO or a device would block or read forever: only regular files.
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -60,14 +67,17 @@ pub fn read_images(path: &Path, expected: (usize, usize)) -> Result<Vec<GrayImag
                 expected.1
             );
         }
-        return Ok((0..n)
-            .map(|i| GrayImage {
-                name: format!("{}#{i}", path.display()),
-                pixels: arr.data[i * h * w..(i + 1) * h * w].to_vec(),
-                width: w,
-                height: h,
-            })
-            .collect());
+        let name = path.display().to_string();
+        let data = arr.data;
+        return Ok(Box::new((0..n).map(move |i| GrayImage {
+            name: format!("{name}#{i}"),
+            pixels: data[i * h * w..(i + 1) * h * w].to_vec(),
+            width: w,
+            height: h,
+        })));
+    }
+    if matches!(head[..], [b'P', b'2' | b'3' | b'5' | b'6', ..]) {
+        check_pnm_samples(path)?;
     }
     let mut reader = image::ImageReader::open(path)
         .with_context(|| format!("cannot open {}", path.display()))?
@@ -77,7 +87,7 @@ pub fn read_images(path: &Path, expected: (usize, usize)) -> Result<Vec<GrayImag
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(64 * 1024 * 1024);
+    limits.max_alloc = Some(MAX_IMAGE_BYTES);
     reader.limits(limits);
     // png 0.18.1 panics on a PLTE chunk whose length is not a multiple of 3
     // (image-rs/image-png#694): contain it as a bad file, not a bug in student
@@ -93,10 +103,84 @@ pub fn read_images(path: &Path, expected: (usize, usize)) -> Result<Vec<GrayImag
         // The decoder's message already includes its inner cause: format it once, flat.
         .map_err(|e| not_readable(&e))?
         .to_luma8();
-    Ok(vec![GrayImage {
+    Ok(Box::new(std::iter::once(GrayImage {
         name: path.display().to_string(),
         width: image.width() as usize,
         height: image.height() as usize,
         pixels: image.into_raw(),
-    }])
+    })))
+}
+
+/// Refuses a PGM or PPM holding a sample above its declared maximum (maxval). The decoder
+/// scales samples by 255 / maxval and saturates, so such a sample would silently become
+/// white: a different image than the file's author meant. A file the decoder cannot read
+/// is left to it, to be refused with its own message.
+fn check_pnm_samples(path: &Path) -> Result<()> {
+    use image::codecs::pnm::{PnmDecoder, SampleEncoding};
+    use std::io::{BufReader, Read};
+
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let Ok(decoder) = PnmDecoder::new(BufReader::new(file)) else {
+        return Ok(());
+    };
+    let header = decoder.header();
+    let channels: u64 = if header.as_graymap().is_some() {
+        1
+    } else if header.as_pixmap().is_some() {
+        3
+    } else {
+        return Ok(());
+    };
+    let maxval = header.maximal_sample();
+    let sample_bytes: u64 = if maxval > 255 { 2 } else { 1 };
+    let samples = u64::from(header.width()) * u64::from(header.height()) * channels;
+    if header.width() > MAX_SIDE
+        || header.height() > MAX_SIDE
+        || samples * sample_bytes > MAX_IMAGE_BYTES
+    {
+        // Refused by the decoder's limits, with their message.
+        return Ok(());
+    }
+    let encoding = header.subtype().sample_encoding();
+    let (raster, _) = decoder.into_inner();
+    let cannot_read = || format!("cannot read {}", path.display());
+    let above = match encoding {
+        SampleEncoding::Binary => {
+            let mut bytes = Vec::new();
+            raster
+                .take(samples * sample_bytes)
+                .read_to_end(&mut bytes)
+                .with_context(cannot_read)?;
+            if sample_bytes == 1 {
+                bytes.iter().map(|&b| u32::from(b)).find(|&s| s > maxval)
+            } else {
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+                    .find(|&s| s > maxval)
+            }
+        }
+        SampleEncoding::Ascii => {
+            // At most 6 bytes per sample ("65535" and a separator) are worth reading.
+            let mut bytes = Vec::new();
+            raster
+                .take(samples.saturating_mul(6).saturating_add(64))
+                .read_to_end(&mut bytes)
+                .with_context(cannot_read)?;
+            bytes
+                .split(u8::is_ascii_whitespace)
+                .filter(|t| !t.is_empty())
+                .take(usize::try_from(samples).unwrap_or(usize::MAX))
+                .map_while(|t| std::str::from_utf8(t).ok()?.parse::<u32>().ok())
+                .find(|&s| s > maxval)
+        }
+    };
+    match above {
+        Some(sample) => bail!(
+            "{}: a sample is {sample}, above the image's declared maximum (maxval) of {maxval}",
+            path.display()
+        ),
+        None => Ok(()),
+    }
 }

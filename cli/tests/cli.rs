@@ -103,6 +103,50 @@ fn run_json_has_the_documented_fields() {
 }
 
 #[test]
+fn run_refuses_pgm_samples_above_their_maxval() {
+    let dir = scratch("maxval");
+    let pixels: Vec<u8> = (0..28 * 28).map(|i| (i % 101) as u8).collect();
+    let binary = |maxval: u32, raster: &[u8]| {
+        let mut file = format!("P5\n28 28\n{maxval}\n").into_bytes();
+        file.extend_from_slice(raster);
+        file
+    };
+    let run = |name: &str, bytes: Vec<u8>| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        student(&["run", &model("student.onnx"), &path.display().to_string()])
+    };
+    // Samples up to maxval: accepted.
+    let o = run("ok.pgm", binary(100, &pixels));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut over = pixels.clone();
+    over[500] = 200;
+    assert_one_line_error(
+        &run("over.pgm", binary(100, &over)),
+        "over.pgm: a sample is 200, above the image's declared maximum (maxval) of 100",
+    );
+    // 16-bit samples, big-endian.
+    let mut wide: Vec<u8> = pixels
+        .iter()
+        .flat_map(|&p| (u16::from(p) * 9).to_be_bytes())
+        .collect();
+    wide[2 * 700..2 * 700 + 2].copy_from_slice(&1001u16.to_be_bytes());
+    assert_one_line_error(
+        &run("wide.pgm", binary(1000, &wide)),
+        "a sample is 1001, above the image's declared maximum (maxval) of 1000",
+    );
+    // Plain (ASCII) PGM.
+    let mut text = String::from("P2\n28 28\n15\n");
+    for i in 0..28 * 28 {
+        text.push_str(if i == 300 { "16 " } else { "7 " });
+    }
+    assert_one_line_error(
+        &run("plain.pgm", text.into_bytes()),
+        "a sample is 16, above the image's declared maximum (maxval) of 15",
+    );
+}
+
+#[test]
 fn run_reads_idx_and_pgm_inputs() {
     let dir = scratch("formats");
     let png = image::open(sample("test-00002-label-1.png"))
