@@ -5,6 +5,7 @@ use std::arch::x86_64::*;
 
 use crate::pack::NR;
 use crate::unfold::PanelSource;
+use crate::x86::pack::interleave_4x16;
 
 /// The first element of row (c, t) of a checked source.
 #[inline(always)]
@@ -71,16 +72,7 @@ pub(crate) unsafe fn panel_u8_avx512(
 /// Byte `4j + t` of `group` is byte `j` of `rows[t]`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 fn store_group(rows: [__m128i; 4], group: &mut [u8; 64]) {
-    let [r0, r1, r2, r3] = rows;
-    let (p01_lo, p01_hi) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
-    let (p23_lo, p23_hi) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
-    let quarters = [
-        _mm_unpacklo_epi16(p01_lo, p23_lo),
-        _mm_unpackhi_epi16(p01_lo, p23_lo),
-        _mm_unpacklo_epi16(p01_hi, p23_hi),
-        _mm_unpackhi_epi16(p01_hi, p23_hi),
-    ];
-    for (dst, q) in group.chunks_exact_mut(16).zip(quarters) {
+    for (dst, q) in group.chunks_exact_mut(16).zip(interleave_4x16(rows)) {
         // SAFETY: `dst` is 16 writable bytes.
         unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), q) };
     }
