@@ -180,25 +180,7 @@ mod onnx {
         };
         let mut nodes = 0u64;
         let mut weights = 0u64;
-        walk(
-            graph,
-            &HashMap::new(),
-            check,
-            &mut nodes,
-            &mut weights,
-            &malformed,
-        )?;
-        // An initializer as the output is a constant, not an answer computed from the input.
-        let inputs: HashSet<&str> = graph.input.iter().map(|v| v.name.as_str()).collect();
-        for t in &graph.initializer {
-            if graph.output.iter().any(|o| o.name == t.name) && !inputs.contains(t.name.as_str()) {
-                return Err(malformed(format!(
-                    "the graph's output `{}` is an initializer: a constant, not computed from the \
-                     input",
-                    shown(&t.name)
-                )));
-            }
-        }
+        walk(graph, None, check, &mut nodes, &mut weights, &malformed)?;
         check.within(Limit::Nodes, Some(nodes), || {
             "the graph's node count (subgraphs included)".to_string()
         })?;
@@ -250,10 +232,10 @@ mod onnx {
     /// Counts nodes and weights of `graph` and its subgraphs, checking every string and
     /// every constant tensor on the way, and that each value has one writer (the graph's
     /// input, an initializer or a node) across this graph and the graphs enclosing it:
-    /// `outer` holds the values those define.
+    /// `outer` holds the values those define, `None` for the main graph.
     fn walk<'g>(
         graph: &'g pb::GraphProto,
-        outer: &HashMap<&'g str, String>,
+        outer: Option<&HashMap<&'g str, String>>,
         check: &Check<'_>,
         nodes: &mut u64,
         weights: &mut u64,
@@ -279,34 +261,46 @@ mod onnx {
                 string(check, "a string of a node", s)?;
             }
         }
-        let mut writers = outer.clone();
+        let mut writers = outer.cloned().unwrap_or_default();
         for v in &graph.input {
             define(&mut writers, &v.name, "the graph's input".into(), malformed)?;
         }
         let inputs: HashSet<&str> = graph.input.iter().map(|v| v.name.as_str()).collect();
+        // The main graph (no enclosing graph) must compute its output: an initializer as
+        // the output is a constant, not an answer. A branch of an `If` may be constant.
+        let main = outer.is_none();
         for t in &graph.initializer {
             // An initializer may give a graph input its default value (IR version 3).
-            if !inputs.contains(t.name.as_str()) {
-                define(&mut writers, &t.name, "an initializer".into(), malformed)?;
+            if inputs.contains(t.name.as_str()) {
+                continue;
             }
+            if main && graph.output.iter().any(|o| o.name == t.name) {
+                return Err(malformed(format!(
+                    "the graph's output `{}` is an initializer: a constant, not computed from the \
+                     input",
+                    shown(&t.name)
+                )));
+            }
+            define(&mut writers, &t.name, "an initializer".into(), malformed)?;
         }
-        for node in &graph.node {
-            let name = shown(if node.name.is_empty() {
-                &node.op_type
-            } else {
-                &node.name
-            });
+        let names: Vec<String> = graph
+            .node
+            .iter()
+            .map(|node| {
+                shown(if node.name.is_empty() {
+                    &node.op_type
+                } else {
+                    &node.name
+                })
+            })
+            .collect();
+        for (node, name) in graph.node.iter().zip(&names) {
             for out in &node.output {
                 define(&mut writers, out, format!("node `{name}`"), malformed)?;
             }
         }
-        for node in &graph.node {
+        for (node, name) in graph.node.iter().zip(&names) {
             *nodes += 1;
-            let name = shown(if node.name.is_empty() {
-                &node.op_type
-            } else {
-                &node.name
-            });
             for a in &node.attribute {
                 string(
                     check,
@@ -334,7 +328,7 @@ mod onnx {
                     *weights = weights.saturating_add(tensor(t, &what, check, malformed)?);
                 }
                 for g in a.g.iter().chain(&a.graphs) {
-                    walk(g, &writers, check, nodes, weights, malformed)?;
+                    walk(g, Some(&writers), check, nodes, weights, malformed)?;
                 }
             }
         }
