@@ -1,5 +1,5 @@
-//! Where a model's bytes live: an aligned private copy (the default), or a read-only
-//! memory map of the file.
+//! Where a model's bytes live: a private copy (the default), or a read-only memory map
+//! of the file.
 //!
 //! This is the one module of the crate allowed to use `unsafe`.
 
@@ -7,17 +7,27 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapMut, MmapOptions};
 
 use crate::compiled::exec::{Line, lines};
 use crate::error::Error;
 use crate::limits::{Check, Limit};
 
-/// The bytes of a model file, borrowed from a memory map or owned. Either way they start
-/// on a 64-byte boundary, so a compiled student's weights are read in place.
+/// The bytes of a model file: a map of the file itself, or a copy this process owns.
+/// Either way they start on a 64-byte boundary, so a compiled student's weights are read
+/// in place.
 pub(crate) enum ModelBytes {
+    /// A read-only map of the file.
     Mapped(Mmap),
-    Owned { lines: Vec<Line>, len: usize },
+    Owned(Private),
+}
+
+/// Memory this process owns, holding a copy of a model's bytes.
+pub(crate) enum Private {
+    /// Anonymous memory (page-aligned).
+    Anonymous(MmapMut),
+    /// The heap, where no anonymous map could be made (and for empty files).
+    Heap { lines: Vec<Line>, len: usize },
 }
 
 /// Opens `path` for reading if it is a regular file, with its length. The type and length
@@ -75,17 +85,18 @@ impl ModelBytes {
             source,
         };
         let len = usize::try_from(len).map_err(|_| io(std::io::Error::other("too large")))?;
-        let mut buffer = lines(len);
-        let bytes = &mut bytemuck::cast_slice_mut::<Line, u8>(&mut buffer)[..len];
-        file.take(len as u64).read_exact(bytes).map_err(|e| {
-            io(match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => {
-                    std::io::Error::other("the file shrank while it was being read")
-                }
-                _ => e,
-            })
-        })?;
-        Ok(ModelBytes::Owned { lines: buffer, len })
+        let mut copy = Private::new(len);
+        file.take(len as u64)
+            .read_exact(copy.bytes_mut())
+            .map_err(|e| {
+                io(match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => {
+                        std::io::Error::other("the file shrank while it was being read")
+                    }
+                    _ => e,
+                })
+            })?;
+        Ok(ModelBytes::Owned(copy))
     }
 
     /// Memory-maps `path` read-only: no copy, pages shared with other processes mapping
@@ -115,18 +126,53 @@ impl ModelBytes {
 
     /// An aligned copy of `bytes`.
     pub(crate) fn copy(bytes: &[u8]) -> ModelBytes {
-        let mut buffer = lines(bytes.len());
-        bytemuck::cast_slice_mut::<Line, u8>(&mut buffer)[..bytes.len()].copy_from_slice(bytes);
-        ModelBytes::Owned {
-            lines: buffer,
-            len: bytes.len(),
-        }
+        let mut copy = Private::new(bytes.len());
+        copy.bytes_mut().copy_from_slice(bytes);
+        ModelBytes::Owned(copy)
     }
 
     pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             ModelBytes::Mapped(map) => map,
-            ModelBytes::Owned { lines, len } => &bytemuck::cast_slice::<Line, u8>(lines)[..*len],
+            ModelBytes::Owned(copy) => copy.bytes(),
+        }
+    }
+}
+
+impl Private {
+    /// Zeroed memory for a copy of `len` bytes.
+    ///
+    /// Anonymous memory, its pages made present in one call where the system allows
+    /// (`MAP_POPULATE` on Linux and Android), since the copy writes every page anyway: a
+    /// heap buffer was zeroed page fault by page fault before the copy overwrote it, and
+    /// that took a 3.3 MB file 1.8 ms to read in a fresh process where this takes 1.2 ms
+    /// (x86-64 VM).
+    fn new(len: usize) -> Private {
+        if len > 0 {
+            match MmapOptions::new().len(len).populate().map_anon() {
+                Ok(map) => return Private::Anonymous(map),
+                Err(e) => log::debug!("no anonymous map of {len} bytes ({e}); copying to the heap"),
+            }
+        }
+        Private::Heap {
+            lines: lines(len),
+            len,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Private::Anonymous(map) => map,
+            Private::Heap { lines, len } => &bytemuck::cast_slice::<Line, u8>(lines)[..*len],
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Private::Anonymous(map) => map,
+            Private::Heap { lines, len } => {
+                &mut bytemuck::cast_slice_mut::<Line, u8>(lines)[..*len]
+            }
         }
     }
 }

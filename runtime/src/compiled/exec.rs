@@ -34,7 +34,8 @@ type RunResult<T> = Result<T, String>;
 struct State {
     batch: usize,
     arena: Vec<Line>,
-    /// Per op: a convolution's unfolded input (im2col, `[k, positions]` row-major). Its
+    /// Per op: a convolution's unfolded input (im2col, `[k, positions]` row-major), or
+    /// for one unfolded straight into panels its input planes with margins. The im2col
     /// padding positions are written once, when the state is made; each call writes only
     /// the positions that read the image.
     cols: Vec<Vec<Line>>,
@@ -793,8 +794,11 @@ fn im2col<T: Copy>(w: &Window, x: &[T], col: &mut [T]) {
     }
 }
 
-/// The bytes of the im2col buffer [`unfolded`] makes for `op`, `None` on overflow.
+/// The bytes of the buffer [`unfolded`] makes for `op`, `None` on overflow.
 fn unfolded_bytes(op: &Op) -> Option<u64> {
+    if let Some(bytes) = planes_bytes(op) {
+        return Some(bytes as u64);
+    }
     let len = |w: &Window, size: u64| {
         [w.k(), w.h_out, w.w_out]
             .iter()
@@ -807,9 +811,13 @@ fn unfolded_bytes(op: &Op) -> Option<u64> {
     }
 }
 
-/// The im2col buffer a convolution needs, its padding positions already holding the
-/// padding value (0, or the input's zero point).
+/// The unfolding buffer a convolution needs: room for its input planes and their margins
+/// when it unfolds straight into panels ([`planes_bytes`]), else the im2col matrix with
+/// its padding positions already holding the padding value (0, or the input's zero point).
 fn unfolded(op: &Op) -> Vec<Line> {
+    if let Some(bytes) = planes_bytes(op) {
+        return lines(bytes);
+    }
     match op {
         Op::Conv { window: w, .. } if !is_direct(w) => lines(w.k() * w.h_out * w.w_out * 4),
         Op::QConv {
@@ -824,6 +832,22 @@ fn unfolded(op: &Op) -> Vec<Line> {
         }
         _ => Vec::new(),
     }
+}
+
+/// The bytes of the plane copies, margins included, that an f32 convolution unfolded
+/// straight into panels reads (`unfold_packed` in [`conv_f32`]); `None` for one that does
+/// not unfold that way (the test [`op_masks`] makes), or on overflow. Its im2col matrix
+/// would be about `kh * kw` times larger. (The int8 convolution still takes a whole im2col
+/// matrix: it slices one before choosing how to unfold.)
+fn planes_bytes(op: &Op) -> Option<usize> {
+    let Op::Conv { .. } = op else {
+        return None;
+    };
+    let w = shifted_window(op)?;
+    let sh = Shifted::new(w, w.k(), w.h_out * w.w_out)?;
+    (w.c_in / w.groups)
+        .checked_mul(sh.stride)?
+        .checked_mul(size_of::<f32>())
 }
 
 /// A 1x1 convolution that reads every input position once: its input is already the
@@ -1542,12 +1566,25 @@ mod tests {
                     c_out: kk,
                     ..w.clone()
                 };
+                let op = Op::Conv {
+                    x: 0,
+                    y: 0,
+                    window: wide.clone(),
+                    weights: Weights::F32(0),
+                    bias: None,
+                    lo: f32::NEG_INFINITY,
+                    hi: f32::INFINITY,
+                };
+                // The unfolding buffer a call state gets, as large as the limits count it.
+                let col = unfolded(&op);
+                let counted = unfolded_bytes(&op).unwrap();
+                assert_eq!(col.len() as u64, counted.div_ceil(64), "{w:?}");
                 for isa in Isa::available() {
                     for batch in [1, 2, 3] {
                         let xs: Vec<f32> =
                             xf.iter().copied().cycle().take(batch * xf.len()).collect();
                         let mut y = vec![f32::NAN; batch * kk * n];
-                        let mut col = lines(kk * n * 4 + 64 * c_in * 4);
+                        let mut col = col.clone();
                         let mut packed = lines(k::packed_len_f32(kk, n) * 4);
                         conv_f32(
                             isa,
@@ -1561,15 +1598,7 @@ mod tests {
                             batch,
                             &mut col,
                             &mut packed,
-                            &op_masks(&Op::Conv {
-                                x: 0,
-                                y: 0,
-                                window: wide.clone(),
-                                weights: Weights::F32(0),
-                                bias: None,
-                                lo: f32::NEG_INFINITY,
-                                hi: f32::INFINITY,
-                            }),
+                            &op_masks(&op),
                         )
                         .unwrap();
                         for s in 0..batch {
