@@ -28,10 +28,7 @@ pub struct Pool2x2 {
 
 impl Pool2x2 {
     fn check(&self, x_len: usize, y_len: usize) -> Result<(), KernelError> {
-        let (twice_h, twice_w) = (
-            self.h_out.checked_mul(2).unwrap_or(usize::MAX),
-            self.w_out.checked_mul(2).unwrap_or(usize::MAX),
-        );
+        let (twice_h, twice_w) = (self.h_out.saturating_mul(2), self.w_out.saturating_mul(2));
         if self.planes == 0 || self.h_out == 0 || self.w_out == 0 {
             return Ok(());
         }
@@ -49,8 +46,8 @@ impl Pool2x2 {
                 width: twice_h,
             });
         }
-        let plane_in = self.h_in.checked_mul(self.w_in).unwrap_or(usize::MAX);
-        let plane_out = self.h_out.checked_mul(self.w_out).unwrap_or(usize::MAX);
+        let plane_in = self.h_in.saturating_mul(self.w_in);
+        let plane_out = self.h_out.saturating_mul(self.w_out);
         check::at_least(
             "pool input",
             check::product(self.planes, plane_in, 1),
@@ -69,41 +66,58 @@ impl Pool2x2 {
 /// Errors if `isa` is unavailable, the input is smaller than twice the output along an
 /// axis, or a slice is shorter than `planes` planes.
 pub fn max_pool_2x2_f32(isa: Isa, p: Pool2x2, x: &[f32], y: &mut [f32]) -> Result<(), KernelError> {
-    isa.require()?;
-    p.check(x.len(), y.len())?;
-    if p.planes == 0 || p.h_out == 0 || p.w_out == 0 {
-        return Ok(());
-    }
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni => {
-            // SAFETY: `require` confirmed avx512f, bw and vl; `check` the lengths.
-            unsafe { crate::x86::pool::max_2x2_f32_avx512(p, x, y) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            // SAFETY: `require` confirmed avx2; `check` the lengths.
-            unsafe { crate::x86::pool::max_2x2_f32_avx2(p, x, y) }
-        }
-        _ => portable(p, x, y),
-    }
-    Ok(())
+    max_pool_2x2(isa, p, x, y)
 }
 
 /// 2 x 2, stride 2 max pooling of u8 planes; the same contract as [`max_pool_2x2_f32`].
 pub fn max_pool_2x2_u8(isa: Isa, p: Pool2x2, x: &[u8], y: &mut [u8]) -> Result<(), KernelError> {
+    max_pool_2x2(isa, p, x, y)
+}
+
+/// A SIMD pooling kernel. Safety: callable once `Isa::require` confirmed the level it was
+/// chosen for and `Pool2x2::check` accepted the slices.
+type Kernel<T> = unsafe fn(Pool2x2, &[T], &mut [T]);
+
+/// An element type the pool runs on, and its SIMD kernel at each level that has one.
+pub(crate) trait Lane: Copy + PartialOrd {
+    /// The kernel for `isa`, or `None` where the portable loop runs.
+    fn simd(isa: Isa) -> Option<Kernel<Self>>;
+}
+
+impl Lane for f32 {
+    fn simd(isa: Isa) -> Option<Kernel<f32>> {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Avx512Vnni => Some(crate::x86::pool::max_2x2_f32_avx512),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Some(crate::x86::pool::max_2x2_f32_avx2),
+            _ => None,
+        }
+    }
+}
+
+impl Lane for u8 {
+    fn simd(isa: Isa) -> Option<Kernel<u8>> {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Avx512Vnni => Some(crate::x86::pool::max_2x2_u8_avx512),
+            _ => None,
+        }
+    }
+}
+
+/// Both public entry points: checks, then the level's kernel or the portable loop.
+fn max_pool_2x2<T: Lane>(isa: Isa, p: Pool2x2, x: &[T], y: &mut [T]) -> Result<(), KernelError> {
     isa.require()?;
     p.check(x.len(), y.len())?;
     if p.planes == 0 || p.h_out == 0 || p.w_out == 0 {
         return Ok(());
     }
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni => {
-            // SAFETY: `require` confirmed avx512f, bw and vl; `check` the lengths.
-            unsafe { crate::x86::pool::max_2x2_u8_avx512(p, x, y) }
-        }
-        _ => portable(p, x, y),
+    match T::simd(isa) {
+        // SAFETY: `require` confirmed the features of `isa` (avx2, or avx512f, bw and vl),
+        // the ones its kernel is compiled for; `check` the shape against the lengths.
+        Some(kernel) => unsafe { kernel(p, x, y) },
+        None => portable(p, x, y),
     }
     Ok(())
 }

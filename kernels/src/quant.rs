@@ -57,6 +57,61 @@ impl<T: Copy> Vals<'_, T> {
             Vals::Cols(xs) => Vals::Cols(&xs[j..]),
         }
     }
+
+    /// How many columns have a value: unbounded for a splat.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn cols(&self) -> usize {
+        match self {
+            Vals::Splat(_) => usize::MAX,
+            Vals::Cols(xs) => xs.len(),
+        }
+    }
+}
+
+/// One row of [`requantize_u8`] as every level takes it: its bias and scale, the zero
+/// point, and the clamp bounds `lo` and `hi` already offset by the zero point (integers, so
+/// exact in f32).
+#[derive(Clone, Copy)]
+pub(crate) struct RequantRow<'a> {
+    pub(crate) bias: Vals<'a, i32>,
+    pub(crate) scale: Vals<'a, f32>,
+    pub(crate) zero_point: i32,
+    pub(crate) lo: f32,
+    pub(crate) hi: f32,
+}
+
+impl RequantRow<'_> {
+    /// The row from column `j` on.
+    pub(crate) fn from(&self, j: usize) -> Self {
+        RequantRow {
+            bias: self.bias.from(j),
+            scale: self.scale.from(j),
+            ..*self
+        }
+    }
+
+    /// How many of the first `n` columns have a bias and a scale.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn cols(&self, n: usize) -> usize {
+        n.min(self.bias.cols()).min(self.scale.cols())
+    }
+}
+
+/// The walk of the fixed-width SIMD loops: `step(j, a, b)` on each whole piece of `L`
+/// elements of both slices (`j` the index of its first element), in order. Returns how
+/// many elements of `a` that covered (`b` is at least as long); the caller finishes the
+/// rest with the scalar loop, which computes the same bits.
+#[inline(always)]
+pub(crate) fn by_pieces<const L: usize, A, B>(
+    a: &[A],
+    b: &mut [B],
+    mut step: impl FnMut(usize, &[A; L], &mut [B; L]),
+) -> usize {
+    let (pieces, _) = a.as_chunks::<L>();
+    for (i, (a, b)) in pieces.iter().zip(b.as_chunks_mut::<L>().0).enumerate() {
+        step(L * i, a, b);
+    }
+    L * pieces.len()
 }
 
 impl IntBias<'_> {
@@ -142,32 +197,30 @@ pub fn requantize_u8(
     for i in 0..m {
         let acc = &acc[i * ldacc..][..n];
         let out = &mut out[i * ldout..][..n];
-        let (bias, scale) = (bias.row(i, n), scale.row(i, n));
+        let row = RequantRow {
+            bias: bias.row(i, n),
+            scale: scale.row(i, n),
+            zero_point,
+            lo,
+            hi,
+        };
         match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 | Isa::Avx512Vnni => {
                 // SAFETY: `check_epilogue` checked that the CPU runs avx512f, bw and vl.
-                unsafe {
-                    crate::x86::quant::requantize_row_avx512(
-                        acc, bias, scale, zero_point, lo, hi, out,
-                    )
-                }
+                unsafe { crate::x86::quant::requantize_row_avx512(acc, row, out) }
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => {
                 // SAFETY: `check_epilogue` checked that the CPU runs avx2.
-                unsafe {
-                    crate::x86::quant::requantize_row(acc, bias, scale, zero_point, lo, hi, out)
-                }
+                unsafe { crate::x86::quant::requantize_row(acc, row, out) }
             }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon | Isa::NeonDotprod => {
                 // SAFETY: `check_epilogue` checked that the CPU runs neon.
-                unsafe {
-                    crate::arm::quant::requantize_row(acc, bias, scale, zero_point, lo, hi, out)
-                }
+                unsafe { crate::arm::quant::requantize_row(acc, row, out) }
             }
-            _ => requantize_scalar(acc, bias, scale, zero_point, lo, hi, out),
+            _ => requantize_scalar(acc, row, out),
         }
     }
     Ok(())
@@ -293,17 +346,16 @@ fn check_epilogue(
     check::matrix("out", m, n, ldout, out_len)
 }
 
-/// One row of [`requantize_u8`], element by element; `lo` and `hi` are already offset by
-/// the zero point. The SIMD rows use it for their last few columns.
-pub(crate) fn requantize_scalar(
-    acc: &[i32],
-    bias: Vals<i32>,
-    scale: Vals<f32>,
-    zero_point: i32,
-    lo: f32,
-    hi: f32,
-    out: &mut [u8],
-) {
+/// One row of [`requantize_u8`], element by element. The SIMD rows use it for their last
+/// few columns.
+pub(crate) fn requantize_scalar(acc: &[i32], row: RequantRow, out: &mut [u8]) {
+    let RequantRow {
+        bias,
+        scale,
+        zero_point,
+        lo,
+        hi,
+    } = row;
     for (j, (o, &x)) in out.iter_mut().zip(acc).enumerate() {
         let y = x.wrapping_add(bias.at(j)) as f32 * scale.at(j);
         // `f32::max` returns the other operand when one is NaN, so NaN becomes `lo`.

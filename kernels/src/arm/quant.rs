@@ -4,28 +4,24 @@
 use std::arch::aarch64::*;
 
 use crate::quant::{
-    Vals, dequantize_acc_scalar, dequantize_scalar, quantize_scalar, requantize_scalar,
+    RequantRow, Vals, by_pieces, dequantize_acc_scalar, dequantize_scalar, quantize_scalar,
+    requantize_scalar,
 };
 
-/// One row of `requantize_u8`; `lo` and `hi` are already offset by the zero point.
+/// One row of `requantize_u8`.
 #[target_feature(enable = "neon")]
-pub(crate) fn requantize_row(
-    acc: &[i32],
-    bias: Vals<i32>,
-    scale: Vals<f32>,
-    zero_point: i32,
-    lo: f32,
-    hi: f32,
-    out: &mut [u8],
-) {
-    let (lo_v, hi_v, zp) = (vdupq_n_f32(lo), vdupq_n_f32(hi), vdupq_n_s32(zero_point));
-    let (chunks, _) = acc.as_chunks::<8>();
-    for (j, (x, o)) in chunks.iter().zip(out.as_chunks_mut::<8>().0).enumerate() {
+pub(crate) fn requantize_row(acc: &[i32], row: RequantRow, out: &mut [u8]) {
+    let (lo_v, hi_v) = (vdupq_n_f32(row.lo), vdupq_n_f32(row.hi));
+    let zp = vdupq_n_s32(row.zero_point);
+    let done = by_pieces::<8, _, _>(acc, out, |j, x, o| {
         let half = |h: usize| {
-            let col = 8 * j + 4 * h;
+            let col = j + 4 * h;
             // SAFETY: `x[4h..]` is 4 readable i32.
-            let x = vaddq_s32(unsafe { vld1q_s32(x[4 * h..].as_ptr()) }, i32x4(bias, col));
-            let y = vmulq_f32(vcvtq_f32_s32(x), f32x4(scale, col));
+            let x = vaddq_s32(
+                unsafe { vld1q_s32(x[4 * h..].as_ptr()) },
+                i32x4(row.bias, col),
+            );
+            let y = vmulq_f32(vcvtq_f32_s32(x), f32x4(row.scale, col));
             // fmaxnm returns the number when one operand is NaN: NaN becomes `lo`.
             let y = vminnmq_f32(vmaxnmq_f32(y, lo_v), hi_v);
             // fcvtns rounds to nearest, ties to even.
@@ -36,17 +32,8 @@ pub(crate) fn requantize_row(
         let bytes = vqmovn_u16(vcombine_u16(vqmovun_s32(q[0]), vqmovun_s32(q[1])));
         // SAFETY: `o` is 8 writable bytes.
         unsafe { vst1_u8(o.as_mut_ptr(), bytes) };
-    }
-    let done = chunks.len() * 8;
-    requantize_scalar(
-        &acc[done..],
-        bias.from(done),
-        scale.from(done),
-        zero_point,
-        lo,
-        hi,
-        &mut out[done..],
-    );
+    });
+    requantize_scalar(&acc[done..], row.from(done), &mut out[done..]);
 }
 
 /// One row of `dequantize_acc_f32`.
@@ -60,17 +47,15 @@ pub(crate) fn dequantize_row(
     out: &mut [f32],
 ) {
     let (lo_v, hi_v) = (vdupq_n_f32(lo), vdupq_n_f32(hi));
-    let (chunks, _) = acc.as_chunks::<4>();
-    for (j, (x, o)) in chunks.iter().zip(out.as_chunks_mut::<4>().0).enumerate() {
+    let done = by_pieces::<4, _, _>(acc, out, |j, x, o| {
         // SAFETY: `x` is 4 readable i32.
-        let x = vaddq_s32(unsafe { vld1q_s32(x.as_ptr()) }, i32x4(bias, 4 * j));
-        let y = vmulq_f32(vcvtq_f32_s32(x), f32x4(scale, 4 * j));
+        let x = vaddq_s32(unsafe { vld1q_s32(x.as_ptr()) }, i32x4(bias, j));
+        let y = vmulq_f32(vcvtq_f32_s32(x), f32x4(scale, j));
         // fmax propagates NaN, as `reference::clamp` does.
         let y = vminq_f32(hi_v, vmaxq_f32(lo_v, y));
         // SAFETY: `o` is 4 writable floats.
         unsafe { vst1q_f32(o.as_mut_ptr(), y) };
-    }
-    let done = chunks.len() * 4;
+    });
     dequantize_acc_scalar(
         &acc[done..],
         bias.from(done),
@@ -87,8 +72,7 @@ pub(crate) fn quantize(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
     let lo = vdupq_n_f32(-(zero_point as f32));
     let hi = vdupq_n_f32(255.0 - zero_point as f32);
     let (s, zp) = (vdupq_n_f32(scale), vdupq_n_s32(zero_point as i32));
-    let (chunks, _) = x.as_chunks::<8>();
-    for (v, o) in chunks.iter().zip(out.as_chunks_mut::<8>().0) {
+    let done = by_pieces::<8, _, _>(x, out, |_, v, o| {
         let half = |h: usize| {
             // SAFETY: `v[4h..]` is 4 readable floats.
             let v = unsafe { vld1q_f32(v[4 * h..].as_ptr()) };
@@ -100,8 +84,7 @@ pub(crate) fn quantize(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
         let bytes = vqmovn_u16(vcombine_u16(vqmovun_s32(q[0]), vqmovun_s32(q[1])));
         // SAFETY: `o` is 8 writable bytes.
         unsafe { vst1_u8(o.as_mut_ptr(), bytes) };
-    }
-    let done = chunks.len() * 8;
+    });
     quantize_scalar(&x[done..], scale, zero_point, &mut out[done..]);
 }
 
@@ -109,8 +92,7 @@ pub(crate) fn quantize(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
 #[target_feature(enable = "neon")]
 pub(crate) fn dequantize(x: &[u8], scale: f32, zero_point: u8, out: &mut [f32]) {
     let (s, zp) = (vdupq_n_f32(scale), vdupq_n_s32(zero_point as i32));
-    let (chunks, _) = x.as_chunks::<8>();
-    for (v, o) in chunks.iter().zip(out.as_chunks_mut::<8>().0) {
+    let done = by_pieces::<8, _, _>(x, out, |_, v, o| {
         // SAFETY: `v` is 8 readable bytes.
         let wide = vmovl_u8(unsafe { vld1_u8(v.as_ptr()) });
         let halves = [
@@ -122,8 +104,7 @@ pub(crate) fn dequantize(x: &[u8], scale: f32, zero_point: u8, out: &mut [f32]) 
             // SAFETY: `o[4h..]` is 4 writable floats.
             unsafe { vst1q_f32(o[4 * h..].as_mut_ptr(), y) };
         }
-    }
-    let done = chunks.len() * 8;
+    });
     dequantize_scalar(&x[done..], scale, zero_point, &mut out[done..]);
 }
 

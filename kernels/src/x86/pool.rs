@@ -6,17 +6,41 @@ use std::arch::x86_64::*;
 
 use crate::pool::Pool2x2;
 
-/// The first elements of each output row's two input rows and of the output row itself:
-/// `(r0, r1, out)` offsets into x and y. Every row is in bounds by `Pool2x2::check`
-/// (2 * h_out <= h_in and 2 * w_out <= w_in, planes of x and y long enough).
-fn row_offsets(p: Pool2x2) -> impl Iterator<Item = (usize, usize, usize)> {
-    let (plane_in, plane_out) = (p.h_in * p.w_in, p.h_out * p.w_out);
-    (0..p.planes).flat_map(move |plane| {
-        (0..p.h_out).map(move |oy| {
-            let r0 = plane * plane_in + 2 * oy * p.w_in;
-            (r0, r0 + p.w_in, plane * plane_out + oy * p.w_out)
-        })
-    })
+/// The walk every kernel shares: each output row of each plane, in pieces of at most
+/// `width` outputs, the last piece shorter. `step(r0, r1, out, count)` makes outputs
+/// `out[..count]` from inputs `r0[..2 * count]` and `r1[..2 * count]` of the row's two
+/// input rows. The pointers lie within their rows, in bounds by `Pool2x2::check`
+/// (2 * h_out <= h_in, 2 * w_out <= w_in, planes of x and y long enough), and the slicing
+/// here checks it again once per row.
+#[inline(always)]
+fn each_piece<T>(
+    p: Pool2x2,
+    x: &[T],
+    y: &mut [T],
+    width: usize,
+    mut step: impl FnMut(*const T, *const T, *mut T, usize),
+) {
+    let (plane_in, plane_out, w_out) = (p.h_in * p.w_in, p.h_out * p.w_out, p.w_out);
+    for plane in 0..p.planes {
+        for oy in 0..p.h_out {
+            let i0 = plane * plane_in + 2 * oy * p.w_in;
+            let r0 = x[i0..][..2 * w_out].as_ptr();
+            let r1 = x[i0 + p.w_in..][..2 * w_out].as_ptr();
+            let out = y[plane * plane_out + oy * w_out..][..w_out].as_mut_ptr();
+            let mut ox = 0;
+            while ox < w_out {
+                let count = (w_out - ox).min(width);
+                // Wrapping: no pointer past the row is formed by an offset.
+                step(
+                    r0.wrapping_add(2 * ox),
+                    r1.wrapping_add(2 * ox),
+                    out.wrapping_add(ox),
+                    count,
+                );
+                ox += count;
+            }
+        }
+    }
 }
 
 /// f32 on AVX-512: 16 outputs per step from 32 inputs of each row.
@@ -27,41 +51,30 @@ fn row_offsets(p: Pool2x2) -> impl Iterator<Item = (usize, usize, usize)> {
 pub(crate) unsafe fn max_2x2_f32_avx512(p: Pool2x2, x: &[f32], y: &mut [f32]) {
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    let w_out = p.w_out;
-    for (i0, i1, o) in row_offsets(p) {
-        // Each row holds 2 * w_out inputs and w_out outputs (see `row_offsets`).
-        let (r0, r1) = (x[i0..][..2 * w_out].as_ptr(), x[i1..][..2 * w_out].as_ptr());
-        let out = y[o..][..w_out].as_mut_ptr();
-        let mut ox = 0;
-        while ox < w_out {
-            let count = (w_out - ox).min(16);
-            let inputs = 2 * count as u32;
-            let lo = (((1u64 << inputs.min(16)) - 1) & 0xffff) as __mmask16;
-            let hi = ((1u64 << inputs.saturating_sub(16)) - 1) as __mmask16;
-            let at = 2 * ox;
-            // SAFETY: the enabled lanes are the first `2 * count` inputs from `at`, all
-            // within the row's 2 * w_out; disabled lanes are not read (nor faulted on), so
-            // the addresses past the row are computed with wrapping arithmetic only.
-            let (a0, a1, b0, b1) = unsafe {
-                (
-                    _mm512_maskz_loadu_ps(lo, r0.wrapping_add(at)),
-                    _mm512_maskz_loadu_ps(hi, r0.wrapping_add(at + 16)),
-                    _mm512_maskz_loadu_ps(lo, r1.wrapping_add(at)),
-                    _mm512_maskz_loadu_ps(hi, r1.wrapping_add(at + 16)),
-                )
-            };
-            // maxps(s, t) is `s > t ? s : t`, so maxps(b, a) is the module's max(a, b).
-            let m0 = _mm512_max_ps(b0, a0);
-            let m1 = _mm512_max_ps(b1, a1);
-            let e = _mm512_permutex2var_ps(m0, even, m1);
-            let o = _mm512_permutex2var_ps(m0, odd, m1);
-            let d = _mm512_max_ps(o, e);
-            let mask = ((1u32 << count) - 1) as __mmask16;
-            // SAFETY: the first `count` lanes are outputs ox..ox + count of this row.
-            unsafe { _mm512_mask_storeu_ps(out.wrapping_add(ox), mask, d) };
-            ox += count;
-        }
-    }
+    each_piece(p, x, y, 16, |r0, r1, out, count| {
+        let inputs = 2 * count as u32;
+        let lo = (((1u64 << inputs.min(16)) - 1) & 0xffff) as __mmask16;
+        let hi = ((1u64 << inputs.saturating_sub(16)) - 1) as __mmask16;
+        // SAFETY: the enabled lanes are the piece's `2 * count` inputs (`each_piece`);
+        // disabled lanes are not read (nor faulted on).
+        let (a0, a1, b0, b1) = unsafe {
+            (
+                _mm512_maskz_loadu_ps(lo, r0),
+                _mm512_maskz_loadu_ps(hi, r0.wrapping_add(16)),
+                _mm512_maskz_loadu_ps(lo, r1),
+                _mm512_maskz_loadu_ps(hi, r1.wrapping_add(16)),
+            )
+        };
+        // maxps(s, t) is `s > t ? s : t`, so maxps(b, a) is the module's max(a, b).
+        let m0 = _mm512_max_ps(b0, a0);
+        let m1 = _mm512_max_ps(b1, a1);
+        let e = _mm512_permutex2var_ps(m0, even, m1);
+        let o = _mm512_permutex2var_ps(m0, odd, m1);
+        let d = _mm512_max_ps(o, e);
+        let mask = ((1u32 << count) - 1) as __mmask16;
+        // SAFETY: the first `count` lanes are the piece's outputs.
+        unsafe { _mm512_mask_storeu_ps(out, mask, d) };
+    });
 }
 
 /// f32 on AVX2: 8 outputs per step from 16 inputs of each row.
@@ -71,44 +84,34 @@ pub(crate) unsafe fn max_2x2_f32_avx512(p: Pool2x2, x: &[f32], y: &mut [f32]) {
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn max_2x2_f32_avx2(p: Pool2x2, x: &[f32], y: &mut [f32]) {
     let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    let w_out = p.w_out;
-    for (i0, i1, o) in row_offsets(p) {
-        // Each row holds 2 * w_out inputs and w_out outputs (see `row_offsets`).
-        let (r0, r1) = (x[i0..][..2 * w_out].as_ptr(), x[i1..][..2 * w_out].as_ptr());
-        let out = y[o..][..w_out].as_mut_ptr();
-        let mut ox = 0;
-        while ox < w_out {
-            let count = (w_out - ox).min(8);
-            let inputs = 2 * count as i32;
-            // All ones in the lanes below the count, for maskload and maskstore.
-            let lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(inputs), lanes);
-            let hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(inputs - 8), lanes);
-            let at = 2 * ox;
-            // SAFETY: the enabled lanes are the first `2 * count` inputs from `at`, all
-            // within the row; disabled lanes are not read (nor faulted on).
-            let (a0, a1, b0, b1) = unsafe {
-                (
-                    _mm256_maskload_ps(r0.wrapping_add(at), lo),
-                    _mm256_maskload_ps(r0.wrapping_add(at + 8), hi),
-                    _mm256_maskload_ps(r1.wrapping_add(at), lo),
-                    _mm256_maskload_ps(r1.wrapping_add(at + 8), hi),
-                )
-            };
-            let m0 = _mm256_max_ps(b0, a0);
-            let m1 = _mm256_max_ps(b1, a1);
-            // Within each 128-bit half: [m0 even, m1 even] and [m0 odd, m1 odd]; then the
-            // 64-bit pieces are put back in column order.
-            let e = _mm256_shuffle_ps::<0b10_00_10_00>(m0, m1);
-            let o = _mm256_shuffle_ps::<0b11_01_11_01>(m0, m1);
-            let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
-            let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o)));
-            let d = _mm256_max_ps(o, e);
-            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(count as i32), lanes);
-            // SAFETY: the enabled lanes are outputs ox..ox + count of this row.
-            unsafe { _mm256_maskstore_ps(out.wrapping_add(ox), mask, d) };
-            ox += count;
-        }
-    }
+    each_piece(p, x, y, 8, |r0, r1, out, count| {
+        let inputs = 2 * count as i32;
+        // All ones in the lanes below the count, for maskload and maskstore.
+        let lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(inputs), lanes);
+        let hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(inputs - 8), lanes);
+        // SAFETY: the enabled lanes are the piece's `2 * count` inputs (`each_piece`);
+        // disabled lanes are not read (nor faulted on).
+        let (a0, a1, b0, b1) = unsafe {
+            (
+                _mm256_maskload_ps(r0, lo),
+                _mm256_maskload_ps(r0.wrapping_add(8), hi),
+                _mm256_maskload_ps(r1, lo),
+                _mm256_maskload_ps(r1.wrapping_add(8), hi),
+            )
+        };
+        let m0 = _mm256_max_ps(b0, a0);
+        let m1 = _mm256_max_ps(b1, a1);
+        // Within each 128-bit half: [m0 even, m1 even] and [m0 odd, m1 odd]; then the
+        // 64-bit pieces are put back in column order.
+        let e = _mm256_shuffle_ps::<0b10_00_10_00>(m0, m1);
+        let o = _mm256_shuffle_ps::<0b11_01_11_01>(m0, m1);
+        let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
+        let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o)));
+        let d = _mm256_max_ps(o, e);
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(count as i32), lanes);
+        // SAFETY: the enabled lanes are the piece's outputs.
+        unsafe { _mm256_maskstore_ps(out, mask, d) };
+    });
 }
 
 /// u8 on AVX-512 (BW, VL): 32 outputs per step from 64 inputs of each row.
@@ -119,47 +122,36 @@ pub(crate) unsafe fn max_2x2_f32_avx2(p: Pool2x2, x: &[f32], y: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(crate) unsafe fn max_2x2_u8_avx512(p: Pool2x2, x: &[u8], y: &mut [u8]) {
     let low_bytes = _mm512_set1_epi16(0xff);
-    let w_out = p.w_out;
-    for (i0, i1, o) in row_offsets(p) {
-        // Each row holds 2 * w_out inputs and w_out outputs (see `row_offsets`).
-        let (r0, r1) = (x[i0..][..2 * w_out].as_ptr(), x[i1..][..2 * w_out].as_ptr());
-        let out = y[o..][..w_out].as_mut_ptr();
-        let mut ox = 0;
-        while ox < w_out {
-            let count = (w_out - ox).min(32);
-            let inputs = 2 * count as u32;
-            let mask = if inputs == 64 {
-                u64::MAX
-            } else {
-                (1u64 << inputs) - 1
-            };
-            let at = 2 * ox;
-            // SAFETY: the enabled lanes are the first `2 * count` inputs from `at`, all
-            // within the row; disabled lanes are not read (nor faulted on).
-            let (a, b) = unsafe {
-                (
-                    _mm512_maskz_loadu_epi8(mask, r0.wrapping_add(at).cast()),
-                    _mm512_maskz_loadu_epi8(mask, r1.wrapping_add(at).cast()),
-                )
-            };
-            // Integer max is exact, so the order of the four maxima does not matter.
-            let m = _mm512_max_epu8(a, b);
-            let pairs = _mm512_max_epu16(_mm512_and_si512(m, low_bytes), _mm512_srli_epi16::<8>(m));
-            // Narrowed by packing (8 outputs per 128-bit lane, then the lanes' low halves
-            // gathered), not vpmovwb: its store forms are slow on Zen 4.
-            let packed = _mm512_packus_epi16(pairs, pairs);
-            let lows = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
-            let d = _mm512_castsi512_si256(_mm512_permutexvar_epi64(lows, packed));
-            let dst = out.wrapping_add(ox);
-            if count == 32 {
-                // SAFETY: outputs ox..ox + 32 of this row.
-                unsafe { _mm256_storeu_si256(dst.cast(), d) };
-            } else {
-                let keep = ((1u64 << count) - 1) as __mmask32;
-                // SAFETY: the first `count` bytes are outputs ox..ox + count of this row.
-                unsafe { _mm256_mask_storeu_epi8(dst.cast(), keep, d) };
-            }
-            ox += count;
+    let lows = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
+    each_piece(p, x, y, 32, |r0, r1, out, count| {
+        let inputs = 2 * count as u32;
+        let mask = if inputs == 64 {
+            u64::MAX
+        } else {
+            (1u64 << inputs) - 1
+        };
+        // SAFETY: the enabled lanes are the piece's `2 * count` inputs (`each_piece`);
+        // disabled lanes are not read (nor faulted on).
+        let (a, b) = unsafe {
+            (
+                _mm512_maskz_loadu_epi8(mask, r0.cast()),
+                _mm512_maskz_loadu_epi8(mask, r1.cast()),
+            )
+        };
+        // Integer max is exact, so the order of the four maxima does not matter.
+        let m = _mm512_max_epu8(a, b);
+        let pairs = _mm512_max_epu16(_mm512_and_si512(m, low_bytes), _mm512_srli_epi16::<8>(m));
+        // Narrowed by packing (8 outputs per 128-bit lane, then the lanes' low halves
+        // gathered), not vpmovwb: its store forms are slow on Zen 4.
+        let packed = _mm512_packus_epi16(pairs, pairs);
+        let d = _mm512_castsi512_si256(_mm512_permutexvar_epi64(lows, packed));
+        if count == 32 {
+            // SAFETY: the piece's 32 outputs.
+            unsafe { _mm256_storeu_si256(out.cast(), d) };
+        } else {
+            let keep = ((1u64 << count) - 1) as __mmask32;
+            // SAFETY: the first `count` bytes are the piece's outputs.
+            unsafe { _mm256_mask_storeu_epi8(out.cast(), keep, d) };
         }
-    }
+    });
 }

@@ -4,31 +4,20 @@
 use std::arch::x86_64::*;
 
 use crate::quant::{
-    Vals, dequantize_acc_scalar, dequantize_scalar, quantize_scalar, requantize_scalar,
+    RequantRow, Vals, by_pieces, dequantize_acc_scalar, dequantize_scalar, quantize_scalar,
+    requantize_scalar,
 };
 
-/// One row of `requantize_u8`; `lo` and `hi` are already offset by the zero point.
+/// One row of `requantize_u8`.
 #[target_feature(enable = "avx2")]
-pub(crate) fn requantize_row(
-    acc: &[i32],
-    bias: Vals<i32>,
-    scale: Vals<f32>,
-    zero_point: i32,
-    lo: f32,
-    hi: f32,
-    out: &mut [u8],
-) {
-    let (lo_v, hi_v, zp) = (
-        _mm256_set1_ps(lo),
-        _mm256_set1_ps(hi),
-        _mm256_set1_epi32(zero_point),
-    );
-    let (chunks, _) = acc.as_chunks::<8>();
-    for (j, (x, o)) in chunks.iter().zip(out.as_chunks_mut::<8>().0).enumerate() {
-        let x = _mm256_add_epi32(load_i32(x), i32x8(bias, 8 * j));
-        let y = _mm256_mul_ps(_mm256_cvtepi32_ps(x), f32x8(scale, 8 * j));
+pub(crate) fn requantize_row(acc: &[i32], row: RequantRow, out: &mut [u8]) {
+    let (lo, hi) = (_mm256_set1_ps(row.lo), _mm256_set1_ps(row.hi));
+    let zp = _mm256_set1_epi32(row.zero_point);
+    let done = by_pieces::<8, _, _>(acc, out, |j, x, o| {
+        let x = _mm256_add_epi32(load_i32(x), i32x8(row.bias, j));
+        let y = _mm256_mul_ps(_mm256_cvtepi32_ps(x), f32x8(row.scale, j));
         // maxps returns its second operand when the first is NaN: NaN becomes `lo`.
-        let y = _mm256_min_ps(_mm256_max_ps(y, lo_v), hi_v);
+        let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
         // cvtps2dq rounds half to even (the default MXCSR mode, which Rust assumes).
         let q = _mm256_add_epi32(_mm256_cvtps_epi32(y), zp);
         // Every value is in 0..=255, so the saturating packs only narrow.
@@ -36,43 +25,17 @@ pub(crate) fn requantize_row(
         let bytes = _mm_packus_epi16(words, words);
         // SAFETY: `o` is 8 writable bytes, the low 8 bytes of `bytes` are stored.
         unsafe { _mm_storel_epi64(o.as_mut_ptr().cast(), bytes) };
-    }
-    let done = chunks.len() * 8;
-    requantize_scalar(
-        &acc[done..],
-        bias.from(done),
-        scale.from(done),
-        zero_point,
-        lo,
-        hi,
-        &mut out[done..],
-    );
+    });
+    requantize_scalar(&acc[done..], row.from(done), &mut out[done..]);
 }
 
 /// One row of `requantize_u8` on AVX-512: 16 elements per step, the last step masked, so
 /// rows of any length take no scalar tail. The same operations as [`requantize_row`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(crate) fn requantize_row_avx512(
-    acc: &[i32],
-    bias: Vals<i32>,
-    scale: Vals<f32>,
-    zero_point: i32,
-    lo: f32,
-    hi: f32,
-    out: &mut [u8],
-) {
-    let (lo_v, hi_v, zp) = (
-        _mm512_set1_ps(lo),
-        _mm512_set1_ps(hi),
-        _mm512_set1_epi32(zero_point),
-    );
-    fn cols<T>(v: &Vals<'_, T>) -> usize {
-        match v {
-            Vals::Splat(_) => usize::MAX,
-            Vals::Cols(xs) => xs.len(),
-        }
-    }
-    let n = acc.len().min(out.len()).min(cols(&bias)).min(cols(&scale));
+pub(crate) fn requantize_row_avx512(acc: &[i32], row: RequantRow, out: &mut [u8]) {
+    let (lo, hi) = (_mm512_set1_ps(row.lo), _mm512_set1_ps(row.hi));
+    let zp = _mm512_set1_epi32(row.zero_point);
+    let n = row.cols(acc.len().min(out.len()));
     let mut j = 0;
     while j < n {
         let count = (n - j).min(16);
@@ -80,17 +43,17 @@ pub(crate) fn requantize_row_avx512(
         // SAFETY (every masked load and the store): the enabled lanes are elements
         // j..j + count, all below `n`, within every slice; disabled lanes are not touched.
         let x = unsafe { _mm512_maskz_loadu_epi32(mask, acc.as_ptr().add(j).cast()) };
-        let b = match bias {
+        let b = match row.bias {
             Vals::Splat(v) => _mm512_set1_epi32(v),
             Vals::Cols(xs) => unsafe { _mm512_maskz_loadu_epi32(mask, xs.as_ptr().add(j).cast()) },
         };
-        let s = match scale {
+        let s = match row.scale {
             Vals::Splat(v) => _mm512_set1_ps(v),
             Vals::Cols(xs) => unsafe { _mm512_maskz_loadu_ps(mask, xs.as_ptr().add(j)) },
         };
         let y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(x, b)), s);
         // maxps returns its second operand when the first is NaN: NaN becomes `lo`.
-        let y = _mm512_min_ps(_mm512_max_ps(y, lo_v), hi_v);
+        let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
         // cvtps2dq rounds half to even (the default MXCSR mode, which Rust assumes); every
         // value is then in 0..=255, so narrowing keeps it.
         let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), zp);
@@ -125,16 +88,14 @@ pub(crate) fn dequantize_row(
     out: &mut [f32],
 ) {
     let (lo_v, hi_v) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
-    let (chunks, _) = acc.as_chunks::<8>();
-    for (j, (x, o)) in chunks.iter().zip(out.as_chunks_mut::<8>().0).enumerate() {
-        let x = _mm256_add_epi32(load_i32(x), i32x8(bias, 8 * j));
-        let y = _mm256_mul_ps(_mm256_cvtepi32_ps(x), f32x8(scale, 8 * j));
+    let done = by_pieces::<8, _, _>(acc, out, |j, x, o| {
+        let x = _mm256_add_epi32(load_i32(x), i32x8(bias, j));
+        let y = _mm256_mul_ps(_mm256_cvtepi32_ps(x), f32x8(scale, j));
         // `lo` first: a NaN passes through, as in `reference::clamp`.
         let y = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y));
         // SAFETY: `o` is 8 writable floats.
         unsafe { _mm256_storeu_ps(o.as_mut_ptr(), y) };
-    }
-    let done = chunks.len() * 8;
+    });
     dequantize_acc_scalar(
         &acc[done..],
         bias.from(done),
@@ -151,8 +112,7 @@ pub(crate) fn quantize(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
     let lo = _mm256_set1_ps(-(zero_point as f32));
     let hi = _mm256_set1_ps(255.0 - zero_point as f32);
     let (s, zp) = (_mm256_set1_ps(scale), _mm256_set1_epi32(zero_point as i32));
-    let (chunks, _) = x.as_chunks::<8>();
-    for (v, o) in chunks.iter().zip(out.as_chunks_mut::<8>().0) {
+    let done = by_pieces::<8, _, _>(x, out, |_, v, o| {
         // SAFETY: `v` is 8 readable floats.
         let v = unsafe { _mm256_loadu_ps(v.as_ptr()) };
         // Divide, as ONNX does: multiplying by 1/scale rounds differently.
@@ -162,8 +122,7 @@ pub(crate) fn quantize(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
         let bytes = _mm_packus_epi16(words, words);
         // SAFETY: `o` is 8 writable bytes.
         unsafe { _mm_storel_epi64(o.as_mut_ptr().cast(), bytes) };
-    }
-    let done = chunks.len() * 8;
+    });
     quantize_scalar(&x[done..], scale, zero_point, &mut out[done..]);
 }
 
@@ -171,16 +130,14 @@ pub(crate) fn quantize(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
 #[target_feature(enable = "avx2")]
 pub(crate) fn dequantize(x: &[u8], scale: f32, zero_point: u8, out: &mut [f32]) {
     let (s, zp) = (_mm256_set1_ps(scale), _mm256_set1_epi32(zero_point as i32));
-    let (chunks, _) = x.as_chunks::<8>();
-    for (v, o) in chunks.iter().zip(out.as_chunks_mut::<8>().0) {
+    let done = by_pieces::<8, _, _>(x, out, |_, v, o| {
         // SAFETY: `v` is 8 readable bytes, exactly what movq loads.
         let v = unsafe { _mm_loadl_epi64(v.as_ptr().cast()) };
         let v = _mm256_sub_epi32(_mm256_cvtepu8_epi32(v), zp);
         let y = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
         // SAFETY: `o` is 8 writable floats.
         unsafe { _mm256_storeu_ps(o.as_mut_ptr(), y) };
-    }
-    let done = chunks.len() * 8;
+    });
     dequantize_scalar(&x[done..], scale, zero_point, &mut out[done..]);
 }
 

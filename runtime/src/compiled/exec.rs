@@ -1159,34 +1159,13 @@ fn unfold_packed_u8(
 /// Max pooling of NCHW samples (f32 or u8), any window: the general loop for what
 /// [`pool_2x2`] does not cover.
 fn max_pool<T: Copy + PartialOrd>(w: &Window, batch: usize, x: &[T], y: &mut [T]) {
-    let (plane_in, plane_out) = (w.h_in * w.w_in, w.h_out * w.w_out);
     let max = |a: T, b: T| if b > a { b } else { a };
-    for (src, dst) in x
-        .chunks_exact(plane_in)
-        .zip(y.chunks_exact_mut(plane_out))
-        .take(batch * w.c_in)
-    {
-        for oy in 0..w.h_out {
-            for ox in 0..w.w_out {
-                let mut best: Option<T> = None;
-                // Only the taps inside the input: a window far larger than its input
-                // costs no more than the input (the plan bounds this work).
-                let (rows, cols) = (taps(w, 0, oy), taps(w, 1, ox));
-                for ki in rows {
-                    let iy = oy * w.stride[0] + ki * w.dilation[0] - w.pad[0];
-                    for kj in cols.clone() {
-                        let ix = ox * w.stride[1] + kj * w.dilation[1] - w.pad[1];
-                        let v = src[iy * w.w_in + ix];
-                        best = Some(best.map_or(v, |b| max(b, v)));
-                    }
-                }
-                // Compile-time geometry guarantees every window overlaps the input.
-                if let Some(b) = best {
-                    dst[oy * w.w_out + ox] = b;
-                }
-            }
-        }
-    }
+    each_window(w, batch, x, y, |window| {
+        let mut best: Option<T> = None;
+        window.for_each(|v| best = Some(best.map_or(v, |b| max(b, v))));
+        // Compile-time geometry guarantees every window overlaps the input.
+        best
+    });
 }
 
 /// Average pooling of NCHW u8 samples in exact integer arithmetic (see `Op::QAvgPool`).
@@ -1198,8 +1177,44 @@ fn quantized_avg_pool(
     zero_point: u8,
     count_pad: bool,
 ) {
-    let (plane_in, plane_out) = (w.h_in * w.w_in, w.h_out * w.w_out);
     let zp = zero_point as i64;
+    each_window(w, batch, x, y, |window| {
+        let mut sum = 0i64;
+        window.for_each(|v| sum += v as i64 - zp);
+        let divisor = if count_pad {
+            (w.kh * w.kw) as i64
+        } else {
+            window.len().max(1) as i64
+        };
+        Some((div_round_half_even(sum, divisor) + zp).clamp(0, 255) as u8)
+    });
+}
+
+/// Average pooling of NCHW f32 samples.
+fn avg_pool(w: &Window, batch: usize, x: &[f32], y: &mut [f32], count_pad: bool) {
+    each_window(w, batch, x, y, |window| {
+        let mut sum = 0.0f32;
+        window.for_each(|v| sum += v);
+        let divisor = if count_pad {
+            w.kh * w.kw
+        } else {
+            window.len().max(1)
+        };
+        Some(sum / divisor as f32)
+    });
+}
+
+/// The walk the general pooling loops share: every window of every plane (samples times
+/// channels) in output order; the output element of each is what `reduce` makes of the
+/// window, or stays as it is when `reduce` gives `None`.
+fn each_window<T: Copy, U>(
+    w: &Window,
+    batch: usize,
+    x: &[T],
+    y: &mut [U],
+    mut reduce: impl FnMut(&PoolWindow<'_, T>) -> Option<U>,
+) {
+    let (plane_in, plane_out) = (w.h_in * w.w_in, w.h_out * w.w_out);
     for (src, dst) in x
         .chunks_exact(plane_in)
         .zip(y.chunks_exact_mut(plane_out))
@@ -1207,22 +1222,47 @@ fn quantized_avg_pool(
     {
         for oy in 0..w.h_out {
             for ox in 0..w.w_out {
-                let (rows, cols) = (taps(w, 0, oy), taps(w, 1, ox));
-                let mut sum = 0i64;
-                for ki in rows.clone() {
-                    let iy = oy * w.stride[0] + ki * w.dilation[0] - w.pad[0];
-                    for kj in cols.clone() {
-                        let ix = ox * w.stride[1] + kj * w.dilation[1] - w.pad[1];
-                        sum += src[iy * w.w_in + ix] as i64 - zp;
-                    }
-                }
-                let divisor = if count_pad {
-                    (w.kh * w.kw) as i64
-                } else {
-                    (rows.len() * cols.len()).max(1) as i64
+                let window = PoolWindow {
+                    src,
+                    w,
+                    at: (oy, ox),
+                    rows: taps(w, 0, oy),
+                    cols: taps(w, 1, ox),
                 };
-                dst[oy * w.w_out + ox] =
-                    (div_round_half_even(sum, divisor) + zp).clamp(0, 255) as u8;
+                if let Some(v) = reduce(&window) {
+                    dst[oy * w.w_out + ox] = v;
+                }
+            }
+        }
+    }
+}
+
+/// One pooling window over one input plane: the output position `at` (row, column) and
+/// the kernel taps along each axis that read the input (see [`taps`]).
+struct PoolWindow<'a, T> {
+    src: &'a [T],
+    w: &'a Window,
+    at: (usize, usize),
+    rows: Range<usize>,
+    cols: Range<usize>,
+}
+
+impl<T: Copy> PoolWindow<'_, T> {
+    /// How many input elements the window reads.
+    fn len(&self) -> usize {
+        self.rows.len() * self.cols.len()
+    }
+
+    /// `f` on each input element the window reads, row by row. Only the taps inside the
+    /// input: a window far larger than its input costs no more than the input (the plan
+    /// bounds this work).
+    fn for_each(&self, mut f: impl FnMut(T)) {
+        let (w, (oy, ox)) = (self.w, self.at);
+        for ki in self.rows.clone() {
+            let iy = oy * w.stride[0] + ki * w.dilation[0] - w.pad[0];
+            for kj in self.cols.clone() {
+                let ix = ox * w.stride[1] + kj * w.dilation[1] - w.pad[1];
+                f(self.src[iy * w.w_in + ix]);
             }
         }
     }
@@ -1250,33 +1290,6 @@ fn taps(w: &Window, axis: usize, o: usize) -> Range<usize> {
     let first = pad.saturating_sub(origin).div_ceil(dilation);
     let end = (pad + size).saturating_sub(origin).div_ceil(dilation);
     first.min(k)..end.min(k).max(first.min(k))
-}
-
-/// Average pooling of NCHW f32 samples.
-fn avg_pool(w: &Window, batch: usize, x: &[f32], y: &mut [f32], count_pad: bool) {
-    let (plane_in, plane_out) = (w.h_in * w.w_in, w.h_out * w.w_out);
-    for (src, dst) in x
-        .chunks_exact(plane_in)
-        .zip(y.chunks_exact_mut(plane_out))
-        .take(batch * w.c_in)
-    {
-        for oy in 0..w.h_out {
-            for ox in 0..w.w_out {
-                let (rows, cols) = (taps(w, 0, oy), taps(w, 1, ox));
-                let mut sum = 0.0f32;
-                for ki in rows.clone() {
-                    let iy = oy * w.stride[0] + ki * w.dilation[0] - w.pad[0];
-                    for kj in cols.clone() {
-                        let ix = ox * w.stride[1] + kj * w.dilation[1] - w.pad[1];
-                        sum += src[iy * w.w_in + ix];
-                    }
-                }
-                let count = rows.len() * cols.len();
-                let divisor = if count_pad { w.kh * w.kw } else { count.max(1) };
-                dst[oy * w.w_out + ox] = sum / divisor as f32;
-            }
-        }
-    }
 }
 
 fn unary(f: UnaryFn, x: &[f32], y: &mut [f32]) {
