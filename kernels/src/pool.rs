@@ -89,8 +89,6 @@ impl Lane for f32 {
         match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 | Isa::Avx512Vnni => Some(crate::x86::pool::max_2x2_f32_avx512),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => Some(crate::x86::pool::max_2x2_f32_avx2),
             _ => None,
         }
     }
@@ -114,7 +112,7 @@ fn max_pool_2x2<T: Lane>(isa: Isa, p: Pool2x2, x: &[T], y: &mut [T]) -> Result<(
         return Ok(());
     }
     match T::simd(isa) {
-        // SAFETY: `require` confirmed the features of `isa` (avx2, or avx512f, bw and vl),
+        // SAFETY: `require` confirmed the features of `isa` (avx512f, bw and vl),
         // the ones its kernel is compiled for; `check` the shape against the lengths.
         Some(kernel) => unsafe { kernel(p, x, y) },
         None => portable(p, x, y),
