@@ -10,6 +10,7 @@
 //! Every path is exact: the i32 results equal [`reference`](crate::reference), wrapping
 //! modulo 2^32 if a sum ever overflows.
 
+use crate::blocks::row_blocks;
 use crate::check;
 use crate::error::KernelError;
 use crate::isa::Isa;
@@ -290,12 +291,11 @@ pub(crate) fn words<A: Q8, const MR: usize>(rows: &[&[[A; 4]]; MR], group: usize
 /// The portable driver: MR = 4 rows by one panel, i32 sums in arrays.
 fn gemm_portable<A: Q8, B: Q8>(g: &Q8Gemm<A, B>, c: &mut [i32]) {
     const MR: usize = 4;
-    for row0 in (0..g.m).step_by(MR) {
+    for (row0, rows) in row_blocks(g.m, MR) {
         for panel in 0..g.panels() {
-            match g.m - row0 {
+            match rows {
                 1 => tile_portable::<A, B, 1>(g, row0, panel, c),
                 2 => tile_portable::<A, B, 2>(g, row0, panel, c),
-                3 => tile_portable::<A, B, 3>(g, row0, panel, c),
                 _ => tile_portable::<A, B, MR>(g, row0, panel, c),
             }
         }

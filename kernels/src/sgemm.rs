@@ -3,11 +3,13 @@
 //! Every instruction set uses the same plan. C is cut into tiles of MR rows by one or more
 //! 16-column panels; a tile keeps its MR x 16·NP sums in registers for the whole K loop,
 //! broadcasting one A value per row and streaming one packed B row per panel, then adds
-//! the bias, clamps and stores. Row blocks with few rows take several panels at once, so
+//! the bias, clamps and stores. Rows short of a whole tile go in blocks of 4, 2 and 1
+//! (`blocks::row_blocks`). Row blocks with few rows take several panels at once, so
 //! a 1-row product (a dense layer at batch 1) still has independent sums to overlap.
 
 use half::f16;
 
+use crate::blocks::row_blocks;
 use crate::check;
 use crate::error::KernelError;
 use crate::isa::Isa;
@@ -242,12 +244,11 @@ impl<'a, B> F32Gemm<'a, B> {
 /// vectorizes at whatever width the build targets.
 fn gemm_portable<B: Copy + Into<f32>>(g: &F32Gemm<B>, c: &mut [f32]) {
     const MR: usize = 4;
-    for row0 in (0..g.m).step_by(MR) {
+    for (row0, rows) in row_blocks(g.m, MR) {
         for panel in 0..g.panels() {
-            match g.m - row0 {
+            match rows {
                 1 => tile_portable::<B, 1>(g, row0, panel, c),
                 2 => tile_portable::<B, 2>(g, row0, panel, c),
-                3 => tile_portable::<B, 3>(g, row0, panel, c),
                 _ => tile_portable::<B, MR>(g, row0, panel, c),
             }
         }

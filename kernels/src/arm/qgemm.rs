@@ -4,6 +4,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
+use crate::blocks::row_blocks;
 use crate::pack::NR;
 use crate::qgemm::{Q8, Q8Gemm, Sums, words};
 
@@ -64,12 +65,11 @@ fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 /// padding in K stays harmless: a flipped zero meets a zero of the other operand.
 #[target_feature(enable = "neon,dotprod")]
 pub(crate) fn gemm_dotprod<A: Q8Neon, B: Q8Neon>(g: &Q8Gemm<A, B>, c: &mut [i32]) {
-    for row0 in (0..g.m).step_by(4) {
+    for (row0, rows) in row_blocks(g.m, 4) {
         for panel in 0..g.panels() {
-            match g.m - row0 {
+            match rows {
                 1 => tile_dotprod::<A, B, 1>(g, row0, panel, c),
                 2 => tile_dotprod::<A, B, 2>(g, row0, panel, c),
-                3 => tile_dotprod::<A, B, 3>(g, row0, panel, c),
                 _ => tile_dotprod::<A, B, 4>(g, row0, panel, c),
             }
         }

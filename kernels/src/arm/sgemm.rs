@@ -4,6 +4,7 @@ use std::arch::aarch64::*;
 
 use half::f16;
 
+use crate::blocks::row_blocks;
 use crate::pack::NR;
 use crate::sgemm::F32Gemm;
 
@@ -49,11 +50,10 @@ impl PanelF32 for f16 {
 /// panels so that it still has 8 independent sums.
 #[target_feature(enable = "neon")]
 pub(crate) fn gemm_neon<B: PanelF32>(g: &F32Gemm<B>, c: &mut [f32]) {
-    for row0 in (0..g.m).step_by(4) {
-        match g.m - row0 {
+    for (row0, rows) in row_blocks(g.m, 4) {
+        match rows {
             1 => rows_neon::<B, 1, 2>(g, row0, c),
             2 => rows_neon::<B, 2, 1>(g, row0, c),
-            3 => rows_neon::<B, 3, 1>(g, row0, c),
             _ => rows_neon::<B, 4, 1>(g, row0, c),
         }
     }

@@ -5,6 +5,7 @@
 
 use std::arch::x86_64::*;
 
+use crate::blocks::row_blocks;
 use crate::pack::NR;
 use crate::qgemm::{Q8, Q8Gemm, words};
 
@@ -74,15 +75,11 @@ impl Q8X86 for i8 {
 /// `vpdpbusd` accumulates in place, so fewer rows take more panels to overlap its latency.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) fn gemm_vnni<A: Q8X86, B: Q8X86>(g: &Q8Gemm<A, B>, c: &mut [i32]) {
-    for row0 in (0..g.m).step_by(8) {
-        match g.m - row0 {
+    for (row0, rows) in row_blocks(g.m, 8) {
+        match rows {
             1 => rows_vnni::<A, B, 1, 4>(g, row0, c),
             2 => rows_vnni::<A, B, 2, 2>(g, row0, c),
-            3 => rows_vnni::<A, B, 3, 2>(g, row0, c),
             4 => rows_vnni::<A, B, 4, 1>(g, row0, c),
-            5 => rows_vnni::<A, B, 5, 1>(g, row0, c),
-            6 => rows_vnni::<A, B, 6, 1>(g, row0, c),
-            7 => rows_vnni::<A, B, 7, 1>(g, row0, c),
             _ => rows_vnni::<A, B, 8, 1>(g, row0, c),
         }
     }
@@ -168,16 +165,12 @@ fn tile_vnni<A: Q8X86, B: Q8X86, const MR: usize, const NP: usize>(
 /// widened A bytes leaves each column's sum split over two adjacent i32 lanes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(crate) fn gemm_avx512<A: Q8X86, B: Q8X86>(g: &Q8Gemm<A, B>, c: &mut [i32]) {
-    for row0 in (0..g.m).step_by(8) {
+    for (row0, rows) in row_blocks(g.m, 8) {
         for panel in 0..g.panels() {
-            match g.m - row0 {
+            match rows {
                 1 => tile_avx512::<A, B, 1>(g, row0, panel, c),
                 2 => tile_avx512::<A, B, 2>(g, row0, panel, c),
-                3 => tile_avx512::<A, B, 3>(g, row0, panel, c),
                 4 => tile_avx512::<A, B, 4>(g, row0, panel, c),
-                5 => tile_avx512::<A, B, 5>(g, row0, panel, c),
-                6 => tile_avx512::<A, B, 6>(g, row0, panel, c),
-                7 => tile_avx512::<A, B, 7>(g, row0, panel, c),
                 _ => tile_avx512::<A, B, 8>(g, row0, panel, c),
             }
         }

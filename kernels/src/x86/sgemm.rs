@@ -4,6 +4,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
+use crate::blocks::row_blocks;
 use crate::pack::NR;
 use crate::sgemm::F32Gemm;
 
@@ -72,18 +73,14 @@ impl PanelF32 for f16 {
 /// take the AVX2 tiles where those are faster (see [`PanelF32::FEW_ROWS_ON_AVX2`]).
 #[target_feature(enable = "avx512f")]
 pub(crate) fn gemm_avx512<B: PanelF32>(g: &F32Gemm<B>, c: &mut [f32]) {
-    for row0 in (0..g.m).step_by(8) {
-        match g.m - row0 {
+    for (row0, rows) in row_blocks(g.m, 8) {
+        match rows {
             // avx512f implies avx2, fma and f16c, so the AVX2 tiles are safe to call here.
             1 if B::FEW_ROWS_ON_AVX2 => rows_avx2::<B, 1, 4>(g, row0, c),
             2 if B::FEW_ROWS_ON_AVX2 => rows_avx2::<B, 2, 2>(g, row0, c),
             1 => rows_avx512::<B, 1, 4>(g, row0, c),
             2 => rows_avx512::<B, 2, 2>(g, row0, c),
-            3 => rows_avx512::<B, 3, 2>(g, row0, c),
             4 => rows_avx512::<B, 4, 1>(g, row0, c),
-            5 => rows_avx512::<B, 5, 1>(g, row0, c),
-            6 => rows_avx512::<B, 6, 1>(g, row0, c),
-            7 => rows_avx512::<B, 7, 1>(g, row0, c),
             _ => rows_avx512::<B, 8, 1>(g, row0, c),
         }
     }
@@ -159,11 +156,10 @@ fn tile_avx512<B: PanelF32, const MR: usize, const NP: usize>(
 /// AVX2: tiles of 4 rows x 1 panel (8 ymm sums); fewer rows take more panels.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn gemm_avx2<B: PanelF32>(g: &F32Gemm<B>, c: &mut [f32]) {
-    for row0 in (0..g.m).step_by(4) {
-        match g.m - row0 {
+    for (row0, rows) in row_blocks(g.m, 4) {
+        match rows {
             1 => rows_avx2::<B, 1, 4>(g, row0, c),
             2 => rows_avx2::<B, 2, 2>(g, row0, c),
-            3 => rows_avx2::<B, 3, 1>(g, row0, c),
             _ => rows_avx2::<B, 4, 1>(g, row0, c),
         }
     }
