@@ -677,6 +677,17 @@ impl<'g> Builder<'g> {
                     .data
                     .to_f32();
                 let zp = self.opt_const(node, 2)?.map(|z| z.data.to_f64());
+                // ONNX gives the zero point the scale's shape: one value per scale.
+                if scale.is_empty() {
+                    return Err("the scale holds no values".to_string());
+                }
+                if let Some(z) = zp.as_ref().filter(|z| z.len() != scale.len()) {
+                    return Err(format!(
+                        "{} zero points for {} scales, expected one per scale",
+                        z.len(),
+                        scale.len()
+                    ));
+                }
                 let axis = if scale.len() > 1 {
                     consts::axis(attr_i(node, "axis", 1), x.dims.len())?
                 } else {
@@ -704,7 +715,7 @@ impl<'g> Builder<'g> {
                         } else {
                             0
                         };
-                        let z = zp.as_ref().map_or(0.0, |z| z[ch.min(z.len() - 1)]);
+                        let z = zp.as_ref().map_or(0.0, |z| z[ch]);
                         ((q - z) as f32) * scale[ch]
                     })
                     .collect();
