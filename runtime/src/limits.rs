@@ -319,6 +319,32 @@ mod onnx {
                         )));
                     }
                 }
+                // The same normalization in tract's LayerNormalization and RMSNormalization
+                // wraps for any axis below minus the input's rank, which is not known before
+                // tract runs: of the negative axes only -1, the default, is taken.
+                if a.name == "axis"
+                    && a.i < -1
+                    && matches!(
+                        node.op_type.as_str(),
+                        "LayerNormalization" | "RMSNormalization"
+                    )
+                {
+                    return Err(malformed(format!(
+                        "{what} is {}: for {} the runtime takes -1 or a non-negative axis (count \
+                         the axis from the front)",
+                        a.i,
+                        shown(&node.op_type)
+                    )));
+                }
+                // tract takes a `perm` as given: one repeating an axis made opening allocate
+                // without bound (16 GB before it was stopped).
+                if a.name == "perm" && !is_permutation(&a.ints) {
+                    return Err(malformed(format!(
+                        "{what} is {:?}: expected each of 0..{} once",
+                        &a.ints[..a.ints.len().min(16)],
+                        a.ints.len()
+                    )));
+                }
                 for s in std::iter::once(&a.s).chain(&a.strings) {
                     check.within(Limit::String, Some(s.len() as u64), || {
                         format!("a string of {what}")
@@ -333,6 +359,17 @@ mod onnx {
             }
         }
         Ok(())
+    }
+
+    /// Whether `perm` holds each of `0..perm.len()` exactly once.
+    fn is_permutation(perm: &[i64]) -> bool {
+        let mut seen = vec![false; perm.len()];
+        perm.iter().all(|&p| {
+            let Some(slot) = usize::try_from(p).ok().and_then(|p| seen.get_mut(p)) else {
+                return false;
+            };
+            !std::mem::replace(slot, true)
+        })
     }
 
     /// The size in bytes of an element of `data_type`, `None` for strings and unknown types.
