@@ -319,14 +319,14 @@ mod onnx {
                         )));
                     }
                 }
-                // The same normalization in tract's LayerNormalization and RMSNormalization
-                // wraps for any axis below minus the input's rank, which is not known before
-                // tract runs: of the negative axes only -1, the default, is taken.
+                // The same normalization in tract's LayerNormalization, RMSNormalization and
+                // OneHot wraps for any axis below minus the input's rank, which is not known
+                // before tract runs: of the negative axes only -1, the default, is taken.
                 if a.name == "axis"
                     && a.i < -1
                     && matches!(
                         node.op_type.as_str(),
-                        "LayerNormalization" | "RMSNormalization"
+                        "LayerNormalization" | "RMSNormalization" | "OneHot"
                     )
                 {
                     return Err(malformed(format!(

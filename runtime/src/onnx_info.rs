@@ -164,6 +164,7 @@ fn check_nodes(graph: &pb::GraphProto, input: &str, origin: &str) -> Result<(), 
                 )));
             }
         }
+        check_window(node, graph).map_err(|reason| malformed(format!("{}: {reason}", named())))?;
         // Slice steps of 0 divide by zero; a constant step is checked here.
         if let Some(steps) = (node.op_type == "Slice")
             .then(|| node.input.get(4))
@@ -184,6 +185,72 @@ fn check_nodes(graph: &pb::GraphProto, input: &str, origin: &str) -> Result<(), 
                 "the graph output `{}` is made by no node",
                 output.name
             )));
+        }
+    }
+    Ok(())
+}
+
+/// The largest kernel side, stride or dilation a convolution or pooling window may have.
+const MAX_WINDOW: i64 = 1024;
+
+/// Refuses windows tract plans as given but cannot afford: a kernel side, stride or
+/// dilation over [`MAX_WINDOW`], or padding beyond the kernel's extent (`(k - 1) * d`),
+/// which only adds outputs that read nothing. tract sizes its patch tables by the padded
+/// output, so a 300-byte Conv padded by 30,000 made opening allocate 28 GB and abort, and
+/// a MaxPool of 20,000 x 20,000 took gigabytes. The kernel is `kernel_shape`, or for a
+/// convolution without it the spatial dimensions of its weight initializer.
+fn check_window(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), String> {
+    let weight_input = match node.op_type.as_str() {
+        "Conv" | "ConvTranspose" | "ConvInteger" => Some(1),
+        "QLinearConv" => Some(3),
+        "MaxPool" | "AveragePool" | "LpPool" | "MaxUnpool" => None,
+        _ => return Ok(()),
+    };
+    let ints = |name: &str| {
+        node.attribute
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.ints.clone())
+    };
+    for name in ["kernel_shape", "strides", "dilations"] {
+        if let Some(bad) = ints(name)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|v| !(1..=MAX_WINDOW).contains(v))
+        {
+            return Err(format!(
+                "attribute `{name}` holds {bad}, expected 1 to {MAX_WINDOW}"
+            ));
+        }
+    }
+    let kernel = ints("kernel_shape").or_else(|| {
+        let name = node.input.get(weight_input?)?;
+        let weights = graph.initializer.iter().find(|t| &t.name == name)?;
+        Some(weights.dims.get(2..)?.to_vec())
+    });
+    if let Some(bad) = kernel
+        .iter()
+        .flatten()
+        .find(|v| !(1..=MAX_WINDOW).contains(*v))
+    {
+        return Err(format!(
+            "its kernel has a side of {bad}, expected 1 to {MAX_WINDOW}"
+        ));
+    }
+    let dilations = ints("dilations").unwrap_or_default();
+    for (i, &pad) in ints("pads").unwrap_or_default().iter().enumerate() {
+        let extent = match kernel.as_deref() {
+            Some(k) if !k.is_empty() => {
+                let axis = i % k.len();
+                (k[axis] - 1) * dilations.get(axis).copied().unwrap_or(1)
+            }
+            _ => MAX_WINDOW,
+        };
+        if !(0..=extent).contains(&pad) {
+            return Err(format!(
+                "attribute `pads` holds {pad}, expected 0 to {extent} (no more than the \
+                 kernel's extent less one)"
+            ));
         }
     }
     Ok(())

@@ -476,9 +476,16 @@ def onnx_cases(corpus, base, card):
         ("conv-group-0", "conv", {"group": 0}, "a Conv of 0 groups", "Malformed",
          "attribute `group` must be positive"),
         ("conv-huge-pads", "conv", {"pads": [1 << 62] * 4},
-         "a Conv padded by 2^62 on every side", "Plan", "cannot prepare the model"),
+         "a Conv padded by 2^62 on every side", "Malformed",
+         "attribute `pads` holds 4611686018427387904, expected 0 to 2"),
         ("conv-negative-pads", "conv", {"pads": [-5] * 4}, "a Conv padded by -5",
-         "Plan", "expected list of non-negative ints"),
+         "Malformed", "attribute `pads` holds -5, expected 0 to 2"),
+        ("conv-pads-beyond-kernel", "conv", {"pads": [30000] * 4},
+         "a 3x3 Conv padded by 30,000 on every side", "Malformed",
+         "attribute `pads` holds 30000, expected 0 to 2"),
+        ("pool-kernel-20000", "pool", {"kernel_shape": [20000, 20000], "pads": [10000] * 4},
+         "a MaxPool window of 20,000 x 20,000", "Malformed",
+         "attribute `kernel_shape` holds 20000, expected 1 to 1024"),
         ("flatten-axis-10", "flatten", {"axis": 10}, "a Flatten of axis 10 on a rank-4 value",
          "Plan", "cannot prepare the model"),
     ]
@@ -495,6 +502,15 @@ def onnx_cases(corpus, base, card):
                                               perm=[0, 5, 1, 2]))
     add("onnx/transpose-axis-5.onnx", serialize(m),
         "a Transpose naming axis 5 of a rank-4 value", "Malformed", "expected each of 0..4 once")
+    m = copy_of(base)
+    m.graph.initializer.extend([numpy_helper.from_array(np.array(10, dtype=np.int64), "depth"),
+                                numpy_helper.from_array(np.array([0, 1], dtype=np.float32),
+                                                        "onoff")])
+    node(m, "relu").CopyFrom(helper.make_node("OneHot", ["conv", "depth", "onoff"], ["relu"],
+                                              name="relu", axis=-6))
+    add("onnx/onehot-axis-minus-6.onnx", serialize(m),
+        "a OneHot of axis -6 on a rank-4 value (opening grew without bound)", "Malformed",
+        "for OneHot the runtime takes -1 or a non-negative axis")
     m = copy_of(base)
     m.graph.output[0].name = "nothing"
     add("onnx/output-made-by-nothing.onnx", serialize(m),
