@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# aarch64, run under qemu with `-cpu max` so that it offers the dot-product extension:
-#  1. the kernels at both NEON levels (baseline and dotprod) against the reference;
+# aarch64, run under qemu with `-cpu max` so that it offers the dot-product extension,
+# half-precision arithmetic and `fmlal` (fp16, fhm):
+#  1. the kernels at every NEON level (neon, neon-dotprod, neon-fp16) against the
+#     reference; then detection on two CPU models with fewer features: cortex-a57 (best
+#     level neon) and cortex-a76 (dotprod and fp16 but no fhm: best level neon-dotprod);
 #  2. the shipped students end to end: compiled on this x86-64 host by
 #     target/release/student, their logits on the sample images written here with the
 #     portable kernels, then runtime/tests/compiled_files.rs (mobile build: no tract)
@@ -53,14 +56,29 @@ if [ ! -d "$(rustc --print target-libdir --target "$target")" ]; then
 fi
 
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$qemu -cpu max -L /usr/aarch64-linux-gnu"
-# The detection test fails unless both levels were found, so a qemu without dotprod
-# cannot pass by testing only the baseline.
-export STUDENT_EXPECT_ISA=neon,neon-dotprod
+runner() { echo "$qemu -cpu $1 -L /usr/aarch64-linux-gnu"; }
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$(runner max)"
+# The detection tests fail unless every level was found and neon-fp16 is the best, so a
+# qemu without dotprod or fp16 cannot pass by testing only the lower levels.
+export STUDENT_EXPECT_ISA=neon,neon-dotprod,neon-fp16
 
 echo "== cargo test -p student-kernels --target $target (under $qemu -cpu max)"
-cargo test --release -p student-kernels --target "$target"
-echo "== aarch64 kernels tested under qemu: neon, neon-dotprod"
+STUDENT_EXPECT_BEST=neon-fp16 cargo test --release -p student-kernels --target "$target"
+echo "== aarch64 kernels tested under qemu: neon, neon-dotprod, neon-fp16"
+
+# Detection on CPUs without the top level: the detection and level tests, and the float
+# GEMMs at the best level there. cortex-a76 has fp16 arithmetic but not fmlal (fhm), which
+# neon-fp16 needs.
+for cpu_best in cortex-a57:neon cortex-a76:neon-dotprod; do
+  cpu=${cpu_best%%:*}
+  best=${cpu_best#*:}
+  echo "== cargo test -p student-kernels --target $target --lib --test isa --test sgemm" \
+    "(under $qemu -cpu $cpu: best level $best)"
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$(runner "$cpu")" \
+    STUDENT_EXPECT_BEST=$best env -u STUDENT_EXPECT_ISA \
+    cargo test --release -p student-kernels --target "$target" --lib --test isa --test sgemm
+done
+echo "== aarch64 detection tested under qemu: cortex-a57 neon, cortex-a76 neon-dotprod, max neon-fp16"
 
 # Compiled students. The expected logits come from running each student on this host, so
 # the comparison on aarch64 is across machines, not against itself.

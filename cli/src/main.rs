@@ -212,8 +212,8 @@ enum Command {
         /// How long to measure, in seconds (at most 3600).
         #[arg(long, default_value = "2", value_parser = bench::parse_seconds)]
         seconds: f64,
-        /// Force a kernel level (portable, avx2, avx512, avx512vnni, neon, neon-dotprod);
-        /// default: STUDENT_KERNELS, else the best this CPU has.
+        /// Force a kernel level (portable, avx2, avx512, avx512vnni, neon, neon-dotprod,
+        /// neon-fp16); default: STUDENT_KERNELS, else the best this CPU has.
         #[arg(long)]
         kernels: Option<String>,
         /// Memory-map the file instead of reading it (see docs/security.md).

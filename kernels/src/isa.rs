@@ -7,8 +7,9 @@ pub const ENV_VAR: &str = "STUDENT_KERNELS";
 
 /// An instruction-set level a kernel can run at.
 ///
-/// Levels are ordered within one architecture: a higher x86 level needs every feature of
-/// the lower ones. [`Isa::Portable`] is plain Rust and runs everywhere.
+/// Levels are ordered within one architecture: a higher level needs every feature of the
+/// lower ones of its architecture, so forcing any lower level always works.
+/// [`Isa::Portable`] is plain Rust and runs everywhere.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Isa {
     /// Plain Rust loops, left to the compiler's auto-vectorizer.
@@ -23,17 +24,22 @@ pub enum Isa {
     Neon,
     /// [`Isa::Neon`] plus the dot-product extension (`sdot`).
     NeonDotprod,
+    /// [`Isa::NeonDotprod`] plus half-precision arithmetic (FEAT_FP16) and the f16
+    /// multiply-add into f32 (FEAT_FHM, `fmlal`): [`hgemm`](crate::hgemm) multiplies its
+    /// f16 weights by activations rounded to f16, summing in f32.
+    NeonFp16,
 }
 
 impl Isa {
     /// Every level, lowest first.
-    pub const ALL: [Isa; 6] = [
+    pub const ALL: [Isa; 7] = [
         Isa::Portable,
         Isa::Avx2,
         Isa::Avx512,
         Isa::Avx512Vnni,
         Isa::Neon,
         Isa::NeonDotprod,
+        Isa::NeonFp16,
     ];
 
     /// The level's name, as [`Isa::from_name`] and `STUDENT_KERNELS` spell it.
@@ -45,6 +51,7 @@ impl Isa {
             Isa::Avx512Vnni => "avx512vnni",
             Isa::Neon => "neon",
             Isa::NeonDotprod => "neon-dotprod",
+            Isa::NeonFp16 => "neon-fp16",
         }
     }
 
@@ -62,6 +69,7 @@ impl Isa {
             Isa::Avx512Vnni => has_avx512() && has_avx512vnni(),
             Isa::Neon => has_neon(),
             Isa::NeonDotprod => has_neon() && has_dotprod(),
+            Isa::NeonFp16 => has_neon() && has_dotprod() && has_fp16_fhm(),
         }
     }
 
@@ -87,10 +95,18 @@ impl Isa {
         if self.is_available() {
             Ok(self)
         } else {
-            Err(KernelError::IsaUnavailable {
-                requested: self,
-                best: Isa::best(),
-            })
+            Err(self.unavailable())
+        }
+    }
+
+    /// The error for a level this CPU lacks. Out of line: every kernel entry point checks
+    /// its level, and none expects to fail, so one copy of this path serves them all.
+    #[cold]
+    #[inline(never)]
+    fn unavailable(self) -> KernelError {
+        KernelError::IsaUnavailable {
+            requested: self,
+            best: Isa::best(),
         }
     }
 }
@@ -168,6 +184,15 @@ fn has_dotprod() -> bool {
     std::arch::is_aarch64_feature_detected!("dotprod")
 }
 
+/// Half-precision arithmetic (`fp16`) and `fmlal` (`fhm`). Cores may have the first
+/// without the second: qemu's Cortex-A76 model does, and so `scripts/test-aarch64.sh`
+/// checks that it gets [`Isa::NeonDotprod`] as its best level.
+#[cfg(target_arch = "aarch64")]
+fn has_fp16_fhm() -> bool {
+    std::arch::is_aarch64_feature_detected!("fp16")
+        && std::arch::is_aarch64_feature_detected!("fhm")
+}
+
 #[cfg(not(target_arch = "aarch64"))]
 fn has_neon() -> bool {
     false
@@ -175,6 +200,11 @@ fn has_neon() -> bool {
 
 #[cfg(not(target_arch = "aarch64"))]
 fn has_dotprod() -> bool {
+    false
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+fn has_fp16_fhm() -> bool {
     false
 }
 
@@ -191,7 +221,7 @@ mod tests {
         assert_eq!(Isa::from_name("sse"), None);
         assert_eq!(
             all_names(),
-            "portable, avx2, avx512, avx512vnni, neon, neon-dotprod"
+            "portable, avx2, avx512, avx512vnni, neon, neon-dotprod, neon-fp16"
         );
     }
 
@@ -204,12 +234,15 @@ mod tests {
     }
 
     #[test]
-    fn higher_x86_levels_imply_lower_ones() {
+    fn higher_levels_imply_lower_ones() {
         if Isa::Avx512Vnni.is_available() {
             assert!(Isa::Avx512.is_available());
         }
         if Isa::Avx512.is_available() {
             assert!(Isa::Avx2.is_available());
+        }
+        if Isa::NeonFp16.is_available() {
+            assert!(Isa::NeonDotprod.is_available());
         }
         if Isa::NeonDotprod.is_available() {
             assert!(Isa::Neon.is_available());

@@ -106,8 +106,9 @@ fn run<A: Q8Arch, B: Q8Arch>(isa: Isa, g: &Q8Gemm<A, B>, c: &mut [i32]) {
             unsafe { crate::x86::qgemm::gemm_avx2(g, c) }
         }
         #[cfg(target_arch = "aarch64")]
-        Isa::NeonDotprod => {
-            // SAFETY: `Q8Gemm::new` checked that the CPU runs neon and dotprod.
+        Isa::NeonDotprod | Isa::NeonFp16 => {
+            // SAFETY: `Q8Gemm::new` checked that the CPU runs neon and dotprod (which
+            // neon-fp16 includes).
             unsafe { crate::arm::qgemm::gemm_dotprod(g, c) }
         }
         #[cfg(target_arch = "aarch64")]

@@ -216,7 +216,7 @@ pub fn requantize_u8(
                 unsafe { crate::x86::quant::requantize_row(acc, row, out) }
             }
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDotprod => {
+            Isa::Neon | Isa::NeonDotprod | Isa::NeonFp16 => {
                 // SAFETY: `check_epilogue` checked that the CPU runs neon.
                 unsafe { crate::arm::quant::requantize_row(acc, row, out) }
             }
@@ -259,7 +259,7 @@ pub fn dequantize_acc_f32(
                 unsafe { crate::x86::quant::dequantize_row(acc, bias, scale, lo, hi, out) }
             }
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDotprod => {
+            Isa::Neon | Isa::NeonDotprod | Isa::NeonFp16 => {
                 // SAFETY: `check_epilogue` checked that the CPU runs neon.
                 unsafe { crate::arm::quant::dequantize_row(acc, bias, scale, lo, hi, out) }
             }
@@ -289,7 +289,7 @@ pub fn quantize_u8(
             unsafe { crate::x86::quant::quantize(x, scale, zero_point, out) }
         }
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon | Isa::NeonDotprod => {
+        Isa::Neon | Isa::NeonDotprod | Isa::NeonFp16 => {
             // SAFETY: `require` checked that the CPU runs neon.
             unsafe { crate::arm::quant::quantize(x, scale, zero_point, out) }
         }
@@ -318,7 +318,7 @@ pub fn dequantize_u8(
             unsafe { crate::x86::quant::dequantize(x, scale, zero_point, out) }
         }
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon | Isa::NeonDotprod => {
+        Isa::Neon | Isa::NeonDotprod | Isa::NeonFp16 => {
             // SAFETY: `require` checked that the CPU runs neon.
             unsafe { crate::arm::quant::dequantize(x, scale, zero_point, out) }
         }

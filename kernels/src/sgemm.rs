@@ -82,7 +82,7 @@ pub fn sgemm(
             unsafe { crate::x86::sgemm::gemm_avx2(&g, c) }
         }
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon | Isa::NeonDotprod => {
+        Isa::Neon | Isa::NeonDotprod | Isa::NeonFp16 => {
             // SAFETY: `F32Gemm::new` checked that the CPU runs neon.
             unsafe { crate::arm::sgemm::gemm_neon(&g, c) }
         }
@@ -94,8 +94,15 @@ pub fn sgemm(
 
 /// [`sgemm`] with B stored as f16, packed by [`pack_b_f16`](crate::pack_b_f16).
 ///
-/// The weights are widened to f32 in registers (F16C / AVX-512 `vcvtph2ps`, NEON
-/// `fcvtl`) and every sum is f32, so results match [`sgemm`] on the widened weights.
+/// Every sum is f32. Below [`Isa::NeonFp16`] the weights are widened to f32 in registers
+/// (F16C / AVX-512 `vcvtph2ps`, NEON `fcvtl`), so results match [`sgemm`] on the widened
+/// weights. At [`Isa::NeonFp16`] the activations are rounded to f16 (to nearest, ties to
+/// even) and each product of two halves, exact in f32, is added into f32 sums (`fmlal`):
+/// results match [`sgemm`] on the widened weights and the rounded activations, an error of
+/// at most 2^-11 of each `|a| * |b|` term (2^-25 * |b| below f16's normal range). A block
+/// of up to 4 rows of A holding a value beyond f16's range (|x| > 65504, infinities
+/// included) is multiplied in f32 instead, as at the levels below, so no activation
+/// overflows.
 #[allow(clippy::too_many_arguments)]
 pub fn hgemm(
     isa: Isa,
@@ -122,6 +129,11 @@ pub fn hgemm(
         Isa::Avx2 => {
             // SAFETY: `F32Gemm::new` checked that the CPU runs avx2, fma and f16c.
             unsafe { crate::x86::sgemm::gemm_avx2(&g, c) }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonFp16 => {
+            // SAFETY: `F32Gemm::new` checked that the CPU runs neon, fp16 and fhm.
+            unsafe { crate::arm::hgemm::gemm_fhm(&g, c) }
         }
         #[cfg(target_arch = "aarch64")]
         Isa::Neon | Isa::NeonDotprod => {

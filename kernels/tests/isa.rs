@@ -2,6 +2,24 @@
 
 use student_kernels::{ENV_VAR, Isa, KernelError, isa_from_env};
 
+/// Set `STUDENT_EXPECT_BEST` (one name) on a machine known to run that level and none
+/// above it: detection that finds a level the CPU lacks (which would crash on its first
+/// instruction) or misses the best one fails here. `scripts/test-aarch64.sh` sets it for
+/// qemu's CPU models, one of which has fp16 arithmetic but not `fmlal`.
+#[test]
+fn detection_finds_the_expected_best_level() {
+    let Ok(name) = std::env::var("STUDENT_EXPECT_BEST") else {
+        eprintln!(
+            "STUDENT_EXPECT_BEST unset: nothing expected (best here: {})",
+            Isa::best()
+        );
+        return;
+    };
+    let want = Isa::from_name(name.trim())
+        .unwrap_or_else(|| panic!("STUDENT_EXPECT_BEST: unknown level {name:?}"));
+    assert_eq!(Isa::best(), want, "detected {:?}", Isa::available());
+}
+
 /// Set `STUDENT_EXPECT_ISA` (comma-separated names) on a machine known to run those
 /// levels, so that broken detection fails the tests instead of silently falling back.
 #[test]
@@ -68,7 +86,7 @@ fn env_var_picks_the_level() {
     assert_eq!(
         err.to_string(),
         "unknown instruction set \"sse9\" in STUDENT_KERNELS: expected one of portable, avx2, \
-         avx512, avx512vnni, neon, neon-dotprod"
+         avx512, avx512vnni, neon, neon-dotprod, neon-fp16"
     );
     // SAFETY: as above.
     unsafe { std::env::remove_var(ENV_VAR) };

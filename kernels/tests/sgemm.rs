@@ -68,9 +68,29 @@ fn check(case: &Case, half: bool, seed: u64) {
 
     let c_len = (m - 1) * ldc + n + 5;
     let mut want = vec![SENTINEL; c_len];
+    // What neon-fp16's hgemm computes: the activations rounded to f16 (none here is beyond
+    // its range), then f32 arithmetic. A product of two halves is exact in f32, so the
+    // kernel and this reference add the same terms and differ only in the order of f32
+    // roundings, as every other level does: the same tolerance holds.
+    let mut want_rounded = vec![SENTINEL; c_len];
     if half {
         reference::hgemm(
             m, n, k, &a, lda, &b16, n, bias, case.lo, case.hi, &mut want, ldc,
+        );
+        let a16 = rounded_to_f16(&a);
+        reference::hgemm(
+            m,
+            n,
+            k,
+            &a16,
+            lda,
+            &b16,
+            n,
+            bias,
+            case.lo,
+            case.hi,
+            &mut want_rounded,
+            ldc,
         );
     } else {
         reference::sgemm(
@@ -102,6 +122,11 @@ fn check(case: &Case, half: bool, seed: u64) {
             case.lo,
             case.hi
         );
+        let want = if half && isa == Isa::NeonFp16 {
+            &want_rounded
+        } else {
+            &want
+        };
         for i in 0..m {
             let row = i * ldc..i * ldc + n;
             assert_close(&got[row.clone()], &want[row], k, &what);
@@ -111,6 +136,11 @@ fn check(case: &Case, half: bool, seed: u64) {
             assert_eq!(got[x], SENTINEL, "{what}: wrote outside C at {x}");
         }
     }
+}
+
+/// Each value rounded to the nearest f16 (ties to even) and widened back.
+fn rounded_to_f16(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| f16::from_f32(v).to_f32()).collect()
 }
 
 #[test]
@@ -187,12 +217,152 @@ fn nan_passes_the_clamp() {
     let b = vec![1.0; k * n];
     let mut bp = vec![0.0; packed_len_f32(k, n)];
     pack_b_f32(&b, k, n, &mut bp).unwrap();
+    let mut bp16 = vec![f16::ZERO; packed_len_f32(k, n)];
+    pack_b_f16(&vec![f16::ONE; k * n], k, n, &mut bp16).unwrap();
     for isa in isas() {
         let mut c = vec![0.0; m * n];
         sgemm(isa, m, n, k, &a, k, &bp, Bias::None, 0.0, 6.0, &mut c, n).unwrap();
         assert!(c[..n].iter().all(|x| x.is_nan()), "{isa}: {c:?}");
         assert!(c[n..].iter().all(|&x| x == 3.0), "{isa}: {c:?}");
+        let mut c = vec![0.0; m * n];
+        hgemm(isa, m, n, k, &a, k, &bp16, Bias::None, 0.0, 6.0, &mut c, n).unwrap();
+        assert!(c[..n].iter().all(|x| x.is_nan()), "{isa} hgemm: {c:?}");
+        assert!(c[n..].iter().all(|&x| x == 3.0), "{isa} hgemm: {c:?}");
     }
+}
+
+/// Activations beyond f16's range would become infinities at neon-fp16: the rows holding
+/// them are multiplied in f32 instead, at every level. Rows 1 and 6 of 9 (one in each
+/// block of 4 rows; the last row is a block of its own) are scaled by 2^17, so that most
+/// of their values exceed 65504; scaling by a power of two is exact, so the scaled rows
+/// of C are the unscaled reference times 2^17, to the f32 tolerance.
+#[test]
+fn hgemm_activations_beyond_f16_are_multiplied_in_f32() {
+    let (m, n, k) = (9, 40, 37);
+    let scale = (1u32 << 17) as f32;
+    let mut rng = Rng::new(17);
+    let a = rng.f32s(m * k);
+    let mut big = a.clone();
+    for row in [1, 6] {
+        for v in &mut big[row * k..][..k] {
+            *v *= scale;
+        }
+    }
+    let b16: Vec<f16> = rng.f32s(k * n).into_iter().map(f16::from_f32).collect();
+    let mut bp16 = vec![f16::ZERO; packed_len_f32(k, n)];
+    pack_b_f16(&b16, k, n, &mut bp16).unwrap();
+    let no_clamp = (f32::NEG_INFINITY, f32::INFINITY);
+    let mut want = vec![0.0; m * n];
+    reference::hgemm(
+        m,
+        n,
+        k,
+        &a,
+        k,
+        &b16,
+        n,
+        Bias::None,
+        no_clamp.0,
+        no_clamp.1,
+        &mut want,
+        n,
+    );
+    for isa in isas() {
+        let mut got = vec![0.0; m * n];
+        hgemm(
+            isa,
+            m,
+            n,
+            k,
+            &big,
+            k,
+            &bp16,
+            Bias::None,
+            no_clamp.0,
+            no_clamp.1,
+            &mut got,
+            n,
+        )
+        .unwrap();
+        for row in [1, 6] {
+            let unscaled: Vec<f32> = got[row * n..][..n].iter().map(|v| v / scale).collect();
+            let what = format!("{isa} hgemm, row {row} scaled by 2^17");
+            assert_close(&unscaled, &want[row * n..][..n], k, &what);
+        }
+    }
+}
+
+/// Forcing a level through the `isa` argument (where `STUDENT_KERNELS` ends up, see
+/// tests/isa.rs) works for every level up to the best, and only neon-fp16 rounds hgemm's
+/// activations: on a CPU with neon-fp16, forcing neon-dotprod or lower gives f32
+/// arithmetic again. Every activation here is `v`, `2v` or `4v` with `v` just under
+/// 1 + 2^-11, which f16 rounds down to 1 (2v to 2, 4v to 4), so with positive weights the
+/// two references differ, everywhere, by many times the tolerance.
+#[test]
+fn every_lower_level_can_be_forced() {
+    let best = Isa::best();
+    let lower: Vec<Isa> = Isa::ALL
+        .into_iter()
+        .filter(|&isa| isa <= best && (isa == Isa::Portable || same_family(isa, best)))
+        .collect();
+    assert_eq!(
+        lower,
+        isas(),
+        "every level up to the best must be available"
+    );
+
+    let (m, n, k) = (5, 20, 48);
+    let v = 1.0 + 2f32.powi(-11) - 2f32.powi(-20);
+    let a: Vec<f32> = (0..m * k).map(|i| v * (1 << (i % 3)) as f32).collect();
+    let b16: Vec<f16> = (0..k * n)
+        .map(|i| f16::from_f32((1 + i % 4) as f32 / 4.0))
+        .collect();
+    let mut bp16 = vec![f16::ZERO; packed_len_f32(k, n)];
+    pack_b_f16(&b16, k, n, &mut bp16).unwrap();
+    let run_reference = |a: &[f32]| {
+        let mut c = vec![0.0; m * n];
+        reference::hgemm(m, n, k, a, k, &b16, n, Bias::None, -9e9, 9e9, &mut c, n);
+        c
+    };
+    let want = run_reference(&a);
+    let want_rounded = run_reference(&rounded_to_f16(&a));
+    for (i, (x, y)) in want.iter().zip(&want_rounded).enumerate() {
+        let tolerance = 1e-5 * y.abs() + 1e-5 * k as f32;
+        assert!(
+            (x - y).abs() > 4.0 * tolerance,
+            "references too close at {i}: {x} {y}"
+        );
+    }
+    for isa in lower {
+        let mut got = vec![0.0; m * n];
+        hgemm(
+            isa,
+            m,
+            n,
+            k,
+            &a,
+            k,
+            &bp16,
+            Bias::None,
+            -9e9,
+            9e9,
+            &mut got,
+            n,
+        )
+        .unwrap();
+        let want = if isa == Isa::NeonFp16 {
+            &want_rounded
+        } else {
+            &want
+        };
+        assert_close(&got, want, k, &format!("{isa} forced (best {best})"));
+    }
+}
+
+/// Whether two SIMD levels belong to one architecture.
+fn same_family(a: Isa, b: Isa) -> bool {
+    let arm = |isa: Isa| matches!(isa, Isa::Neon | Isa::NeonDotprod | Isa::NeonFp16);
+    a != Isa::Portable && b != Isa::Portable && arm(a) == arm(b)
 }
 
 #[test]

@@ -61,7 +61,7 @@ pub(crate) fn gemm_neon<B: PanelF32>(g: &F32Gemm<B>, c: &mut [f32]) {
 
 /// One block of MR rows: NP panels at a time, then the leftover panels one by one.
 #[target_feature(enable = "neon")]
-fn rows_neon<B: PanelF32, const MR: usize, const NP: usize>(
+pub(crate) fn rows_neon<B: PanelF32, const MR: usize, const NP: usize>(
     g: &F32Gemm<B>,
     row0: usize,
     c: &mut [f32],
@@ -104,6 +104,20 @@ fn tile_neon<B: PanelF32, const MR: usize, const NP: usize>(
         }
     }
 
+    store(g, row0, panel0, acc, c);
+}
+
+/// The epilogue of a tile of MR rows by NP panels of f32 sums: adds the biases, clamps and
+/// writes the real columns of each panel to C. The sums come by value: a tile that lent
+/// them would keep them in memory, not registers, through its k loop.
+#[target_feature(enable = "neon")]
+pub(crate) fn store<B, const MR: usize, const NP: usize>(
+    g: &F32Gemm<B>,
+    row0: usize,
+    panel0: usize,
+    acc: [[[float32x4_t; 4]; NP]; MR],
+    c: &mut [f32],
+) {
     // fmax returns NaN when either operand is NaN, so a NaN sum passes the clamp.
     let (lo, hi) = (vdupq_n_f32(g.lo), vdupq_n_f32(g.hi));
     for q in 0..NP {
