@@ -265,9 +265,23 @@ impl StudentModel {
         if crate::compiled::format::is_compiled(bytes.as_slice()) {
             return StudentModel::parse_compiled(bytes.into_owned(), origin, options);
         }
+        // A compiled student whose magic was damaged would otherwise be reported as "not
+        // an ONNX model", which sends its owner looking for the wrong problem.
+        let wrong_magic = || Error::NotCompiled {
+            origin: origin.to_string(),
+            reason: crate::compiled::format::wrong_magic(bytes.as_slice()),
+        };
+        if crate::compiled::format::near_magic(bytes.as_slice()) {
+            return Err(wrong_magic());
+        }
         #[cfg(feature = "onnx")]
         {
-            StudentModel::parse_onnx(bytes.as_slice(), origin, options)
+            match StudentModel::parse_onnx(bytes.as_slice(), origin, options) {
+                // Named as a compiled student, read as neither: say what a compiled
+                // student lacks. (A renamed ONNX file still opens.)
+                Err(Error::NotOnnx { .. }) if origin.ends_with(".student") => Err(wrong_magic()),
+                other => other,
+            }
         }
         #[cfg(not(feature = "onnx"))]
         {

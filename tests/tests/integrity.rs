@@ -98,6 +98,43 @@ fn each_limit_refuses_a_model_over_it_and_names_itself() {
 }
 
 #[test]
+fn a_compiled_student_with_a_damaged_magic_is_reported_as_one() {
+    let dir = scratch("damaged-magic");
+    let not_compiled = |result: Result<StudentModel, Error>| match result {
+        Err(Error::NotCompiled { reason, .. }) => reason,
+        Err(e) => panic!("expected NotCompiled, got {e}"),
+        Ok(_) => panic!("expected NotCompiled, it opened"),
+    };
+    // One byte of the magic changed: from a path or from bytes, whatever the name.
+    let mut damaged = compiled_student();
+    damaged[3] = b'd';
+    let path = dir.join("damaged.bin");
+    std::fs::write(&path, &damaged).unwrap();
+    for result in [
+        StudentModel::open(&path),
+        StudentModel::from_bytes(&damaged, &OpenOptions::default()),
+    ] {
+        let reason = not_compiled(result);
+        assert!(reason.contains(r#"starts with "STUdENT\x1a""#), "{reason}");
+    }
+    // Nothing like the magic, but named `.student`: not sent to look for an ONNX problem.
+    let text = dir.join("notes.student");
+    std::fs::write(&text, "This is a text file, not a model.\n").unwrap();
+    let reason = not_compiled(StudentModel::open(&text));
+    assert!(reason.contains(r#"starts with "This is ""#), "{reason}");
+    let empty = dir.join("empty.student");
+    std::fs::write(&empty, "").unwrap();
+    assert_eq!(
+        not_compiled(StudentModel::open(&empty)),
+        "the file is empty"
+    );
+    // An ONNX file renamed `.student` still opens.
+    let renamed = dir.join("renamed.student");
+    std::fs::copy(models_dir().join("student.onnx"), &renamed).unwrap();
+    StudentModel::open(&renamed).unwrap();
+}
+
+#[test]
 fn a_file_changed_after_opening_does_not_reach_the_model() {
     let dir = scratch("changed-file");
     let reference = student();

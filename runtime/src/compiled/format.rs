@@ -37,6 +37,25 @@ pub(crate) fn is_compiled(bytes: &[u8]) -> bool {
     bytes.starts_with(MAGIC) || (!bytes.is_empty() && MAGIC.starts_with(bytes))
 }
 
+/// Whether `bytes` that [`is_compiled`] refused still look like a compiled student with a
+/// damaged magic: at least five of its eight bytes in place. No ONNX file comes near: a
+/// protobuf starts with a field tag, never with five of "STUDENT\x1a".
+pub(crate) fn near_magic(bytes: &[u8]) -> bool {
+    bytes.iter().zip(MAGIC).filter(|(a, b)| a == b).count() >= 5
+}
+
+/// What is wrong with the first bytes of a file that should be a compiled student.
+pub(crate) fn wrong_magic(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "the file is empty".to_string();
+    }
+    format!(
+        "wrong magic: the file starts with \"{}\", a compiled student with \"{}\"",
+        bytes[..bytes.len().min(MAGIC.len())].escape_ascii(),
+        MAGIC.escape_ascii()
+    )
+}
+
 /// Assembles a file from a manifest whose blob offsets are not yet set and the blobs'
 /// bytes, in manifest order.
 #[cfg_attr(not(feature = "onnx"), allow(dead_code))] // Written by the compiler.
