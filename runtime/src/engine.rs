@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::Error;
 use crate::limits::{Check, Limit, elements};
@@ -44,15 +45,37 @@ impl Engine {
         let shape: Vec<usize> = std::iter::once(batch)
             .chain(sample_dims.iter().copied())
             .collect();
-        let panicked = || plan_error("the ONNX front end panicked on this graph".into());
-        let optimized = catch_unwind(AssertUnwindSafe(|| -> TractResult<TypedModel> {
-            tract_onnx::onnx()
-                .model_for_proto_model(proto)?
-                .with_input_fact(0, f32::fact(&shape).into())?
-                .into_optimized()
-        }))
-        .map_err(|_| panicked())?
-        .map_err(|e| plan_error(e.into()))?;
+        // tract does not say which node it was on when it panicked; its message and the
+        // stage are what there is to go on.
+        let panicked = |stage: &str, payload: Box<dyn std::any::Any + Send>| {
+            let what = match crate::error::panic_line(payload.as_ref()) {
+                Some(line) => format!(" ({line})"),
+                None => String::new(),
+            };
+            plan_error(
+                format!("the ONNX front end panicked on this graph while {stage}{what}").into(),
+            )
+        };
+        let typed = catch_unwind(AssertUnwindSafe(
+            || -> TractResult<Result<TypedModel, Error>> {
+                let mut model = tract_onnx::onnx()
+                    .model_for_proto_model(proto)?
+                    .with_input_fact(0, f32::fact(&shape).into())?;
+                model.analyse(false)?;
+                if let Err(reason) = check_axes(&model, proto) {
+                    return Ok(Err(Error::Malformed {
+                        origin: origin.to_string(),
+                        reason,
+                    }));
+                }
+                model.into_typed().map(Ok)
+            },
+        ))
+        .map_err(|p| panicked("inferring its types and shapes", p))?
+        .map_err(|e| plan_error(e.into()))??;
+        let optimized = catch_unwind(AssertUnwindSafe(|| typed.into_optimized()))
+            .map_err(|p| panicked("optimizing it", p))?
+            .map_err(|e| plan_error(e.into()))?;
         for node in optimized.nodes() {
             for outlet in &node.outputs {
                 let fact = &outlet.fact;
@@ -84,7 +107,7 @@ impl Engine {
             }
         }
         let plan = catch_unwind(AssertUnwindSafe(|| optimized.into_runnable()))
-            .map_err(|_| panicked())?
+            .map_err(|p| panicked("making it runnable", p))?
             .map_err(|e| plan_error(e.into()))?;
         log::debug!("planned {origin} for batch {batch}, input {shape:?}");
         Ok(Engine {
@@ -134,4 +157,87 @@ impl Engine {
         }
         Ok(logits)
     }
+}
+
+/// Refuses axis attributes that tract accepts though ONNX does not, and then answers
+/// with: a Softmax over axis 4 of a rank-4 value is the identity in tract, and a Split
+/// whose sizes do not add up to the axis keeps only the slices it names. Such a model
+/// would run and answer, wrongly. Checked on tract's analysed graph, where every value's
+/// shape is known once the input's is.
+fn check_axes(model: &InferenceModel, proto: &pb::ModelProto) -> Result<(), String> {
+    let Some(graph) = &proto.graph else {
+        return Ok(());
+    };
+    let opset = proto
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map_or(1, |o| o.version);
+    for node in &graph.node {
+        let (default_axis, splits) = match node.op_type.as_str() {
+            "Softmax" | "LogSoftmax" | "Hardmax" => (if opset < 13 { 1 } else { -1 }, false),
+            "Split" => (0, true),
+            _ => continue,
+        };
+        // tract names a node as the ONNX file does, or after its first output.
+        let name = match (node.name.as_str(), node.output.first()) {
+            ("", Some(output)) => output.as_str(),
+            (name, _) => name,
+        };
+        let Some(dims) = model
+            .node_by_name(name)
+            .ok()
+            .and_then(|n| n.inputs.first())
+            .and_then(|&outlet| model.outlet_fact(outlet).ok())
+            .and_then(|fact| fact.shape.concretize())
+        else {
+            continue;
+        };
+        let shown = if node.name.is_empty() {
+            format!("a {} node", node.op_type)
+        } else {
+            format!("node `{}` ({})", node.name, node.op_type)
+        };
+        let rank = dims.len() as i64;
+        let axis = attribute_i(node, "axis").unwrap_or(default_axis);
+        if !(-rank..rank).contains(&axis) {
+            return Err(format!(
+                "{shown}: axis {axis} is outside its input's rank {rank} (expected {} to {})",
+                -rank,
+                rank - 1
+            ));
+        }
+        let Some(length) = dims[axis.rem_euclid(rank) as usize].to_i64().ok() else {
+            continue;
+        };
+        // The sizes: an attribute before opset 13, a constant input from 13 on.
+        let sizes = splits.then(|| {
+            attribute_ints(node, "split").or_else(|| {
+                let input = node.input.get(1).filter(|n| !n.is_empty())?;
+                let t = graph.initializer.iter().find(|t| &t.name == input)?;
+                crate::onnx_info::int64s(t)
+            })
+        });
+        if let Some(Some(sizes)) = sizes {
+            let total = sizes.iter().try_fold(0i64, |a, &s| a.checked_add(s));
+            if sizes.iter().any(|&s| s < 0) || total != Some(length) {
+                return Err(format!(
+                    "{shown}: split sizes {sizes:?} do not add up to the {length} elements of \
+                     axis {axis}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn attribute_i(node: &pb::NodeProto, name: &str) -> Option<i64> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+fn attribute_ints(node: &pb::NodeProto, name: &str) -> Option<Vec<i64>> {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.ints.clone())
 }

@@ -179,3 +179,14 @@ impl From<Error> for HookError {
         HookError(text)
     }
 }
+
+/// The first line of a caught panic's message, at most 200 characters; `None` when the
+/// payload is not text or is empty.
+pub(crate) fn panic_line(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    let text = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))?;
+    let line = text.lines().next().filter(|line| !line.is_empty())?;
+    Some(line.chars().take(200).collect())
+}

@@ -257,7 +257,7 @@ fn check_window(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Stri
 }
 
 /// The values of an int64 tensor stored inline, `None` when it is not one.
-fn int64s(t: &pb::TensorProto) -> Option<Vec<i64>> {
+pub(crate) fn int64s(t: &pb::TensorProto) -> Option<Vec<i64>> {
     if t.data_type != pb::tensor_proto::DataType::Int64 as i32 {
         return None;
     }

@@ -512,6 +512,20 @@ def onnx_cases(corpus, base, card):
         "a OneHot of axis -6 on a rank-4 value (opening grew without bound)", "Malformed",
         "for OneHot the runtime takes -1 or a non-negative axis")
     m = copy_of(base)
+    node(m, "relu").CopyFrom(helper.make_node("Softmax", ["conv"], ["relu"], name="relu",
+                                              axis=4))
+    add("onnx/softmax-axis-4.onnx", serialize(m),
+        "a Softmax over axis 4 of a rank-4 value (tract ran it as the identity)", "Malformed",
+        "node `relu` (Softmax): axis 4 is outside its input's rank 4 (expected -4 to 3)")
+    m = copy_of(base)
+    m.graph.initializer.append(numpy_helper.from_array(np.array([2, 1], dtype=np.int64),
+                                                       "sizes"))
+    node(m, "relu").CopyFrom(helper.make_node("Split", ["conv", "sizes"], ["relu", "extra"],
+                                              name="relu", axis=1))
+    add("onnx/split-sizes-over-axis.onnx", serialize(m),
+        "a Split of a 2-channel value into 2 and 1 channels", "Malformed",
+        "split sizes [2, 1] do not add up to the 2 elements of axis 1")
+    m = copy_of(base)
     m.graph.output[0].name = "nothing"
     add("onnx/output-made-by-nothing.onnx", serialize(m),
         "a graph output that no node makes", "Malformed", "`nothing` is made by no node")

@@ -253,18 +253,9 @@ impl WorkerCall {
 
 /// A panic's message as a hook error: its first line, at most 200 characters.
 fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
-    let text = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-    match text.and_then(|t| t.lines().next()) {
-        Some(line) if !line.is_empty() => {
-            format!(
-                "the hook panicked: {}",
-                line.chars().take(200).collect::<String>()
-            )
-        }
-        _ => "the hook panicked".to_string(),
+    match crate::error::panic_line(payload) {
+        Some(line) => format!("the hook panicked: {line}"),
+        None => "the hook panicked".to_string(),
     }
 }
 
