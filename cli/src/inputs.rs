@@ -1,9 +1,15 @@
-//! Reading images from files: PNG and PGM through `image`, IDX image files directly.
+//! Reading images from files: PNG and PGM through `image` (netpbm headers through
+//! `netpbm`), IDX image files directly.
 
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use student_distill::read_idx;
+use image::ImageDecoder;
+use image::codecs::pnm::{PnmDecoder, SampleEncoding};
+use student_distill::{read_idx, read_idx_dims};
+
+use crate::netpbm;
 
 /// The largest image side accepted, in pixels.
 const MAX_SIDE: u32 = 4096;
@@ -48,12 +54,14 @@ pub fn read_images(
     // own files are gzipped IDX).
     let idx_like = matches!(head[..], [0, 0, _, 1..=4]);
     if idx_like || head.starts_with(&[0x1f, 0x8b]) {
-        let arr = read_idx(path)?;
-        let [n, h, w] = arr.dims[..] else {
+        // The header first: a gzipped file of other-sized images is refused before
+        // hundreds of megabytes are inflated.
+        let dims = read_idx_dims(path)?;
+        let [n, h, w] = dims[..] else {
             bail!(
-                "{}: IDX file holds dimensions {:?}, expected images (count x height x width)",
+                "{}: IDX file holds dimensions {dims:?}, expected images (count x height x \
+                 width)",
                 path.display(),
-                arr.dims
             );
         };
         if n == 0 {
@@ -67,6 +75,10 @@ pub fn read_images(
                 expected.1
             );
         }
+        let arr = read_idx(path)?;
+        if arr.dims != dims {
+            bail!("{} changed while it was being read", path.display());
+        }
         let name = path.display().to_string();
         let data = arr.data;
         return Ok(Box::new((0..n).map(move |i| GrayImage {
@@ -76,19 +88,11 @@ pub fn read_images(
             height: h,
         })));
     }
-    if matches!(head[..], [b'P', b'2' | b'3' | b'5' | b'6', ..]) {
-        check_pnm_samples(path)?;
-    }
-    let mut reader = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("cannot read {}", path.display()))?;
     // Students take small images: refuse huge ones before decoding them.
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_IMAGE_BYTES);
-    reader.limits(limits);
     // png 0.18.1 panics on a PLTE chunk whose length is not a multiple of 3
     // (image-rs/image-png#694): contain it as a bad file, not a bug in student
     // (tests/fuzz-regressions/image_decode/png-palette-*).
@@ -98,10 +102,26 @@ pub fn read_images(
             path.display()
         )
     };
-    let image = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.decode()))
-        .map_err(|_| not_readable(&"the image decoder failed on it"))?
-        // The decoder's message already includes its inner cause: format it once, flat.
-        .map_err(|e| not_readable(&e))?
+    let decode = || -> Result<image::DynamicImage, anyhow::Error> {
+        if netpbm::is_netpbm(&head) {
+            // Netpbm headers are parsed here, as the format defines them (see `netpbm`).
+            check_pnm_samples(path, netpbm::open_plain(path)?)?;
+            let mut decoder =
+                PnmDecoder::new(netpbm::open_plain(path)?).map_err(|e| not_readable(&e))?;
+            decoder.set_limits(limits).map_err(|e| not_readable(&e))?;
+            image::DynamicImage::from_decoder(decoder).map_err(|e| not_readable(&e))
+        } else {
+            let mut reader = image::ImageReader::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?
+                .with_guessed_format()
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            reader.limits(limits);
+            // The decoder's message already includes its inner cause: format it once, flat.
+            reader.decode().map_err(|e| not_readable(&e))
+        }
+    };
+    let image = std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
+        .map_err(|_| not_readable(&"the image decoder failed on it"))??
         .to_luma8();
     Ok(Box::new(std::iter::once(GrayImage {
         name: path.display().to_string(),
@@ -115,13 +135,8 @@ pub fn read_images(
 /// scales samples by 255 / maxval and saturates, so such a sample would silently become
 /// white: a different image than the file's author meant. A file the decoder cannot read
 /// is left to it, to be refused with its own message.
-fn check_pnm_samples(path: &Path) -> Result<()> {
-    use image::codecs::pnm::{PnmDecoder, SampleEncoding};
-    use std::io::{BufReader, Read};
-
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let Ok(decoder) = PnmDecoder::new(BufReader::new(file)) else {
+fn check_pnm_samples(path: &Path, file: impl BufRead) -> Result<()> {
+    let Ok(decoder) = PnmDecoder::new(file) else {
         return Ok(());
     };
     let header = decoder.header();

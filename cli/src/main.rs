@@ -17,6 +17,7 @@ mod bench;
 mod commands;
 mod compile;
 mod inputs;
+mod netpbm;
 mod progress;
 mod quantize;
 mod report;

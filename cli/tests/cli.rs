@@ -147,6 +147,43 @@ fn run_refuses_pgm_samples_above_their_maxval() {
 }
 
 #[test]
+fn pgm_header_comments_separate_numbers_wherever_they_stand() {
+    let dir = scratch("pgm-comments");
+    let pixels: Vec<u8> = (0..28 * 28).map(|i| (i * 7 % 256) as u8).collect();
+    let run = |name: &str, header: &str| {
+        let mut bytes = header.as_bytes().to_vec();
+        bytes.extend_from_slice(&pixels);
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        student(&[
+            "run",
+            &model("student.onnx"),
+            "--json",
+            &path.display().to_string(),
+        ])
+    };
+    let plain = run("plain.pgm", "P5\n28 28\n255\n");
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    // Comments glued to the numbers (`28#...` is 28, then a comment), and the raster's
+    // first byte, 0, right after the comment that ends the header.
+    let glued = run("glued.pgm", "P5#made by hand\n28#wide\n28#high\r255#max\n");
+    assert!(glued.status.success(), "{}", stderr(&glued));
+    // The same image: the same prediction, to the last digit of its confidence.
+    let prediction = |o: &Output| -> serde_json::Value {
+        let mut line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        line.as_object_mut().unwrap().remove("input");
+        line
+    };
+    assert_eq!(prediction(&glued), prediction(&plain));
+    let cut = dir.join("cut.pgm");
+    std::fs::write(&cut, "P5 28 #x").unwrap();
+    assert_one_line_error(
+        &student(&["run", &model("student.onnx"), &cut.display().to_string()]),
+        "cut.pgm is not a readable PNG or PGM image: it ends inside a comment in its header",
+    );
+}
+
+#[test]
 fn run_reads_idx_and_pgm_inputs() {
     let dir = scratch("formats");
     let png = image::open(sample("test-00002-label-1.png"))
@@ -396,6 +433,24 @@ fn idx_with_zero_sized_images_or_none() {
     // Many 1x1 images: refused from the header, before they are split into images.
     let tiny = run_on_idx(&dir, "tiny.idx", [100_000, 1, 1], &[0; 100_000]);
     assert_one_line_error(&tiny, "1x1 images");
+}
+
+#[test]
+fn gzipped_idx_of_other_sized_images_is_refused_from_its_header() {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let dir = scratch("idx-gz-header");
+    // The header declares 60,000 images of 10x10 and the stream stops after it: refused
+    // for the image size, which only the header says, not for the missing data, which
+    // inflating the whole stream first would have found.
+    let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+    for d in [0x0000_0803u32, 60_000, 10, 10] {
+        enc.write_all(&d.to_be_bytes()).unwrap();
+    }
+    let path = dir.join("other.idx.gz");
+    std::fs::write(&path, enc.finish().unwrap()).unwrap();
+    let o = student(&["run", &model("student.onnx"), &path.display().to_string()]);
+    assert_one_line_error(&o, "holds 10x10 images, the model expects 28x28");
 }
 
 #[test]

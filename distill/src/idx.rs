@@ -79,7 +79,65 @@ fn gunzip_bounded(raw: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
+/// Reads only the header of an IDX file (through gzip when it starts with the gzip magic)
+/// and returns its dimensions, outermost first: what a caller checks before it reads and
+/// decompresses the data, which may be hundreds of megabytes.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read; [`Error::Idx`] when the header is not IDX
+/// or the element type is not `u8`.
+pub fn read_idx_dims(path: &Path) -> Result<Vec<usize>, Error> {
+    let idx_error = |reason: String| Error::Idx {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let io_error = |source| Error::Io {
+        action: "cannot read",
+        path: path.to_path_buf(),
+        source,
+    };
+    if !std::fs::metadata(path).map_err(io_error)?.is_file() {
+        return Err(io_error(std::io::Error::other("not a regular file")));
+    }
+    let mut file = std::fs::File::open(path).map_err(io_error)?;
+    let mut magic = [0u8; 2];
+    let n = read_up_to(&mut file, &mut magic).map_err(io_error)?;
+    let gzipped = magic[..n] == [0x1f, 0x8b];
+    let file = std::io::Cursor::new(magic[..n].to_vec()).chain(file);
+    let mut reader: Box<dyn Read> = if gzipped {
+        Box::new(GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut head = [0u8; 4];
+    // A short or corrupt stream leaves the header incomplete: refused below.
+    let n = read_up_to(&mut reader, &mut head).map_err(|e| idx_error(format!("{e}")))?;
+    let rank = if n == 4 { head[3] as usize } else { 0 };
+    let mut bytes = head[..n].to_vec();
+    bytes.resize(n + rank * 4, 0);
+    let got = read_up_to(&mut reader, &mut bytes[n..]).map_err(|e| idx_error(format!("{e}")))?;
+    bytes.truncate(n + got);
+    parse_header(&bytes)
+        .map(|(dims, _)| dims)
+        .map_err(idx_error)
+}
+
+/// Reads until `buf` is full or the stream ends; returns how many bytes were read.
+fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The dimensions an IDX header declares, and the header's length in bytes.
+fn parse_header(bytes: &[u8]) -> Result<(Vec<usize>, usize), String> {
     let [0, 0, kind, rank, rest @ ..] = bytes else {
         return Err("too short for an IDX header (expected 00 00 type rank)".to_string());
     };
@@ -96,15 +154,20 @@ fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
+    if let Some(axis) = dims.iter().skip(1).position(|&d| d == 0) {
+        return Err(format!("dimension {} of {dims:?} is zero", axis + 1));
+    }
+    Ok((dims, 4 + rank * 4))
+}
+
+fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
+    let (dims, header_len) = parse_header(bytes)?;
     let count = dims
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .filter(|&n| n <= MAX_ELEMENTS)
         .ok_or_else(|| format!("dimensions {dims:?} exceed the {MAX_ELEMENTS}-element limit"))?;
-    if let Some(axis) = dims.iter().skip(1).position(|&d| d == 0) {
-        return Err(format!("dimension {} of {dims:?} is zero", axis + 1));
-    }
-    let data = &rest[rank * 4..];
+    let data = &bytes[header_len..];
     if data.len() != count {
         return Err(format!(
             "header {dims:?} declares {count} elements, the file holds {}",
@@ -195,6 +258,39 @@ mod tests {
         enc.write_all(&encode(&[2], &[7, 9])).unwrap();
         std::fs::write(&path, enc.finish().unwrap()).unwrap();
         assert_eq!(read_idx(&path).unwrap().data, vec![7, 9]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_header_alone_is_read_plain_or_gzipped() {
+        use flate2::{Compression, write::GzEncoder};
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("idx-dims-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Data shorter than declared: only the header is read, so the dimensions come back.
+        let plain = encode(&[60_000, 28, 28], &[1, 2, 3]);
+        let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+        enc.write_all(&plain).unwrap();
+        let gzipped = enc.finish().unwrap();
+        for (name, bytes) in [("a.idx", &plain), ("a.idx.gz", &gzipped)] {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            assert_eq!(
+                read_idx_dims(&path).unwrap(),
+                vec![60_000, 28, 28],
+                "{name}"
+            );
+        }
+        // A header cut inside its dimensions, and a gzip stream cut inside the header.
+        let cut = dir.join("cut.idx");
+        std::fs::write(&cut, &plain[..9]).unwrap();
+        let err = read_idx_dims(&cut).unwrap_err().to_string();
+        assert!(err.contains("rank 3 needs 12 dimension bytes"), "{err}");
+        std::fs::write(&cut, &gzipped[..12]).unwrap();
+        assert!(read_idx_dims(&cut).is_err());
+        std::fs::write(&cut, b"").unwrap();
+        let err = read_idx_dims(&cut).unwrap_err().to_string();
+        assert!(err.contains("too short for an IDX header"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

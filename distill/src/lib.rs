@@ -45,7 +45,7 @@ pub use corrupt::{Corruption, MAX_BLUR_SIGMA};
 pub use dataset::{Dataset, FASHION_MNIST_LABELS, Split};
 pub use error::Error;
 pub use eval::{EvalReport, evaluate, evaluate_logits};
-pub use idx::{IdxArray, read_idx};
+pub use idx::{IdxArray, read_idx, read_idx_dims};
 pub use loss::distillation_loss_reference;
 pub use output::replace_file;
 pub use pipeline::run_recipe;
