@@ -1,5 +1,6 @@
 //! The numeric kernels of the student runtime: packed GEMMs over f32, f16-stored and int8
-//! weights, and the quantization steps around them.
+//! weights, the quantization steps around them, and the Winograd F(2x2, 3x3) transforms
+//! of 3x3 convolutions.
 //!
 //! This is the one crate of the workspace that holds `unsafe` code for SIMD. Every public
 //! function is safe: it checks its slice lengths and strides, checks that the requested
@@ -11,7 +12,9 @@
 //! [`isa_from_env`] lets the `STUDENT_KERNELS` variable pin a lower one (for tests and
 //! comparisons). Passing a level the CPU lacks returns [`KernelError::IsaUnavailable`].
 //! Every level computes the same function: integer results are bit-identical to
-//! [`reference`], float results differ only by the order of rounding (fused multiply-add).
+//! [`reference`], float results differ only by the order of rounding (fused multiply-add),
+//! except [`hgemm`] at [`Isa::NeonFp16`], which first rounds its activations to f16 (see
+//! its documentation).
 //!
 //! # Packed B layouts
 //!
@@ -60,6 +63,7 @@ mod qgemm;
 mod quant;
 mod sgemm;
 mod unfold;
+mod winograd;
 
 pub mod reference;
 
@@ -79,3 +83,4 @@ pub use qgemm::{qgemm_s8u8, qgemm_u8s8};
 pub use quant::{IntBias, Scale, dequantize_acc_f32, dequantize_u8, quantize_u8, requantize_u8};
 pub use sgemm::{Bias, hgemm, sgemm};
 pub use unfold::{PanelSource, unfold_panel_f32, unfold_panel_u8};
+pub use winograd::{Winograd3x3, conv3x3_winograd_f32, winograd_weights_f32};

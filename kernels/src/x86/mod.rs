@@ -10,3 +10,4 @@ pub(crate) mod qgemm;
 pub(crate) mod quant;
 pub(crate) mod sgemm;
 pub(crate) mod unfold;
+pub(crate) mod winograd;

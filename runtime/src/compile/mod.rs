@@ -1450,9 +1450,38 @@ impl<'g> Builder<'g> {
             }
             None => (f32::NEG_INFINITY, f32::INFINITY, out_name),
         };
+        let y = self.new_value(DType::F32, vec![c_out, window.h_out, window.w_out]);
+        if winograd_pays(&window) {
+            let mut u = vec![0.0; 16 * c_out * window.c_in];
+            student_kernels::winograd_weights_f32(&weights, c_out, window.c_in, &mut u)
+                .map_err(|e| e.to_string())?;
+            // Stored in f32 even for fp16 weights: the transform of fp16 values is not
+            // fp16 (each entry sums up to 9 of them, scaled by 1/4), and rounding it to
+            // fp16 again would change the function by about as much as fp16 storage
+            // did, where the fp16 model promises f32 arithmetic on its widened weights.
+            // The cost is the file: this layer takes 16 x 4 bytes per channel pair
+            // instead of 9 x 2.
+            let weights = Weights::F32(self.blob_f32(&u));
+            let bias = bias.map(|b| self.blob_f32(&b));
+            log::debug!(
+                "conv `{}`: Winograd F(2x2, 3x3), {} -> {c_out} channels",
+                node.name,
+                window.c_in
+            );
+            self.ops.push(Op::WinogradConv {
+                x,
+                y,
+                window,
+                weights,
+                bias,
+                lo,
+                hi,
+            });
+            self.names.insert(out_name, Tensor::Value(y));
+            return Ok(());
+        }
         let weights = self.float_weights(&wname, &weights);
         let bias = bias.map(|b| self.blob_f32(&b));
-        let y = self.new_value(DType::F32, vec![c_out, window.h_out, window.w_out]);
         self.ops.push(Op::Conv {
             x,
             y,
@@ -1819,6 +1848,23 @@ impl<'g> Builder<'g> {
         Ok(())
     }
 }
+
+/// Whether a float convolution runs as Winograd F(2x2, 3x3) rather than unfolded into a
+/// GEMM: 3x3, stride 1, dilation 1, one group, and at least [`WINOGRAD_MIN_CHANNELS`]
+/// input and output channels.
+///
+/// Winograd does 2.25x fewer multiplies, but each GEMM's inner dimension is `c_in`
+/// instead of `9 c_in`, and the input and output transforms cost about as much per tile
+/// as a few dozen multiply-adds per channel; with few channels those costs dominate
+/// (the teacher's first layer, 1 -> 32 channels, is one such).
+fn winograd_pays(w: &Window) -> bool {
+    (w.kh, w.kw, w.stride, w.dilation, w.groups) == (3, 3, [1, 1], [1, 1], 1)
+        && w.c_in >= WINOGRAD_MIN_CHANNELS
+        && w.c_out >= WINOGRAD_MIN_CHANNELS
+}
+
+/// The fewest input and output channels for which [`winograd_pays`].
+const WINOGRAD_MIN_CHANNELS: usize = 8;
 
 /// Checks that `node` has the inputs its kind needs (leading, non-empty) and an output.
 fn check_arity(node: &pb::NodeProto) -> Result<(), String> {

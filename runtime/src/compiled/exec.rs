@@ -45,6 +45,9 @@ struct State {
     acc: Vec<i32>,
     /// fp16 convolution weights widened to f32.
     widened: Vec<f32>,
+    /// The Winograd convolutions' padded input planes and transformed tiles (see
+    /// [`winograd_scratch`]).
+    winograd: Vec<f32>,
     /// u8 rows of a dense input padded to a multiple of 4.
     rows: Vec<Line>,
     /// Per op: the lane masks of a convolution unfolded straight into panels, per panel
@@ -93,6 +96,7 @@ impl Executor {
     /// overflow. Checked against the limits before any state is made.
     pub(crate) fn scratch_bytes(&self, batch: usize) -> Option<u64> {
         let n = self.needs;
+        let winograd = winograd_scratch(&self.plan, batch)? as u64;
         let batch = batch as u64;
         let per_batch = |per: usize| (per as u64).checked_mul(batch);
         let acc = (n.acc_per_call as u64).max(per_batch(n.acc_per_sample)?);
@@ -101,7 +105,8 @@ impl Executor {
             .checked_add(acc.checked_mul(4)?)?
             .checked_add((n.widened as u64).checked_mul(4)?)?
             .checked_add(per_batch(n.rows_per_sample)?)?
-            .checked_add((n.masks as u64).checked_mul(2)?)?;
+            .checked_add((n.masks as u64).checked_mul(2)?)?
+            .checked_add(winograd.checked_mul(4)?)?;
         for op in &self.plan.manifest.ops {
             total = total.checked_add(unfolded_bytes(op)?)?;
         }
@@ -147,6 +152,8 @@ impl Executor {
                 packed: lines(n.packed_bytes),
                 acc: vec![0; n.acc_per_call.max(n.acc_per_sample * batch)],
                 widened: vec![0.0; n.widened],
+                // Checked by `scratch_bytes` before any state is made.
+                winograd: vec![0.0; winograd_scratch(&self.plan, batch).unwrap_or(0)],
                 rows: lines(n.rows_per_sample * batch),
                 masks: self.plan.manifest.ops.iter().map(op_masks).collect(),
             }
@@ -252,6 +259,44 @@ impl Executor {
                     &mut st.packed,
                     st.masks.get(i).map_or(&[], Vec::as_slice),
                 )
+            }
+            Op::WinogradConv {
+                x,
+                window: w,
+                weights,
+                bias,
+                lo,
+                hi,
+                ..
+            } => {
+                let x = f32s(read(*x)?)?;
+                let y = f32s_mut(out)?;
+                let u: &[f32] = match weights {
+                    Weights::F32(b) => self.blob(data, *b)?,
+                    Weights::F16(b) => {
+                        let half: &[f16] = self.blob(data, *b)?;
+                        let wide = st
+                            .widened
+                            .get_mut(..half.len())
+                            .ok_or("scratch too small")?;
+                        half.convert_to_f32_slice(wide);
+                        wide
+                    }
+                };
+                let bias: Option<&[f32]> = bias.map(|b| self.blob(data, b)).transpose()?;
+                k::conv3x3_winograd_f32(
+                    isa,
+                    &winograd_shape(w),
+                    batch,
+                    x,
+                    u,
+                    bias,
+                    *lo,
+                    *hi,
+                    y,
+                    &mut st.winograd,
+                )
+                .map_err(|e| e.to_string())
             }
             Op::Dense {
                 x,
@@ -652,6 +697,13 @@ fn needs(plan: &Plan) -> Needs {
                     n.widened = n.widened.max(w.c_out * w.k());
                 }
             }
+            Op::WinogradConv {
+                window: w,
+                weights: Weights::F16(_),
+                ..
+            } => {
+                n.widened = n.widened.max(16 * w.c_out * w.c_in);
+            }
             Op::QConv { window: w, .. } => {
                 n.masks += mask_count(op);
                 let cols = w.h_out * w.w_out;
@@ -669,6 +721,33 @@ fn needs(plan: &Plan) -> Needs {
         }
     }
     n
+}
+
+/// The kernels' description of a Winograd convolution's window (validated by the plan:
+/// 3x3, stride 1, dilation 1, one group).
+fn winograd_shape(w: &Window) -> k::Winograd3x3 {
+    k::Winograd3x3 {
+        c_in: w.c_in,
+        c_out: w.c_out,
+        h_in: w.h_in,
+        w_in: w.w_in,
+        h_out: w.h_out,
+        w_out: w.w_out,
+        pad: w.pad,
+    }
+}
+
+/// The f32 scratch the Winograd convolutions of `plan` need at `batch` (the largest any
+/// one needs: they run one after another), `None` on overflow.
+fn winograd_scratch(plan: &Plan, batch: usize) -> Option<usize> {
+    plan.manifest
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::WinogradConv { window, .. } => Some(winograd_shape(window).scratch_len(batch)),
+            _ => None,
+        })
+        .try_fold(0, |most, len| (len != usize::MAX).then_some(most.max(len)))
 }
 
 /// The window of a convolution that unfolds straight into panels: stride 1 with output

@@ -227,6 +227,22 @@ pub(crate) enum Op {
         #[serde(with = "upper")]
         hi: f32,
     },
+    /// Float 3x3 convolution (stride 1, dilation 1, one group) by Winograd's F(2x2, 3x3)
+    /// (see `student_kernels::conv3x3_winograd_f32`): `weights` are the kernels
+    /// transformed at compile time, `U = G g G^T`, as 16 row-major `[c_out, c_in]`
+    /// matrices (matrix `xi = 4 * row + column` of the 4x4 transform first at element
+    /// `xi * c_out * c_in`); bias and clamp as for `Conv`.
+    WinogradConv {
+        x: ValueId,
+        y: ValueId,
+        window: Window,
+        weights: Weights,
+        bias: Option<BlobId>,
+        #[serde(with = "lower")]
+        lo: f32,
+        #[serde(with = "upper")]
+        hi: f32,
+    },
     /// Float dense layer over the last axis: `y[.., n] = x[.., k] * W + bias`, with `W`
     /// packed in the kernels' panel layout.
     Dense {
@@ -379,6 +395,7 @@ impl Op {
     pub(crate) fn inputs(&self) -> Vec<ValueId> {
         match self {
             Op::Conv { x, .. }
+            | Op::WinogradConv { x, .. }
             | Op::Dense { x, .. }
             | Op::QConv { x, .. }
             | Op::QDense { x, .. }
@@ -410,6 +427,7 @@ impl Op {
     pub(crate) fn output(&self) -> ValueId {
         match self {
             Op::Conv { y, .. }
+            | Op::WinogradConv { y, .. }
             | Op::Dense { y, .. }
             | Op::QConv { y, .. }
             | Op::QDense { y, .. }
@@ -442,6 +460,14 @@ impl Op {
                 weights: Weights::F16(_),
                 ..
             } => "conv-f16",
+            Op::WinogradConv {
+                weights: Weights::F32(_),
+                ..
+            } => "conv-winograd-f32",
+            Op::WinogradConv {
+                weights: Weights::F16(_),
+                ..
+            } => "conv-winograd-f16",
             Op::Dense {
                 weights: Weights::F32(_),
                 ..

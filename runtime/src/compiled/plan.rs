@@ -302,6 +302,49 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
             }
             check_clamp(*lo, *hi)
         }
+        Op::WinogradConv {
+            x,
+            y,
+            window: w,
+            weights,
+            bias,
+            lo,
+            hi,
+        } => {
+            check_window(w)?;
+            check_conv_geometry(w)?;
+            if (w.kh, w.kw, w.stride, w.dilation, w.groups) != (3, 3, [1, 1], [1, 1], 1) {
+                return Err(format!(
+                    "window {w:?}: a Winograd convolution needs a 3x3 kernel, stride 1, \
+                     dilation 1 and one group"
+                ));
+            }
+            dims_eq(
+                value(m, *x, DType::F32)?,
+                &[w.c_in, w.h_in, w.w_in],
+                "input",
+            )?;
+            dims_eq(
+                value(m, *y, DType::F32)?,
+                &[w.c_out, w.h_out, w.w_out],
+                "output",
+            )?;
+            // 16 transformed matrices of c_out x c_in; the window check bounds c_in * 9,
+            // and the output value bounds c_out, so this cannot overflow on 64 bits.
+            let count = w
+                .c_out
+                .checked_mul(w.c_in)
+                .and_then(|p| p.checked_mul(16))
+                .ok_or_else(|| format!("window {w:?}: 16 x c_out x c_in overflows"))?;
+            match weights {
+                Weights::F32(b) => blob(m, *b, DType::F32, count)?,
+                Weights::F16(b) => blob(m, *b, DType::F16, count)?,
+            }
+            if let Some(b) = bias {
+                blob(m, *b, DType::F32, w.c_out)?;
+            }
+            check_clamp(*lo, *hi)
+        }
         Op::Dense {
             x,
             y,
@@ -619,4 +662,125 @@ pub(crate) fn broadcasts_to(from: &[usize], to: &[usize]) -> bool {
             .rev()
             .zip(to.iter().rev())
             .all(|(&f, &t)| f == t || f == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compiled::ir::Blob;
+
+    /// A manifest of one Winograd convolution, 8 -> 8 channels over 5 x 7 with padding 1,
+    /// whose weight blob holds `weights` f32 elements.
+    fn winograd(window: Window, weights: u64) -> Manifest {
+        let (c_in, c_out) = (window.c_in, window.c_out);
+        let (h, w) = (window.h_out, window.w_out);
+        Manifest {
+            producer: String::new(),
+            source_sha256: String::new(),
+            metadata: Vec::new(),
+            params: 0,
+            source_operators: Vec::new(),
+            values: vec![
+                Value {
+                    dtype: DType::F32,
+                    dims: vec![c_in, window.h_in, window.w_in],
+                },
+                Value {
+                    dtype: DType::F32,
+                    dims: vec![c_out, h, w],
+                },
+            ],
+            blobs: vec![Blob {
+                offset: 0,
+                len: weights * 4,
+                dtype: DType::F32,
+            }],
+            ops: vec![Op::WinogradConv {
+                x: 0,
+                y: 1,
+                window,
+                weights: Weights::F32(0),
+                bias: None,
+                lo: f32::NEG_INFINITY,
+                hi: f32::INFINITY,
+            }],
+            input: 0,
+            output: 1,
+        }
+    }
+
+    fn window() -> Window {
+        Window {
+            c_in: 8,
+            c_out: 8,
+            h_in: 5,
+            w_in: 7,
+            h_out: 5,
+            w_out: 7,
+            kh: 3,
+            kw: 3,
+            stride: [1, 1],
+            pad: [1, 1],
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+
+    #[test]
+    fn a_well_formed_winograd_convolution_passes() {
+        Plan::new(winograd(window(), 16 * 8 * 8)).unwrap();
+    }
+
+    #[test]
+    fn malformed_winograd_convolutions_are_refused_with_a_reason() {
+        let cases = [
+            (
+                winograd(window(), 9 * 8 * 8),
+                "holds 576 elements, expected 1024",
+            ),
+            (
+                winograd(
+                    Window {
+                        kh: 5,
+                        kw: 5,
+                        pad: [2, 2],
+                        ..window()
+                    },
+                    16 * 8 * 8,
+                ),
+                "needs a 3x3 kernel",
+            ),
+            (
+                winograd(
+                    Window {
+                        stride: [2, 2],
+                        h_out: 3,
+                        w_out: 4,
+                        ..window()
+                    },
+                    16 * 8 * 8,
+                ),
+                "stride 1",
+            ),
+            (
+                winograd(
+                    Window {
+                        h_out: 9,
+                        ..window()
+                    },
+                    16 * 8 * 8,
+                ),
+                "does not follow",
+            ),
+        ];
+        for (manifest, reason) in cases {
+            let err = Plan::new(manifest).unwrap_err();
+            assert!(err.contains(reason), "{err}");
+        }
+        // An input value whose shape is not the window's.
+        let mut m = winograd(window(), 16 * 8 * 8);
+        m.values[0].dims = vec![8, 5, 6];
+        let err = Plan::new(m).unwrap_err();
+        assert!(err.contains("input has dimensions"), "{err}");
+    }
 }
