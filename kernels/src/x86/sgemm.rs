@@ -4,7 +4,9 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::blocks::row_blocks;
+use std::ops::Range;
+
+use crate::blocks::{panel_chunks, row_blocks};
 use crate::pack::NR;
 use crate::sgemm::F32Gemm;
 
@@ -73,32 +75,36 @@ impl PanelF32 for f16 {
 /// take the AVX2 tiles where those are faster (see [`PanelF32::FEW_ROWS_ON_AVX2`]).
 #[target_feature(enable = "avx512f")]
 pub(crate) fn gemm_avx512<B: PanelF32>(g: &F32Gemm<B>, c: &mut [f32]) {
-    for (row0, rows) in row_blocks(g.m, 8) {
-        match rows {
-            // avx512f implies avx2, fma and f16c, so the AVX2 tiles are safe to call here.
-            1 if B::FEW_ROWS_ON_AVX2 => rows_avx2::<B, 1, 4>(g, row0, c),
-            2 if B::FEW_ROWS_ON_AVX2 => rows_avx2::<B, 2, 2>(g, row0, c),
-            1 => rows_avx512::<B, 1, 4>(g, row0, c),
-            2 => rows_avx512::<B, 2, 2>(g, row0, c),
-            4 => rows_avx512::<B, 4, 1>(g, row0, c),
-            _ => rows_avx512::<B, 8, 1>(g, row0, c),
+    for panels in panel_chunks(g.panels()) {
+        for (row0, rows) in row_blocks(g.m, 8) {
+            let p = panels.clone();
+            match rows {
+                // avx512f implies avx2, fma and f16c, so the AVX2 tiles are safe to call.
+                1 if B::FEW_ROWS_ON_AVX2 => rows_avx2::<B, 1, 4>(g, row0, p, c),
+                2 if B::FEW_ROWS_ON_AVX2 => rows_avx2::<B, 2, 2>(g, row0, p, c),
+                1 => rows_avx512::<B, 1, 4>(g, row0, p, c),
+                2 => rows_avx512::<B, 2, 2>(g, row0, p, c),
+                4 => rows_avx512::<B, 4, 1>(g, row0, p, c),
+                _ => rows_avx512::<B, 8, 2>(g, row0, p, c),
+            }
         }
     }
 }
 
-/// One block of MR rows: NP panels at a time, then the leftover panels one by one.
+/// One block of MR rows over some panels: NP at a time, then the leftovers one by one.
 #[target_feature(enable = "avx512f")]
 fn rows_avx512<B: PanelF32, const MR: usize, const NP: usize>(
     g: &F32Gemm<B>,
     row0: usize,
+    panels: Range<usize>,
     c: &mut [f32],
 ) {
-    let mut panel = 0;
-    while panel + NP <= g.panels() {
+    let mut panel = panels.start;
+    while panel + NP <= panels.end {
         tile_avx512::<B, MR, NP>(g, row0, panel, c);
         panel += NP;
     }
-    while panel < g.panels() {
+    while panel < panels.end {
         tile_avx512::<B, MR, 1>(g, row0, panel, c);
         panel += 1;
     }
@@ -156,11 +162,14 @@ fn tile_avx512<B: PanelF32, const MR: usize, const NP: usize>(
 /// AVX2: tiles of 4 rows x 1 panel (8 ymm sums); fewer rows take more panels.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn gemm_avx2<B: PanelF32>(g: &F32Gemm<B>, c: &mut [f32]) {
-    for (row0, rows) in row_blocks(g.m, 4) {
-        match rows {
-            1 => rows_avx2::<B, 1, 4>(g, row0, c),
-            2 => rows_avx2::<B, 2, 2>(g, row0, c),
-            _ => rows_avx2::<B, 4, 1>(g, row0, c),
+    for panels in panel_chunks(g.panels()) {
+        for (row0, rows) in row_blocks(g.m, 4) {
+            let p = panels.clone();
+            match rows {
+                1 => rows_avx2::<B, 1, 4>(g, row0, p, c),
+                2 => rows_avx2::<B, 2, 2>(g, row0, p, c),
+                _ => rows_avx2::<B, 4, 1>(g, row0, p, c),
+            }
         }
     }
 }
@@ -169,14 +178,15 @@ pub(crate) fn gemm_avx2<B: PanelF32>(g: &F32Gemm<B>, c: &mut [f32]) {
 fn rows_avx2<B: PanelF32, const MR: usize, const NP: usize>(
     g: &F32Gemm<B>,
     row0: usize,
+    panels: Range<usize>,
     c: &mut [f32],
 ) {
-    let mut panel = 0;
-    while panel + NP <= g.panels() {
+    let mut panel = panels.start;
+    while panel + NP <= panels.end {
         tile_avx2::<B, MR, NP>(g, row0, panel, c);
         panel += NP;
     }
-    while panel < g.panels() {
+    while panel < panels.end {
         tile_avx2::<B, MR, 1>(g, row0, panel, c);
         panel += 1;
     }
