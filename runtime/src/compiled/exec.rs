@@ -184,6 +184,27 @@ impl Executor {
         start..start + self.plan.value_bytes(v, batch)
     }
 
+    /// A float op's weights as f32: in place when stored so, widened into `widened` when
+    /// stored as f16.
+    fn f32_weights<'d>(
+        &self,
+        data: &'d [u8],
+        weights: &Weights,
+        widened: &'d mut [f32],
+    ) -> RunResult<&'d [f32]> {
+        match weights {
+            Weights::F32(b) => self.blob(data, *b),
+            Weights::F16(b) => {
+                let half: &[f16] = self.blob(data, *b)?;
+                let wide = widened.get_mut(..half.len()).ok_or("scratch too small")?;
+                // Vectorized (F16C where the CPU has it): one value at a time, the
+                // widening cost the student's fp16 copy 1.5x its fp32 time.
+                half.convert_to_f32_slice(wide);
+                Ok(wide)
+            }
+        }
+    }
+
     fn blob<'d, T: Pod>(&self, data: &'d [u8], b: BlobId) -> RunResult<&'d [T]> {
         let decl = &self.plan.manifest.blobs[b];
         let bytes = data
@@ -229,20 +250,7 @@ impl Executor {
             } => {
                 let x = f32s(read(*x)?)?;
                 let y = f32s_mut(out)?;
-                let weights: &[f32] = match weights {
-                    Weights::F32(b) => self.blob(data, *b)?,
-                    Weights::F16(b) => {
-                        let half: &[f16] = self.blob(data, *b)?;
-                        let wide = st
-                            .widened
-                            .get_mut(..half.len())
-                            .ok_or("scratch too small")?;
-                        // Vectorized (F16C where the CPU has it): one value at a time, the
-                        // widening cost the student's fp16 copy 1.5x its fp32 time.
-                        half.convert_to_f32_slice(wide);
-                        wide
-                    }
-                };
+                let weights = self.f32_weights(data, weights, &mut st.widened)?;
                 let bias: Option<&[f32]> = bias.map(|b| self.blob(data, b)).transpose()?;
                 let col = st.cols.get_mut(i).ok_or("no im2col buffer")?;
                 conv_f32(
@@ -271,18 +279,7 @@ impl Executor {
             } => {
                 let x = f32s(read(*x)?)?;
                 let y = f32s_mut(out)?;
-                let u: &[f32] = match weights {
-                    Weights::F32(b) => self.blob(data, *b)?,
-                    Weights::F16(b) => {
-                        let half: &[f16] = self.blob(data, *b)?;
-                        let wide = st
-                            .widened
-                            .get_mut(..half.len())
-                            .ok_or("scratch too small")?;
-                        half.convert_to_f32_slice(wide);
-                        wide
-                    }
-                };
+                let u = self.f32_weights(data, weights, &mut st.widened)?;
                 let bias: Option<&[f32]> = bias.map(|b| self.blob(data, b)).transpose()?;
                 k::conv3x3_winograd_f32(
                     isa,

@@ -282,24 +282,9 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
         } => {
             check_window(w)?;
             check_conv_geometry(w)?;
-            dims_eq(
-                value(m, *x, DType::F32)?,
-                &[w.c_in, w.h_in, w.w_in],
-                "input",
-            )?;
-            dims_eq(
-                value(m, *y, DType::F32)?,
-                &[w.c_out, w.h_out, w.w_out],
-                "output",
-            )?;
+            float_conv_values(m, *x, *y, w)?;
             let count = w.c_out * w.k();
-            match weights {
-                Weights::F32(b) => blob(m, *b, DType::F32, count)?,
-                Weights::F16(b) => blob(m, *b, DType::F16, count)?,
-            }
-            if let Some(b) = bias {
-                blob(m, *b, DType::F32, w.c_out)?;
-            }
+            float_conv_blobs(m, weights, count, *bias, w.c_out)?;
             check_clamp(*lo, *hi)
         }
         Op::WinogradConv {
@@ -319,16 +304,7 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
                      dilation 1 and one group"
                 ));
             }
-            dims_eq(
-                value(m, *x, DType::F32)?,
-                &[w.c_in, w.h_in, w.w_in],
-                "input",
-            )?;
-            dims_eq(
-                value(m, *y, DType::F32)?,
-                &[w.c_out, w.h_out, w.w_out],
-                "output",
-            )?;
+            float_conv_values(m, *x, *y, w)?;
             // 16 transformed matrices of c_out x c_in; the window check bounds c_in * 9,
             // and the output value bounds c_out, so this cannot overflow on 64 bits.
             let count = w
@@ -336,13 +312,7 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
                 .checked_mul(w.c_in)
                 .and_then(|p| p.checked_mul(16))
                 .ok_or_else(|| format!("window {w:?}: 16 x c_out x c_in overflows"))?;
-            match weights {
-                Weights::F32(b) => blob(m, *b, DType::F32, count)?,
-                Weights::F16(b) => blob(m, *b, DType::F16, count)?,
-            }
-            if let Some(b) = bias {
-                blob(m, *b, DType::F32, w.c_out)?;
-            }
+            float_conv_blobs(m, weights, count, *bias, w.c_out)?;
             check_clamp(*lo, *hi)
         }
         Op::Dense {
@@ -645,6 +615,35 @@ fn check_out(out: &QuantOut) -> Result<(), String> {
         QuantOut::F32 { lo, hi } => check_clamp(*lo, *hi),
         _ => Ok(()),
     }
+}
+
+/// A float convolution's input and output values: f32, with the window's dimensions.
+fn float_conv_values(m: &Manifest, x: usize, y: usize, w: &Window) -> Result<(), String> {
+    dims_eq(value(m, x, DType::F32)?, &[w.c_in, w.h_in, w.w_in], "input")?;
+    dims_eq(
+        value(m, y, DType::F32)?,
+        &[w.c_out, w.h_out, w.w_out],
+        "output",
+    )
+}
+
+/// A float convolution's weights (`count` values, f32 or f16) and optional f32 bias of
+/// `c_out` values.
+fn float_conv_blobs(
+    m: &Manifest,
+    weights: &Weights,
+    count: usize,
+    bias: Option<BlobId>,
+    c_out: usize,
+) -> Result<(), String> {
+    match weights {
+        Weights::F32(b) => blob(m, *b, DType::F32, count)?,
+        Weights::F16(b) => blob(m, *b, DType::F16, count)?,
+    }
+    if let Some(b) = bias {
+        blob(m, b, DType::F32, c_out)?;
+    }
+    Ok(())
 }
 
 fn check_clamp(lo: f32, hi: f32) -> Result<(), String> {
