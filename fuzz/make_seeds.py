@@ -76,6 +76,13 @@ def tiny_models():
         helper.make_node("Flatten", ["p"], ["f"]),
         helper.make_node("Gemm", ["f", "w", "b"], ["logits"], transB=1),
     ], {"cw": w(2, 1, 3, 3), "cb": w(2), "w": w(2, 8), "b": w(2)}, [1, 4, 4], 2, True)
+    # Eight channels in and out: compiled as a Winograd convolution.
+    out["winograd"] = model([
+        helper.make_node("Conv", ["x", "cw", "cb"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"]),
+        helper.make_node("Gemm", ["f", "w", "b"], ["logits"], transB=1),
+    ], {"cw": w(8, 8, 3, 3), "cb": w(8), "w": w(2, 72), "b": w(2)}, [8, 3, 3], 2, True)
     out["zoo"] = model([
         helper.make_node("Conv", ["x", "cw"], ["c"], group=2, strides=[1, 1]),
         helper.make_node("BatchNormalization", ["c", "s", "o", "m", "v"], ["bn"]),

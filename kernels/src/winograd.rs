@@ -266,7 +266,9 @@ pub(crate) struct Tiles {
 
 impl Tiles {
     /// Splits tiles `t0..t0 + n` into runs of at most `most` consecutive tiles of one tile
-    /// row: `(first tile - t0, sample, ty, tx, length)` for each.
+    /// row: `(first tile - t0, sample, ty, tx, length)` for each. (The x86 transforms walk
+    /// tiles in runs; the portable ones one at a time.)
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn runs(
         &self,
         t0: usize,
