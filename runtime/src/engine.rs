@@ -106,6 +106,26 @@ impl Engine {
                 })?;
             }
         }
+        // The graph's output as planned must hold `classes` values per sample, as its
+        // declaration says: otherwise the model would open and fail on every call.
+        let output = optimized
+            .output_outlets()
+            .ok()
+            .and_then(|o| o.first().copied())
+            .and_then(|o| optimized.outlet_fact(o).ok())
+            .and_then(|f| f.shape.as_concrete().map(|d| d.to_vec()));
+        let values = output
+            .as_ref()
+            .map(|d| d.iter().try_fold(1usize, |a, &x| a.checked_mul(x)));
+        if let Some(dims) = output.filter(|_| values != Some(batch.checked_mul(classes))) {
+            return Err(Error::Malformed {
+                origin: origin.to_string(),
+                reason: format!(
+                    "the graph's output is {dims:?} at batch {batch}, where its declaration \
+                     promises {classes} values per sample"
+                ),
+            });
+        }
         let plan = catch_unwind(AssertUnwindSafe(|| optimized.into_runnable()))
             .map_err(|p| panicked("making it runnable", p))?
             .map_err(|e| plan_error(e.into()))?;

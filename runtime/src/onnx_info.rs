@@ -193,8 +193,13 @@ fn check_nodes(graph: &pb::GraphProto, input: &str, origin: &str) -> Result<(), 
 /// The largest kernel side, stride or dilation a convolution or pooling window may have.
 const MAX_WINDOW: i64 = 1024;
 
+/// The most positions a window's kernel may cover (128 x 128): tract planned a window of
+/// that area in 0.2 s, of 1024 x 1024 in 12 s.
+const MAX_WINDOW_TAPS: i64 = 16_384;
+
 /// Refuses windows tract plans as given but cannot afford: a kernel side, stride or
-/// dilation over [`MAX_WINDOW`], or padding beyond the kernel's extent (`(k - 1) * d`),
+/// dilation over [`MAX_WINDOW`], a kernel covering more than [`MAX_WINDOW_TAPS`]
+/// positions, pads other than two per axis, or padding beyond the kernel's extent (`(k - 1) * d`),
 /// which only adds outputs that read nothing. tract sizes its patch tables by the padded
 /// output, so a 300-byte Conv padded by 30,000 made opening allocate 28 GB and abort, and
 /// a MaxPool of 20,000 x 20,000 took gigabytes. The kernel is `kernel_shape`, or for a
@@ -237,7 +242,31 @@ fn check_window(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Stri
             "its kernel has a side of {bad}, expected 1 to {MAX_WINDOW}"
         ));
     }
+    // tract's planning time grows with the window's area: a 1024 x 1024 Conv took 12 s
+    // to open, and each more node using it as long again.
+    let taps = kernel
+        .iter()
+        .flatten()
+        .try_fold(1i64, |a, &v| a.checked_mul(v));
+    if taps.is_none_or(|t| t > MAX_WINDOW_TAPS) {
+        return Err(format!(
+            "its kernel of {:?} covers more than {MAX_WINDOW_TAPS} positions",
+            kernel.unwrap_or_default()
+        ));
+    }
     let dilations = ints("dilations").unwrap_or_default();
+    // Two pads (begin and end) per spatial axis: tract indexes them by axis.
+    if let (Some(pads), Some(k)) = (ints("pads"), kernel.as_deref()) {
+        if pads.len() != 2 * k.len() {
+            return Err(format!(
+                "attribute `pads` holds {} values, expected {} (a begin and an end for each \
+                 of the kernel's {} axes)",
+                pads.len(),
+                2 * k.len(),
+                k.len()
+            ));
+        }
+    }
     for (i, &pad) in ints("pads").unwrap_or_default().iter().enumerate() {
         let extent = match kernel.as_deref() {
             Some(k) if !k.is_empty() => {

@@ -488,6 +488,11 @@ def onnx_cases(corpus, base, card):
          "attribute `kernel_shape` holds 20000, expected 1 to 1024"),
         ("flatten-axis-10", "flatten", {"axis": 10}, "a Flatten of axis 10 on a rank-4 value",
          "Plan", "cannot prepare the model"),
+        ("pool-kernel-200x200", "pool", {"kernel_shape": [200, 200]},
+         "a MaxPool window of 200 x 200 (tract plans a window in time growing with its area)",
+         "Malformed", "its kernel of [200, 200] covers more than 16384 positions"),
+        ("conv-two-pads", "conv", {"pads": [1, 1]}, "a 2-D Conv with two pads instead of four",
+         "Malformed", "attribute `pads` holds 2 values, expected 4"),
     ]
     for name, target, edits, what, error, message in attribute_edits:
         m = copy_of(base)
@@ -525,6 +530,14 @@ def onnx_cases(corpus, base, card):
     add("onnx/split-sizes-over-axis.onnx", serialize(m),
         "a Split of a 2-channel value into 2 and 1 channels", "Malformed",
         "split sizes [2, 1] do not add up to the 2 elements of axis 1")
+    m = copy_of(base)
+    weight = initializer(m, "dense.weight")
+    weight.CopyFrom(numpy_helper.from_array(np.zeros((98, 12), np.float32), "dense.weight"))
+    initializer(m, "dense.bias").CopyFrom(numpy_helper.from_array(np.zeros(12, np.float32),
+                                                                   "dense.bias"))
+    add("onnx/output-12-declared-10.onnx", serialize(m),
+        "a graph declaring 10 logits that computes 12", "Malformed",
+        "the graph's output is [1, 12] at batch 1, where its declaration promises 10 values")
     m = copy_of(base)
     m.graph.output[0].name = "nothing"
     add("onnx/output-made-by-nothing.onnx", serialize(m),
