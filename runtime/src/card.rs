@@ -325,14 +325,17 @@ impl ModelCard {
                 "unnamed".to_string()
             }
         };
-        if name.chars().any(char::is_control) {
-            return Err(invalid("name", "contains control characters".to_string()));
+        if name.chars().any(hides_text) {
+            return Err(invalid(
+                "name",
+                "contains control or bidirectional formatting characters".to_string(),
+            ));
         }
         let labels = match typed::<Vec<String>>(parse("labels")?, "labels", &invalid)? {
-            Some(labels) if labels.iter().any(|l| l.chars().any(char::is_control)) => {
+            Some(labels) if labels.iter().any(|l| l.chars().any(hides_text)) => {
                 return Err(invalid(
                     "labels",
-                    "a label contains control characters".to_string(),
+                    "a label contains control or bidirectional formatting characters".to_string(),
                 ));
             }
             // A set, not a scan of the labels before each: a card may hold a million labels
@@ -529,6 +532,14 @@ fn json<T: Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }
 
+/// Characters that let a name or label rewrite how it, or the text around it, is shown:
+/// control characters (escape sequences, carriage returns) and the bidirectional
+/// embeddings, overrides and isolates (U+202A to U+202E, U+2066 to U+2069), with which
+/// "gpj.exe" can display as "exe.jpg".
+fn hides_text(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -717,6 +728,14 @@ mod tests {
     fn control_characters_and_extreme_temperatures_are_refused() {
         assert!(read_with("student.name", "\"a\\u001b[31mb\"", 2).is_err());
         assert!(read_with("student.labels", r#"["a\nb","c"]"#, 2).is_err());
+        // A right-to-left override: "cat\u{202E}god" displays as "catdog" reversed.
+        let bidi = read_with("student.labels", r#"["cat\u202egod","c"]"#, 2);
+        assert!(
+            bidi.is_err_and(|e| e.to_string().contains("bidirectional")),
+            "a bidi override in a label"
+        );
+        assert!(read_with("student.name", r#""a\u2067b""#, 2).is_err());
+        assert!(read_with("student.labels", r#"["caf\u00e9","\u732b"]"#, 2).is_ok());
         let cold = r#"{"temperature":1e-45,"method":"x"}"#;
         assert!(read_with("student.calibration", cold, 2).is_err());
     }
