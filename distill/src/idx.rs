@@ -147,7 +147,10 @@ fn parse_header(bytes: &[u8]) -> Result<(Vec<usize>, usize), String> {
         ));
     }
     let rank = *rank as usize;
-    if rank == 0 || rest.len() < rank * 4 {
+    if rank == 0 {
+        return Err("rank 0: an IDX array has at least one dimension".to_string());
+    }
+    if rest.len() < rank * 4 {
         return Err(format!("rank {rank} needs {} dimension bytes", rank * 4));
     }
     let dims: Vec<usize> = rest[..rank * 4]
@@ -157,18 +160,29 @@ fn parse_header(bytes: &[u8]) -> Result<(Vec<usize>, usize), String> {
     if let Some(axis) = dims.iter().skip(1).position(|&d| d == 0) {
         return Err(format!("dimension {} of {dims:?} is zero", axis + 1));
     }
+    // Checked with the header, so a caller reading the header alone refuses the file
+    // before inflating or reading its data.
+    let count = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if count.is_none_or(|n| n > MAX_ELEMENTS) {
+        return Err(format!(
+            "dimensions {dims:?} exceed the {MAX_ELEMENTS}-element limit"
+        ));
+    }
     Ok((dims, 4 + rank * 4))
 }
 
 fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
     let (dims, header_len) = parse_header(bytes)?;
-    let count = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= MAX_ELEMENTS)
-        .ok_or_else(|| format!("dimensions {dims:?} exceed the {MAX_ELEMENTS}-element limit"))?;
+    // parse_header bounded the product.
+    let count = dims.iter().product::<usize>();
     let data = &bytes[header_len..];
-    if data.len() != count {
+    // A gzipped file is inflated to one element past the header's count, no further.
+    if data.len() > count {
+        return Err(format!(
+            "header {dims:?} declares {count} elements, the file holds more"
+        ));
+    }
+    if data.len() < count {
         return Err(format!(
             "header {dims:?} declares {count} elements, the file holds {}",
             data.len()
@@ -244,7 +258,7 @@ mod tests {
         let inflated = gunzip_bounded(&enc.finish().unwrap()).unwrap();
         // The header (4 + 4 bytes) and the 2 declared elements, plus one byte to notice.
         assert_eq!(inflated.len(), 8 + 2 + 1);
-        assert!(parse_idx(&inflated).unwrap_err().contains("holds 3"));
+        assert!(parse_idx(&inflated).unwrap_err().contains("the file holds more"));
     }
 
     #[test]
@@ -291,6 +305,12 @@ mod tests {
         std::fs::write(&cut, b"").unwrap();
         let err = read_idx_dims(&cut).unwrap_err().to_string();
         assert!(err.contains("too short for an IDX header"), "{err}");
+        // Over the element limit: refused from the header, before any data is read.
+        let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+        enc.write_all(&encode(&[1_000_000, 28, 28], &[])).unwrap();
+        std::fs::write(&cut, enc.finish().unwrap()).unwrap();
+        let err = read_idx_dims(&cut).unwrap_err().to_string();
+        assert!(err.contains("exceed the 268435456-element limit"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
