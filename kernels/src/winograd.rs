@@ -371,11 +371,6 @@ fn transform_input(
             // SAFETY: the public entry point checked that the CPU runs avx512f.
             unsafe { crate::x86::winograd::input_avx512(g, planes, t0, n, v, rows) }
         }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            // SAFETY: the public entry point checked that the CPU runs avx2 and fma.
-            unsafe { crate::x86::winograd::input_avx2(g, planes, t0, n, v) }
-        }
         _ => {
             let _ = rows;
             input_chunk(g, planes, t0, n, v)
@@ -401,11 +396,6 @@ fn transform_output(
         Isa::Avx512 | Isa::Avx512Vnni => {
             // SAFETY: the public entry point checked that the CPU runs avx512f.
             unsafe { crate::x86::winograd::output_avx512(g, m, ld, t0, n, e, y) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            // SAFETY: the public entry point checked that the CPU runs avx2 and fma.
-            unsafe { crate::x86::winograd::output_avx2(g, m, ld, t0, n, e, y) }
         }
         _ => output_chunk(g, m, ld, t0, n, e, y),
     }

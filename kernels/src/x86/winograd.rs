@@ -163,13 +163,6 @@ unsafe fn copy_rows(
 }
 
 /// # Safety
-/// The CPU must run avx2 and fma.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn input_avx2(g: &Tiles, planes: &[f32], t0: usize, n: usize, v: &mut [f32]) {
-    input_chunk(g, planes, t0, n, v)
-}
-
-/// # Safety
 /// The CPU must run avx512f.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn output_avx512(
@@ -230,21 +223,6 @@ pub(crate) unsafe fn output_avx512(
             }
         }
     }
-}
-
-/// # Safety
-/// The CPU must run avx2 and fma.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn output_avx2(
-    g: &Tiles,
-    m: &[f32],
-    ld: usize,
-    t0: usize,
-    n: usize,
-    e: &Epilogue,
-    y: &mut [f32],
-) {
-    output_chunk(g, m, ld, t0, n, e, y)
 }
 
 /// `crate::winograd::pad_planes` with one masked load and store per 16 columns of a
