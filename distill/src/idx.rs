@@ -258,7 +258,11 @@ mod tests {
         let inflated = gunzip_bounded(&enc.finish().unwrap()).unwrap();
         // The header (4 + 4 bytes) and the 2 declared elements, plus one byte to notice.
         assert_eq!(inflated.len(), 8 + 2 + 1);
-        assert!(parse_idx(&inflated).unwrap_err().contains("the file holds more"));
+        assert!(
+            parse_idx(&inflated)
+                .unwrap_err()
+                .contains("the file holds more")
+        );
     }
 
     #[test]
