@@ -9,6 +9,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::Error;
 use crate::limits::{Check, Limit, elements};
+use crate::onnx_info::{attr_i, attr_ints, int64s};
 
 /// A runnable plan for one batch size. Shared by reference between threads: tract's plan
 /// keeps no per-run state, each `run` allocates its own.
@@ -219,7 +220,7 @@ fn check_axes(model: &InferenceModel, proto: &pb::ModelProto) -> Result<(), Stri
             format!("node `{}` ({})", node.name, node.op_type)
         };
         let rank = dims.len() as i64;
-        let axis = attribute_i(node, "axis").unwrap_or(default_axis);
+        let axis = attr_i(node, "axis").unwrap_or(default_axis);
         if !(-rank..rank).contains(&axis) {
             return Err(format!(
                 "{shown}: axis {axis} is outside its input's rank {rank} (expected {} to {})",
@@ -232,10 +233,10 @@ fn check_axes(model: &InferenceModel, proto: &pb::ModelProto) -> Result<(), Stri
         };
         // The sizes: an attribute before opset 13, a constant input from 13 on.
         let sizes = splits.then(|| {
-            attribute_ints(node, "split").or_else(|| {
+            attr_ints(node, "split").or_else(|| {
                 let input = node.input.get(1).filter(|n| !n.is_empty())?;
                 let t = graph.initializer.iter().find(|t| &t.name == input)?;
-                crate::onnx_info::int64s(t)
+                int64s(t)
             })
         });
         if let Some(Some(sizes)) = sizes {
@@ -249,15 +250,4 @@ fn check_axes(model: &InferenceModel, proto: &pb::ModelProto) -> Result<(), Stri
         }
     }
     Ok(())
-}
-
-fn attribute_i(node: &pb::NodeProto, name: &str) -> Option<i64> {
-    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
-}
-
-fn attribute_ints(node: &pb::NodeProto, name: &str) -> Option<Vec<i64>> {
-    node.attribute
-        .iter()
-        .find(|a| a.name == name)
-        .map(|a| a.ints.clone())
 }

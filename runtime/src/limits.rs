@@ -135,6 +135,7 @@ mod onnx {
 
     use super::{Check, Limit, elements};
     use crate::error::Error;
+    use crate::onnx_info::{attr_i, attr_ints};
 
     /// Integer constants up to this many elements have their values followed.
     const SMALL: u64 = 64;
@@ -678,17 +679,6 @@ mod onnx {
                 ints: None,
             }),
         }
-    }
-
-    fn attr_i(node: &pb::NodeProto, name: &str) -> Option<i64> {
-        node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
-    }
-
-    fn attr_ints(node: &pb::NodeProto, name: &str) -> Option<Vec<i64>> {
-        node.attribute
-            .iter()
-            .find(|a| a.name == name)
-            .map(|a| a.ints.clone())
     }
 
     /// The shape `node` makes from a shape operand, when that operand is known, whatever

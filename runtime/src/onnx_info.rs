@@ -285,6 +285,19 @@ fn check_window(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Stri
     Ok(())
 }
 
+/// The integer attribute `name` of `node`, if it has one.
+pub(crate) fn attr_i(node: &pb::NodeProto, name: &str) -> Option<i64> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+/// The integer-list attribute `name` of `node`, if it has one.
+pub(crate) fn attr_ints(node: &pb::NodeProto, name: &str) -> Option<Vec<i64>> {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.ints.clone())
+}
+
 /// The values of an int64 tensor stored inline, `None` when it is not one.
 pub(crate) fn int64s(t: &pb::TensorProto) -> Option<Vec<i64>> {
     if t.data_type != pb::tensor_proto::DataType::Int64 as i32 {

@@ -6,7 +6,9 @@
 //! invariant as an error rather than a panic.
 
 use super::format::{elements, expect_dtype};
-use super::ir::{BlobId, DType, Manifest, Op, Operand, PoolKind, QuantOut, Value, Weights, Window};
+use super::ir::{
+    BlobId, DType, Manifest, Op, Operand, PoolKind, QuantOut, Value, ValueId, Weights, Window,
+};
 
 /// A validated manifest with each value's place in the arena.
 #[derive(Debug)]
@@ -618,7 +620,7 @@ fn check_out(out: &QuantOut) -> Result<(), String> {
 }
 
 /// A float convolution's input and output values: f32, with the window's dimensions.
-fn float_conv_values(m: &Manifest, x: usize, y: usize, w: &Window) -> Result<(), String> {
+fn float_conv_values(m: &Manifest, x: ValueId, y: ValueId, w: &Window) -> Result<(), String> {
     dims_eq(value(m, x, DType::F32)?, &[w.c_in, w.h_in, w.w_in], "input")?;
     dims_eq(
         value(m, y, DType::F32)?,
