@@ -46,6 +46,14 @@ pub enum KernelError {
         /// The number of columns in a row.
         width: usize,
     },
+    /// A fused 2x2 max pool over a convolution output of odd height or width.
+    #[error("a fused 2x2 max pool needs an even convolution output, got {height} x {width}")]
+    PoolOfOddSize {
+        /// The convolution's output height.
+        height: usize,
+        /// The convolution's output width.
+        width: usize,
+    },
     /// A requantization zero point too large for f32 to hold the clamping bounds exactly.
     #[error("zero point {zero_point} is outside -2^23..=2^23")]
     ZeroPointOutOfRange {

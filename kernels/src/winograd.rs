@@ -43,6 +43,7 @@ use crate::check;
 use crate::error::KernelError;
 use crate::isa::Isa;
 use crate::pack::{NR, packed_len_f32};
+use crate::pool::max;
 use crate::reference::clamp;
 use crate::sgemm::{Bias, sgemm};
 
@@ -68,6 +69,11 @@ pub struct Winograd3x3 {
     pub w_out: usize,
     /// Top and left padding.
     pub pad: [usize; 2],
+    /// Whether a 2x2, stride-2 max pool follows, fused into the output transform: the
+    /// output is then `(h_out / 2) x (w_out / 2)`, each value the pool of one tile (see
+    /// [`crate::max_pool_2x2_f32`] for the order in which NaNs are kept or passed over).
+    /// `h_out` and `w_out` must be even.
+    pub pool: bool,
 }
 
 /// The scratch the chunks of `V` and `M` may take together (bytes): about half of a
@@ -75,6 +81,15 @@ pub struct Winograd3x3 {
 const CHUNK_BYTES: usize = 256 << 10;
 
 impl Winograd3x3 {
+    /// The size of each output plane: `(h_out, w_out)`, or half of each when pooling.
+    pub fn out_dims(&self) -> (usize, usize) {
+        if self.pool {
+            (self.h_out / 2, self.w_out / 2)
+        } else {
+            (self.h_out, self.w_out)
+        }
+    }
+
     /// Output tiles per sample: `(ceil(h_out / 2), ceil(w_out / 2))`.
     pub fn tiles(&self) -> (usize, usize) {
         (self.h_out.div_ceil(2), self.w_out.div_ceil(2))
@@ -183,8 +198,15 @@ pub fn conv3x3_winograd_f32(
 ) -> Result<(), KernelError> {
     isa.require()?;
     let s = *shape;
+    if s.pool && (s.h_out % 2 == 1 || s.w_out % 2 == 1) {
+        return Err(KernelError::PoolOfOddSize {
+            height: s.h_out,
+            width: s.w_out,
+        });
+    }
+    let (ph, pw) = s.out_dims();
     let x_len = check::product(batch, s.c_in, s.h_in.saturating_mul(s.w_in));
-    let y_len = check::product(batch, s.c_out, s.h_out.saturating_mul(s.w_out));
+    let y_len = check::product(batch, s.c_out, ph.saturating_mul(pw));
     check::at_least("x", x_len, x.len())?;
     check::at_least("y", y_len, y.len())?;
     check::at_least("transformed weights", s.weights_len(), u.len())?;
@@ -195,7 +217,7 @@ pub fn conv3x3_winograd_f32(
     if x_len == 0 || y_len == 0 {
         // Nothing to read (no input channel or pixel) still means outputs to write.
         let value = |c: usize| clamp(bias.map_or(0.0, |b| b[c]), lo, hi);
-        let plane = s.h_out * s.w_out;
+        let plane = ph * pw;
         if plane > 0 {
             for (i, out) in y[..y_len].chunks_exact_mut(plane).enumerate() {
                 out.fill(value(i % s.c_out));
@@ -317,6 +339,13 @@ impl Tiles {
         let (ty, tx) = (rest / self.tw, rest % self.tw);
         let at = sample * s.c_out * s.h_out * s.w_out + 2 * ty * s.w_out + 2 * tx;
         (at, 2 * tx + 1 < s.w_out, 2 * ty + 1 < s.h_out)
+    }
+
+    /// Where tile `t`'s pooled output goes (channel 0), when the shape pools.
+    #[inline(always)]
+    pub(crate) fn pooled_at(&self, t: usize) -> usize {
+        let (sample, rest) = (t / (self.th * self.tw), t % (self.th * self.tw));
+        sample * self.shape.c_out * self.th * self.tw + rest
     }
 }
 
@@ -502,6 +531,20 @@ pub(crate) fn output_chunk(
                 }
             }
             let b = e.bias.map_or(0.0, |b| b[co]);
+            if s.pool {
+                // One value per tile, in the pool's order (`crate::pool`): down each
+                // column, then across. Pooled on the raw sums, as adding the bias and
+                // clamping commute with the maximum: the result is the unfused one's.
+                let plane = g.th * g.tw;
+                for l in 0..lanes {
+                    let (a, c) = (&r[0], &r[1]);
+                    let left = max(a[0][l] + a[1][l] + a[2][l], c[0][l] + c[1][l] + c[2][l]);
+                    let right = max(a[1][l] - a[2][l] - a[3][l], c[1][l] - c[2][l] - c[3][l]);
+                    y[g.pooled_at(t0 + first + l) + co * plane] =
+                        clamp(max(left, right) + b, e.lo, e.hi);
+                }
+                continue;
+            }
             let mut out = [[0.0f32; NR]; 4];
             for i in 0..2 {
                 for l in 0..NR {

@@ -10,7 +10,10 @@
 mod common;
 
 use common::{Rng, isas, unavailable_isa};
-use student_kernels::{Isa, KernelError, Winograd3x3, conv3x3_winograd_f32, winograd_weights_f32};
+use student_kernels::{
+    Isa, KernelError, Pool2x2, Winograd3x3, conv3x3_winograd_f32, max_pool_2x2_f32,
+    winograd_weights_f32,
+};
 
 /// The direct convolution: output `(oy, ox)` sums inputs `oy - pad + ky`, `ox - pad + kx`
 /// inside the image, then adds the bias and clamps.
@@ -98,6 +101,7 @@ fn shape(c_in: usize, c_out: usize, h: usize, w: usize, pad: usize) -> Winograd3
         h_out: h + 2 * pad - 2,
         w_out: w + 2 * pad - 2,
         pad: [pad, pad],
+        pool: false,
     }
 }
 
@@ -139,6 +143,108 @@ fn many_tiles_span_several_chunks() {
     let s = shape(64, 64, 28, 28, 1);
     assert!(3 * 14 * 14 > s.chunk_tiles(), "{}", s.chunk_tiles());
     check(s, 3, 12);
+}
+
+/// Runs the convolution at `isa`, pooled or not, into a fresh output.
+fn run(isa: Isa, s: Winograd3x3, batch: usize, x: &[f32], u: &[f32], bias: &[f32]) -> Vec<f32> {
+    let (h, w) = s.out_dims();
+    let mut y = vec![f32::NAN; batch * s.c_out * h * w];
+    let mut scratch = vec![f32::NAN; s.scratch_len(batch)];
+    conv3x3_winograd_f32(
+        isa,
+        &s,
+        batch,
+        x,
+        u,
+        Some(bias),
+        0.0,
+        6.0,
+        &mut y,
+        &mut scratch,
+    )
+    .unwrap();
+    y
+}
+
+#[test]
+fn fused_pool_is_the_pool_of_the_convolution_bit_for_bit() {
+    // The fused pool takes the maximum of the raw sums, then adds the bias and clamps: the
+    // same values the unfused convolution clamps, compared in the pool kernel's order, so
+    // the results are identical, NaNs included (a NaN is kept or passed over by its place
+    // in the window, as `max_pool_2x2_f32` documents).
+    let cases = [
+        (2, 2, 3, 4),
+        (14, 14, 32, 64),
+        (6, 10, 5, 7),
+        (30, 30, 16, 16),
+    ];
+    for (i, &(h, w, c_in, c_out)) in cases.iter().enumerate() {
+        let mut rng = Rng::new(40 + i as u64);
+        let batch = 3;
+        let s = shape(c_in, c_out, h, w, 1);
+        let pooled = Winograd3x3 { pool: true, ..s };
+        assert_eq!(pooled.out_dims(), (h / 2, w / 2));
+        let mut x = rng.f32s(batch * c_in * h * w);
+        // A NaN in one input reaches up to 3 x 3 outputs, so both kept and passed-over
+        // NaNs occur in the windows around it.
+        x[c_in * h * w + w + 1] = f32::NAN;
+        let g = rng.f32s(c_out * c_in * 9);
+        let bias = rng.f32s(c_out);
+        let mut u = vec![0.0; s.weights_len()];
+        winograd_weights_f32(&g, c_out, c_in, &mut u).unwrap();
+        for isa in isas() {
+            let full = run(isa, s, batch, &x, &u, &bias);
+            let p = Pool2x2 {
+                planes: batch * c_out,
+                h_in: h,
+                w_in: w,
+                h_out: h / 2,
+                w_out: w / 2,
+            };
+            let mut want = vec![0.0; batch * c_out * (h / 2) * (w / 2)];
+            max_pool_2x2_f32(Isa::Portable, p, &full, &mut want).unwrap();
+            let got = run(isa, pooled, batch, &x, &u, &bias);
+            assert!(
+                want.iter().any(|v| v.is_nan()),
+                "{isa} {s:?}: no NaN reached"
+            );
+            for (j, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "{isa} {s:?}: pooled y[{j}] = {g}, want {w}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_pool_of_an_odd_output_is_an_error() {
+    let s = Winograd3x3 {
+        pool: true,
+        ..shape(2, 3, 5, 4, 1)
+    };
+    let (x, u) = (vec![0.0; 2 * 20], vec![0.0; s.weights_len()]);
+    let mut y = vec![0.0; 3 * 20];
+    let mut scratch = vec![0.0; s.scratch_len(1)];
+    assert_eq!(
+        conv3x3_winograd_f32(
+            Isa::Portable,
+            &s,
+            1,
+            &x,
+            &u,
+            None,
+            0.0,
+            1.0,
+            &mut y,
+            &mut scratch
+        ),
+        Err(KernelError::PoolOfOddSize {
+            height: 5,
+            width: 4
+        })
+    );
 }
 
 #[test]

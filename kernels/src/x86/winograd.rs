@@ -176,12 +176,17 @@ pub(crate) unsafe fn output_avx512(
 ) {
     let s = &g.shape;
     let (hw, w_out) = (s.h_out * s.w_out, s.w_out);
+    let (ph, pw) = s.out_dims();
     let matrix = s.c_out * ld;
     let samples = (t0 + n).div_ceil(g.th * g.tw);
-    if y.len() < samples * s.c_out * hw || m.len() < 16 * matrix || n > ld {
+    if y.len() < samples * s.c_out * ph * pw || m.len() < 16 * matrix || n > ld {
         return output_chunk(g, m, ld, t0, n, e, y);
     }
     let (lo, hi) = (_mm512_set1_ps(e.lo), _mm512_set1_ps(e.hi));
+    if s.pool {
+        // SAFETY: as this function requires; `y` and `m` were checked above.
+        return unsafe { output_pooled_avx512(g, m, ld, t0, n, e, y) };
+    }
     // Lanes 2l and 2l + 1 of a row are the left and right outputs of tile l.
     let interleave = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let out = y.as_mut_ptr();
@@ -220,6 +225,82 @@ pub(crate) unsafe fn output_avx512(
                 if below {
                     _mm512_mask_storeu_ps(out.add(top + w_out), cols, line(&r1));
                 }
+            }
+        }
+    }
+}
+
+/// The output transform of a pooling shape: one value per tile, so the pooled outputs of
+/// consecutive tiles of a sample are consecutive in its planes. The tiles go 16 at a time,
+/// whole vectors, instead of in runs of one tile row; each vector is stored with one
+/// masked store per sample it spans.
+///
+/// # Safety
+/// The CPU must run avx512f; `y` must hold the pooled planes of every sample the tiles
+/// reach, and `m` 16 matrices of `c_out` rows of `ld >= n` floats.
+#[target_feature(enable = "avx512f")]
+unsafe fn output_pooled_avx512(
+    g: &Tiles,
+    m: &[f32],
+    ld: usize,
+    t0: usize,
+    n: usize,
+    e: &Epilogue,
+    y: &mut [f32],
+) {
+    let s = &g.shape;
+    let per = g.th * g.tw;
+    let matrix = s.c_out * ld;
+    let (lo, hi) = (_mm512_set1_ps(e.lo), _mm512_set1_ps(e.hi));
+    let out = y.as_mut_ptr();
+    for first in (0..n).step_by(NR) {
+        let lanes = (n - first).min(NR);
+        // The samples the 16 tiles span: for each, the lanes it takes and the element of
+        // channel 0 that lane 0 would go to (lanes before the first it takes fall before it).
+        let mut spans = [(0 as __mmask16, 0usize); NR];
+        let mut count = 0;
+        let mut j = 0;
+        while j < lanes {
+            let (sample, rest) = ((t0 + first + j) / per, (t0 + first + j) % per);
+            let len = (per - rest).min(lanes - j);
+            let mask = lanes_mask(j + len) & !lanes_mask(j);
+            spans[count] = (mask, (sample * s.c_out * per + rest).wrapping_sub(j));
+            count += 1;
+            j += len;
+        }
+        let tiles = lanes_mask(lanes);
+        for co in 0..s.c_out {
+            // SAFETY: tiles first .. first + lanes <= n <= ld of row co of each matrix
+            // are inside `m`, as the caller guarantees.
+            let load = |xi: usize| unsafe {
+                _mm512_maskz_loadu_ps(tiles, m.as_ptr().add(xi * matrix + co * ld + first))
+            };
+            let mut r0 = [_mm512_setzero_ps(); 4];
+            let mut r1 = [_mm512_setzero_ps(); 4];
+            for j in 0..4 {
+                let (m0, m1, m2, m3) = (load(j), load(4 + j), load(8 + j), load(12 + j));
+                r0[j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+                r1[j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+            }
+            // The pool's order (`crate::pool`, whose `max(a, b)` is `maxps(b, a)`): down
+            // each column, then across. On the raw sums, as adding the bias and clamping
+            // commute with the maximum.
+            let left = |r: &[__m512; 4]| _mm512_add_ps(_mm512_add_ps(r[0], r[1]), r[2]);
+            let right = |r: &[__m512; 4]| _mm512_sub_ps(_mm512_sub_ps(r[1], r[2]), r[3]);
+            let m0 = _mm512_max_ps(left(&r1), left(&r0));
+            let m1 = _mm512_max_ps(right(&r1), right(&r0));
+            let b = _mm512_set1_ps(e.bias.map_or(0.0, |b| b[co]));
+            let v = _mm512_min_ps(
+                hi,
+                _mm512_max_ps(lo, _mm512_add_ps(_mm512_max_ps(m1, m0), b)),
+            );
+            for &(mask, at) in &spans[..count] {
+                // Lane 0's address may lie before the plane (or `y`): only the masked
+                // lanes are written, and those are the pooled outputs of their tiles,
+                // inside the plane of channel co of their sample.
+                let at = out.wrapping_add(at.wrapping_add(co * per));
+                // SAFETY: as above, every active lane is inside `y`.
+                unsafe { _mm512_mask_storeu_ps(at, mask, v) };
             }
         }
     }
