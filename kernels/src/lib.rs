@@ -1,6 +1,7 @@
 //! The numeric kernels of the student runtime: packed GEMMs over f32, f16-stored and int8
-//! weights, the quantization steps around them, and the Winograd F(2x2, 3x3) transforms
-//! of 3x3 convolutions.
+//! weights, the quantization steps around them, the Winograd F(2x2, 3x3) transforms
+//! of 3x3 convolutions, and direct 3x3 convolutions (with a fused max pool) for first
+//! layers.
 //!
 //! This is the one crate of the workspace that holds `unsafe` code for SIMD. Every public
 //! function is safe: it checks its slice lengths and strides, checks that the requested
@@ -55,6 +56,7 @@
 
 mod blocks;
 mod check;
+mod direct;
 mod error;
 mod isa;
 mod pack;
@@ -72,6 +74,7 @@ mod arm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use direct::{Direct3x3, conv3x3_direct_f32};
 pub use error::KernelError;
 pub use isa::{ENV_VAR, Isa, isa_from_env};
 pub use pack::{

@@ -349,11 +349,19 @@ impl Tiles {
     }
 }
 
-/// The bias and clamp applied to every output.
+/// The bias and clamp applied to every output (of the Winograd and direct convolutions).
 pub(crate) struct Epilogue<'a> {
     pub(crate) bias: Option<&'a [f32]>,
     pub(crate) lo: f32,
     pub(crate) hi: f32,
+}
+
+impl Epilogue<'_> {
+    /// Output channel `c`'s bias (0 without one).
+    #[inline(always)]
+    pub(crate) fn bias(&self, c: usize) -> f32 {
+        self.bias.map_or(0.0, |b| b[c])
+    }
 }
 
 /// Copies every input plane into `planes` with its padding: input `(r, c)` goes to

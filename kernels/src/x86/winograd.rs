@@ -20,19 +20,10 @@ use std::arch::x86_64::*;
 
 use crate::pack::NR;
 use crate::winograd::{Epilogue, Tiles, Winograd3x3, input_chunk, output_chunk, pad_planes};
+use crate::x86::lanes_mask;
 
 /// The most tiles per run: `2 * RUN + 2` input columns fit one 16-float register.
 const RUN: usize = 7;
-
-/// The first `lanes` bits set.
-#[inline(always)]
-fn lanes_mask(lanes: usize) -> __mmask16 {
-    if lanes >= NR {
-        0xffff
-    } else {
-        (1u16 << lanes) - 1
-    }
-}
 
 /// `rows` holds 16 rows of `n + 16` floats: one channel's transformed tiles in tile
 /// order, before they are copied into the panels.
