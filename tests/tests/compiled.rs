@@ -212,6 +212,94 @@ fn unsupported_operator_is_a_compile_error_naming_the_node() {
 }
 
 #[test]
+fn a_2x2_max_pool_fuses_into_the_convolution_before_it_and_others_do_not() {
+    use prost::Message;
+    let bytes = std::fs::read(models_dir().join("teacher.onnx")).unwrap();
+    let base = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let ints = |name: &str, ints: Vec<i64>| tract_onnx::pb::AttributeProto {
+        name: name.to_string(),
+        ints,
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::Ints as i32,
+        ..Default::default()
+    };
+    // Each edit of both MaxPool nodes keeps their output sizes (28 -> 14, 14 -> 7).
+    type Edit = Box<dyn Fn(&mut tract_onnx::pb::NodeProto)>;
+    let cases: Vec<(&str, Edit, bool)> = vec![
+        ("as shipped", Box::new(|_| {}), true),
+        (
+            "ceil mode and end padding, which change nothing on even sizes",
+            Box::new(move |n| {
+                n.attribute.retain(|a| a.name != "pads");
+                n.attribute.push(ints("pads", vec![0, 0, 1, 1]));
+                n.attribute.push(tract_onnx::pb::AttributeProto {
+                    name: "ceil_mode".to_string(),
+                    i: 1,
+                    r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+                    ..Default::default()
+                });
+            }),
+            true,
+        ),
+        (
+            "3x3 windows",
+            Box::new(move |n| {
+                n.attribute
+                    .retain(|a| a.name != "pads" && a.name != "kernel_shape");
+                n.attribute.push(ints("kernel_shape", vec![3, 3]));
+                n.attribute.push(ints("pads", vec![1, 1, 1, 1]));
+            }),
+            false,
+        ),
+    ];
+    let onnx_options = OpenOptions::with_batch(4);
+    for (what, edit, fused) in cases {
+        let mut proto = base.clone();
+        let graph = proto.graph.as_mut().unwrap();
+        graph
+            .node
+            .iter_mut()
+            .filter(|n| n.op_type == "MaxPool")
+            .for_each(|n| edit(n));
+        let onnx_bytes = proto.encode_to_vec();
+        let compiled = compile_onnx(&onnx_bytes, "edited.onnx").unwrap().bytes;
+        let onnx =
+            StudentModel::from_bytes_named(&onnx_bytes, "edited.onnx", &onnx_options).unwrap();
+        let input: Vec<f32> = images(&onnx)[..4 * 784].to_vec();
+        let want = onnx.logits_batch(&input).unwrap();
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for isa in Isa::available() {
+            let options = OpenOptions {
+                batch: 4,
+                kernels: Some(isa),
+                ..OpenOptions::default()
+            };
+            let model =
+                StudentModel::from_bytes_named(&compiled, "edited.student", &options).unwrap();
+            let ops = model.compiled_ops();
+            let count = |op: &str| ops.iter().find(|(o, _)| o == op).map_or(0, |(_, n)| *n);
+            let pooled = count("conv-f32+max-pool") + count("conv-winograd-f32+max-pool");
+            assert_eq!(pooled, if fused { 2 } else { 0 }, "{what}: {ops:?}");
+            assert_eq!(
+                count("max-pool"),
+                if fused { 0 } else { 2 },
+                "{what}: {ops:?}"
+            );
+            let got = model.logits_batch(&input).unwrap();
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                diff <= 1e-5 * scale,
+                "{what} at {}: differs by {diff}",
+                isa.name()
+            );
+        }
+    }
+}
+
+#[test]
 fn malformed_nodes_are_compile_errors_not_panics() {
     use prost::Message;
     let bytes = std::fs::read(models_dir().join("student-int8.onnx")).unwrap();

@@ -446,6 +446,42 @@ impl<'g> Builder<'g> {
         Some((lo, hi, node.output.first()?.clone(), i))
     }
 
+    /// The output value of a float convolution whose output (`dims`) is named `out_name`,
+    /// and whether a 2x2 max pool reading it is fused in: then the value is the pool's
+    /// output, `out_name` becomes the pool's, and the pool node is done.
+    fn conv_output(&mut self, out_name: &mut String, dims: [usize; 3]) -> (ValueId, bool) {
+        match self.follow_max_pool_2x2(out_name, dims) {
+            Some((name, i)) => {
+                self.done[i] = true;
+                *out_name = name;
+                let [c, h, w] = dims;
+                (self.new_value(DType::F32, vec![c, h / 2, w / 2]), true)
+            }
+            None => (self.new_value(DType::F32, dims.to_vec()), false),
+        }
+    }
+
+    /// A MaxPool over 2x2 windows with stride 2 as the sole reader of `name`, a
+    /// `[channels, height, width]` value of even height and width: its output name and
+    /// node, for a convolution to fuse into its output. Padding at the end, or ceil mode,
+    /// changes nothing on even sizes and is accepted; any other window is left alone.
+    fn follow_max_pool_2x2(&self, name: &str, dims: [usize; 3]) -> Option<(String, usize)> {
+        let i = self.sole_consumer(name)?;
+        let node = &self.nodes[i];
+        let indices = node.output.iter().skip(1).any(|o| !o.is_empty());
+        if node.op_type != "MaxPool" || indices || attr_ints(node, "kernel_shape")? != [2, 2] {
+            return None;
+        }
+        let [c, h, w] = dims;
+        if h % 2 == 1 || w % 2 == 1 {
+            return None;
+        }
+        let win = self.window(node, &dims, [2, 2], c, 1).ok()?;
+        let plain = (win.stride, win.pad, win.dilation) == ([2, 2], [0, 0], [1, 1])
+            && (win.h_out, win.w_out) == (h / 2, w / 2);
+        plain.then(|| node.output.first().map(|o| (o.clone(), i)))?
+    }
+
     fn clip_bounds(&self, node: &pb::NodeProto) -> Result<(f32, f32), String> {
         let bound = |i: usize, default: f32| -> Result<f32, String> {
             match self.opt_const(node, i)? {
@@ -1443,15 +1479,16 @@ impl<'g> Builder<'g> {
                 }
             }
         }
-        let (lo, hi, out_name) = match self.follow_activation(&out_name) {
+        let (lo, hi, mut out_name) = match self.follow_activation(&out_name) {
             Some((lo, hi, name, i)) => {
                 self.done[i] = true;
                 (lo, hi, name)
             }
             None => (f32::NEG_INFINITY, f32::INFINITY, out_name),
         };
-        let y = self.new_value(DType::F32, vec![c_out, window.h_out, window.w_out]);
         if winograd_pays(&window) {
+            // A 2x2 max pool right after folds into the output transform.
+            let (y, pool) = self.conv_output(&mut out_name, [c_out, window.h_out, window.w_out]);
             let mut u = vec![0.0; 16 * c_out * window.c_in];
             student_kernels::winograd_weights_f32(&weights, c_out, window.c_in, &mut u)
                 .map_err(|e| e.to_string())?;
@@ -1476,10 +1513,14 @@ impl<'g> Builder<'g> {
                 bias,
                 lo,
                 hi,
+                pool,
             });
             self.names.insert(out_name, Tensor::Value(y));
             return Ok(());
         }
+        // A 2x2 max pool right after is fused too: into the direct kernel's registers
+        // where it runs, or applied sample by sample while the output is in cache.
+        let (y, pool) = self.conv_output(&mut out_name, [c_out, window.h_out, window.w_out]);
         let weights = self.float_weights(&wname, &weights);
         let bias = bias.map(|b| self.blob_f32(&b));
         self.ops.push(Op::Conv {
@@ -1490,6 +1531,7 @@ impl<'g> Builder<'g> {
             bias,
             lo,
             hi,
+            pool,
         });
         self.names.insert(out_name, Tensor::Value(y));
         Ok(())

@@ -48,6 +48,9 @@ struct State {
     /// The Winograd convolutions' padded input planes and transformed tiles (see
     /// [`winograd_scratch`]).
     winograd: Vec<f32>,
+    /// One sample's output of a convolution with a fused pool, before pooling, where the
+    /// convolution runs unfused (see [`Op::Conv`]'s step).
+    unpooled: Vec<f32>,
     /// u8 rows of a dense input padded to a multiple of 4.
     rows: Vec<Line>,
     /// Per op: the lane masks of a convolution unfolded straight into panels, per panel
@@ -74,6 +77,7 @@ struct Needs {
     widened: usize,
     rows_per_sample: usize,
     masks: usize,
+    unpooled: usize,
 }
 
 impl Executor {
@@ -106,6 +110,7 @@ impl Executor {
             .checked_add((n.widened as u64).checked_mul(4)?)?
             .checked_add(per_batch(n.rows_per_sample)?)?
             .checked_add((n.masks as u64).checked_mul(2)?)?
+            .checked_add((n.unpooled as u64).checked_mul(4)?)?
             .checked_add(winograd.checked_mul(4)?)?;
         for op in &self.plan.manifest.ops {
             total = total.checked_add(unfolded_bytes(op)?)?;
@@ -154,6 +159,7 @@ impl Executor {
                 widened: vec![0.0; n.widened],
                 // Checked by `scratch_bytes` before any state is made.
                 winograd: vec![0.0; winograd_scratch(&self.plan, batch).unwrap_or(0)],
+                unpooled: vec![0.0; n.unpooled],
                 rows: lines(n.rows_per_sample * batch),
                 masks: self.plan.manifest.ops.iter().map(op_masks).collect(),
             }
@@ -246,27 +252,69 @@ impl Executor {
                 bias,
                 lo,
                 hi,
+                pool,
                 ..
             } => {
                 let x = f32s(read(*x)?)?;
                 let y = f32s_mut(out)?;
                 let weights = self.f32_weights(data, weights, &mut st.widened)?;
                 let bias: Option<&[f32]> = bias.map(|b| self.blob(data, b)).transpose()?;
+                if let Some(shape) = direct_shape(w, *pool).filter(|_| k::Direct3x3::fast_at(isa)) {
+                    return k::conv3x3_direct_f32(
+                        isa, &shape, batch, x, weights, bias, *lo, *hi, y,
+                    )
+                    .map_err(|e| e.to_string());
+                }
                 let col = st.cols.get_mut(i).ok_or("no im2col buffer")?;
-                conv_f32(
-                    isa,
-                    w,
-                    x,
-                    y,
-                    weights,
-                    bias,
-                    *lo,
-                    *hi,
-                    batch,
-                    col,
-                    &mut st.packed,
-                    st.masks.get(i).map_or(&[], Vec::as_slice),
-                )
+                let masks = st.masks.get(i).map_or(&[][..], Vec::as_slice);
+                if !*pool {
+                    return conv_f32(
+                        isa,
+                        w,
+                        x,
+                        y,
+                        weights,
+                        bias,
+                        *lo,
+                        *hi,
+                        batch,
+                        col,
+                        &mut st.packed,
+                        masks,
+                    );
+                }
+                // Sample by sample, so the unpooled output stays in cache for the pool.
+                let (plane_in, plane_out) = (w.c_in * w.h_in * w.w_in, w.c_out * w.h_out * w.w_out);
+                let p = k::Pool2x2 {
+                    planes: w.c_out,
+                    h_in: w.h_out,
+                    w_in: w.w_out,
+                    h_out: w.h_out / 2,
+                    w_out: w.w_out / 2,
+                };
+                let unpooled = st
+                    .unpooled
+                    .get_mut(..plane_out)
+                    .ok_or("scratch too small")?;
+                let pooled = plane_out / 4;
+                for (xs, ys) in x.chunks_exact(plane_in).zip(y.chunks_exact_mut(pooled)) {
+                    conv_f32(
+                        isa,
+                        w,
+                        xs,
+                        unpooled,
+                        weights,
+                        bias,
+                        *lo,
+                        *hi,
+                        1,
+                        col,
+                        &mut st.packed,
+                        masks,
+                    )?;
+                    k::max_pool_2x2_f32(isa, p, unpooled, ys).map_err(|e| e.to_string())?;
+                }
+                Ok(())
             }
             Op::WinogradConv {
                 x,
@@ -275,6 +323,7 @@ impl Executor {
                 bias,
                 lo,
                 hi,
+                pool,
                 ..
             } => {
                 let x = f32s(read(*x)?)?;
@@ -283,7 +332,7 @@ impl Executor {
                 let bias: Option<&[f32]> = bias.map(|b| self.blob(data, b)).transpose()?;
                 k::conv3x3_winograd_f32(
                     isa,
-                    &winograd_shape(w),
+                    &winograd_shape(w, *pool),
                     batch,
                     x,
                     u,
@@ -684,8 +733,14 @@ fn needs(plan: &Plan) -> Needs {
     for op in &plan.manifest.ops {
         match op {
             Op::Conv {
-                window: w, weights, ..
+                window: w,
+                weights,
+                pool,
+                ..
             } => {
+                if *pool {
+                    n.unpooled = n.unpooled.max(w.c_out * w.h_out * w.w_out);
+                }
                 n.masks += mask_count(op);
                 n.packed_bytes = n
                     .packed_bytes
@@ -721,8 +776,8 @@ fn needs(plan: &Plan) -> Needs {
 }
 
 /// The kernels' description of a Winograd convolution's window (validated by the plan:
-/// 3x3, stride 1, dilation 1, one group).
-fn winograd_shape(w: &Window) -> k::Winograd3x3 {
+/// 3x3, stride 1, dilation 1, one group; even output when pooling).
+fn winograd_shape(w: &Window, pool: bool) -> k::Winograd3x3 {
     k::Winograd3x3 {
         c_in: w.c_in,
         c_out: w.c_out,
@@ -731,8 +786,30 @@ fn winograd_shape(w: &Window) -> k::Winograd3x3 {
         h_out: w.h_out,
         w_out: w.w_out,
         pad: w.pad,
+        pool,
     }
 }
+
+/// The kernels' description of a convolution the direct kernel runs: 3x3, stride 1,
+/// dilation 1, one group and at most [`DIRECT_MAX_CHANNELS`] input channels (the
+/// unfolded GEMM's K of 9 to 36 is too short for it to pay).
+fn direct_shape(w: &Window, pool: bool) -> Option<k::Direct3x3> {
+    let fits = (w.kh, w.kw, w.stride, w.dilation, w.groups) == (3, 3, [1, 1], [1, 1], 1)
+        && w.c_in <= DIRECT_MAX_CHANNELS;
+    fits.then_some(k::Direct3x3 {
+        c_in: w.c_in,
+        c_out: w.c_out,
+        h_in: w.h_in,
+        w_in: w.w_in,
+        h_out: w.h_out,
+        w_out: w.w_out,
+        pad: w.pad,
+        pool,
+    })
+}
+
+/// The most input channels of a convolution [`direct_shape`] takes.
+const DIRECT_MAX_CHANNELS: usize = 4;
 
 /// The f32 scratch the Winograd convolutions of `plan` need at `batch` (the largest any
 /// one needs: they run one after another), `None` on overflow.
@@ -741,7 +818,9 @@ fn winograd_scratch(plan: &Plan, batch: usize) -> Option<usize> {
         .ops
         .iter()
         .filter_map(|op| match op {
-            Op::WinogradConv { window, .. } => Some(winograd_shape(window).scratch_len(batch)),
+            Op::WinogradConv { window, pool, .. } => {
+                Some(winograd_shape(window, *pool).scratch_len(batch))
+            }
             _ => None,
         })
         .try_fold(0, |most, len| (len != usize::MAX).then_some(most.max(len)))
@@ -1663,6 +1742,7 @@ mod tests {
                     bias: None,
                     lo: f32::NEG_INFINITY,
                     hi: f32::INFINITY,
+                    pool: false,
                 };
                 // The unfolding buffer a call state gets, as large as the limits count it.
                 let col = unfolded(&op);

@@ -226,6 +226,9 @@ pub(crate) enum Op {
         lo: f32,
         #[serde(with = "upper")]
         hi: f32,
+        /// A 2x2, stride-2 max pool fused into the output, as for `WinogradConv`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        pool: bool,
     },
     /// Float 3x3 convolution (stride 1, dilation 1, one group) by Winograd's F(2x2, 3x3)
     /// (see `student_kernels::conv3x3_winograd_f32`): `weights` are the kernels
@@ -242,6 +245,10 @@ pub(crate) enum Op {
         lo: f32,
         #[serde(with = "upper")]
         hi: f32,
+        /// A 2x2, stride-2 max pool fused into the output transform: `y` is then
+        /// `[c_out, h_out / 2, w_out / 2]`, the window's output size being even.
+        #[serde(default, skip_serializing_if = "is_false")]
+        pool: bool,
     },
     /// Float dense layer over the last axis: `y[.., n] = x[.., k] * W + bias`, with `W`
     /// packed in the kernels' panel layout.
@@ -454,6 +461,26 @@ impl Op {
         match self {
             Op::Conv {
                 weights: Weights::F32(_),
+                pool: true,
+                ..
+            } => "conv-f32+max-pool",
+            Op::Conv {
+                weights: Weights::F16(_),
+                pool: true,
+                ..
+            } => "conv-f16+max-pool",
+            Op::WinogradConv {
+                weights: Weights::F32(_),
+                pool: true,
+                ..
+            } => "conv-winograd-f32+max-pool",
+            Op::WinogradConv {
+                weights: Weights::F16(_),
+                pool: true,
+                ..
+            } => "conv-winograd-f16+max-pool",
+            Op::Conv {
+                weights: Weights::F32(_),
                 ..
             } => "conv-f32",
             Op::Conv {
@@ -518,6 +545,11 @@ pub(crate) struct Manifest {
     pub ops: Vec<Op>,
     pub input: ValueId,
     pub output: ValueId,
+}
+
+/// Whether a flag is off (`skip_serializing_if` for flags that default to off).
+fn is_false(flag: &bool) -> bool {
+    !flag
 }
 
 /// Clamp bounds in JSON: an unbounded side (infinite) is written as `null`.

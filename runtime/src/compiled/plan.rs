@@ -281,10 +281,11 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
             bias,
             lo,
             hi,
+            pool,
         } => {
             check_window(w)?;
             check_conv_geometry(w)?;
-            float_conv_values(m, *x, *y, w)?;
+            float_conv_values(m, *x, *y, w, *pool)?;
             let count = w.c_out * w.k();
             float_conv_blobs(m, weights, count, *bias, w.c_out)?;
             check_clamp(*lo, *hi)
@@ -297,6 +298,7 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
             bias,
             lo,
             hi,
+            pool,
         } => {
             check_window(w)?;
             check_conv_geometry(w)?;
@@ -306,7 +308,7 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
                      dilation 1 and one group"
                 ));
             }
-            float_conv_values(m, *x, *y, w)?;
+            float_conv_values(m, *x, *y, w, *pool)?;
             // 16 transformed matrices of c_out x c_in; the window check bounds c_in * 9,
             // and the output value bounds c_out, so this cannot overflow on 64 bits.
             let count = w
@@ -620,13 +622,26 @@ fn check_out(out: &QuantOut) -> Result<(), String> {
 }
 
 /// A float convolution's input and output values: f32, with the window's dimensions.
-fn float_conv_values(m: &Manifest, x: ValueId, y: ValueId, w: &Window) -> Result<(), String> {
+fn float_conv_values(
+    m: &Manifest,
+    x: ValueId,
+    y: ValueId,
+    w: &Window,
+    pool: bool,
+) -> Result<(), String> {
     dims_eq(value(m, x, DType::F32)?, &[w.c_in, w.h_in, w.w_in], "input")?;
-    dims_eq(
-        value(m, y, DType::F32)?,
-        &[w.c_out, w.h_out, w.w_out],
-        "output",
-    )
+    let out = if pool {
+        if w.h_out % 2 == 1 || w.w_out % 2 == 1 {
+            return Err(format!(
+                "window {w:?}: a fused 2x2 max pool needs an even output, got {} x {}",
+                w.h_out, w.w_out
+            ));
+        }
+        [w.c_out, w.h_out / 2, w.w_out / 2]
+    } else {
+        [w.c_out, w.h_out, w.w_out]
+    };
+    dims_eq(value(m, y, DType::F32)?, &out, "output")
 }
 
 /// A float convolution's weights (`count` values, f32 or f16) and optional f32 bias of
@@ -704,10 +719,22 @@ mod tests {
                 bias: None,
                 lo: f32::NEG_INFINITY,
                 hi: f32::INFINITY,
+                pool: false,
             }],
             input: 0,
             output: 1,
         }
+    }
+
+    /// [`winograd`] with a fused 2x2 max pool, its output value `[c_out, h, w]`.
+    fn pooled(window: Window, h: usize, w: usize) -> Manifest {
+        let c_out = window.c_out;
+        let mut m = winograd(window, 16 * 8 * 8);
+        if let Op::WinogradConv { pool, .. } = &mut m.ops[0] {
+            *pool = true;
+        }
+        m.values[1].dims = vec![c_out, h, w];
+        m
     }
 
     fn window() -> Window {
@@ -730,6 +757,29 @@ mod tests {
     #[test]
     fn a_well_formed_winograd_convolution_passes() {
         Plan::new(winograd(window(), 16 * 8 * 8)).unwrap();
+        let even = Window {
+            h_in: 6,
+            w_in: 8,
+            h_out: 6,
+            w_out: 8,
+            ..window()
+        };
+        Plan::new(pooled(even, 3, 4)).unwrap();
+    }
+
+    #[test]
+    fn a_fused_pool_needs_an_even_output_and_a_halved_value() {
+        let err = Plan::new(pooled(window(), 2, 3)).unwrap_err();
+        assert!(err.contains("needs an even output, got 5 x 7"), "{err}");
+        let even = Window {
+            h_in: 6,
+            w_in: 8,
+            h_out: 6,
+            w_out: 8,
+            ..window()
+        };
+        let err = Plan::new(pooled(even, 6, 8)).unwrap_err();
+        assert!(err.contains("output has dimensions"), "{err}");
     }
 
     #[test]
