@@ -83,6 +83,14 @@ def tiny_models():
         helper.make_node("Flatten", ["r"], ["f"]),
         helper.make_node("Gemm", ["f", "w", "b"], ["logits"], transB=1),
     ], {"cw": w(8, 8, 3, 3), "cb": w(8), "w": w(2, 72), "b": w(2)}, [8, 3, 3], 2, True)
+    # The same with a 2x2 max pool after it: fused into the Winograd output transform.
+    out["winograd-pool"] = model([
+        helper.make_node("Conv", ["x", "cw", "cb"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "w", "b"], ["logits"], transB=1),
+    ], {"cw": w(8, 8, 3, 3), "cb": w(8), "w": w(2, 32), "b": w(2)}, [8, 4, 4], 2, True)
     out["zoo"] = model([
         helper.make_node("Conv", ["x", "cw"], ["c"], group=2, strides=[1, 1]),
         helper.make_node("BatchNormalization", ["c", "s", "o", "m", "v"], ["bn"]),
