@@ -24,57 +24,18 @@
 //! [`reference::clamp`](crate::reference), which lets NaN through.
 
 use crate::check;
+use crate::conv3x3::{Conv3x3, Epilogue};
 use crate::error::KernelError;
 use crate::isa::Isa;
 use crate::pool::max;
 use crate::reference::clamp;
-use crate::winograd::Epilogue;
 
-/// The geometry of a 3x3, stride-1, dilation-1, single-group convolution over NCHW
-/// samples with few input channels, for [`conv3x3_direct_f32`].
-///
-/// Output `(oy, ox)` (before pooling) reads input rows `oy - pad[0]..+3` and columns
-/// `ox - pad[1]..+3`, zero outside the input (ONNX's zero padding, with the bottom and
-/// right padding implied by the output size), as in
-/// [`Winograd3x3`](crate::Winograd3x3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Direct3x3 {
-    /// Input channels.
-    pub c_in: usize,
-    /// Output channels.
-    pub c_out: usize,
-    /// Input height.
-    pub h_in: usize,
-    /// Input width.
-    pub w_in: usize,
-    /// The convolution's output height (before any pooling).
-    pub h_out: usize,
-    /// The convolution's output width (before any pooling).
-    pub w_out: usize,
-    /// Top and left padding.
-    pub pad: [usize; 2],
-    /// Whether a 2x2, stride 2 max pool follows: output `(py, px)` is then the maximum of
-    /// the convolution's outputs `(2py + dy, 2px + dx)`, in the order of
-    /// [`max_pool_2x2_f32`](crate::max_pool_2x2_f32).
-    /// `h_out` and `w_out` must be even.
-    pub pool: bool,
-}
-
-impl Direct3x3 {
-    /// The size of each output plane: `(h_out, w_out)`, halved when pooling.
-    pub fn out_dims(&self) -> (usize, usize) {
-        if self.pool {
-            (self.h_out / 2, self.w_out / 2)
-        } else {
-            (self.h_out, self.w_out)
-        }
-    }
-
-    /// Whether this kernel outruns unfolding and a GEMM at `isa`. At AVX-512 it does: on
-    /// the teacher's first layer (1 -> 32 channels, 28 x 28, with its pool) it took 0.3-0.4
-    /// of the time. Elsewhere it runs the portable loops, which at baseline x86-64 took
-    /// 1.15-1.3 times the AVX2 GEMM's time: callers should unfold there.
-    pub fn fast_at(isa: Isa) -> bool {
+impl Conv3x3 {
+    /// Whether [`conv3x3_direct_f32`] outruns unfolding and a GEMM at `isa`. At AVX-512 it
+    /// does: on the teacher's first layer (1 -> 32 channels, 28 x 28, with its pool) it
+    /// took 0.3-0.4 of the time. Elsewhere it runs a plain scalar loop (a vectorized
+    /// portable form took 1.15-1.3 times the AVX2 GEMM's time): callers should unfold.
+    pub fn direct_is_fast(isa: Isa) -> bool {
         matches!(isa, Isa::Avx512 | Isa::Avx512Vnni)
     }
 }
@@ -83,14 +44,14 @@ impl Direct3x3 {
 ///
 /// `x` holds `batch x c_in x h_in x w_in` values; `w` is the ONNX weight tensor
 /// `[c_out, c_in, 3, 3]`; `bias` (optional) has one value per output channel; `y`
-/// receives `batch x c_out` planes of [`Direct3x3::out_dims`]. Pass `-inf, inf` for no
+/// receives `batch x c_out` planes of [`Conv3x3::out_dims`]. Pass `-inf, inf` for no
 /// clamp; a NaN stays NaN (see the module docs for the pool). Errors, having written
 /// nothing, if `isa` is unavailable, a slice is short, or `pool` is set with an odd
 /// `h_out` or `w_out`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3_direct_f32(
     isa: Isa,
-    shape: &Direct3x3,
+    shape: &Conv3x3,
     batch: usize,
     x: &[f32],
     w: &[f32],
@@ -101,12 +62,7 @@ pub fn conv3x3_direct_f32(
 ) -> Result<(), KernelError> {
     isa.require()?;
     let s = *shape;
-    if s.pool && (!s.h_out.is_multiple_of(2) || !s.w_out.is_multiple_of(2)) {
-        return Err(KernelError::PoolOfOddSize {
-            height: s.h_out,
-            width: s.w_out,
-        });
-    }
+    s.check_pool()?;
     let (ph, pw) = s.out_dims();
     let x_len = check::product(batch, s.c_in, s.h_in.saturating_mul(s.w_in));
     let y_len = check::product(batch, s.c_out, ph.saturating_mul(pw));
@@ -135,10 +91,10 @@ pub fn conv3x3_direct_f32(
 
 /// The portable loop, one output at a time, in the AVX-512 kernel's order of terms
 /// (input channel, kernel row, kernel column). Kept small rather than fast: at the levels
-/// that run it, unfolding and a GEMM are faster ([`Direct3x3::fast_at`]), so the runtime
+/// that run it, unfolding and a GEMM are faster ([`Conv3x3::direct_is_fast`]), so the runtime
 /// does not call it there. The slices' lengths must have been checked against the shape.
 pub(crate) fn conv_portable(
-    s: &Direct3x3,
+    s: &Conv3x3,
     batch: usize,
     x: &[f32],
     w: &[f32],

@@ -56,6 +56,7 @@
 
 mod blocks;
 mod check;
+mod conv3x3;
 mod direct;
 mod error;
 mod isa;
@@ -74,7 +75,8 @@ mod arm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use direct::{Direct3x3, conv3x3_direct_f32};
+pub use conv3x3::Conv3x3;
+pub use direct::conv3x3_direct_f32;
 pub use error::KernelError;
 pub use isa::{ENV_VAR, Isa, isa_from_env};
 pub use pack::{
@@ -86,4 +88,4 @@ pub use qgemm::{qgemm_s8u8, qgemm_u8s8};
 pub use quant::{IntBias, Scale, dequantize_acc_f32, dequantize_u8, quantize_u8, requantize_u8};
 pub use sgemm::{Bias, hgemm, sgemm};
 pub use unfold::{PanelSource, unfold_panel_f32, unfold_panel_u8};
-pub use winograd::{Winograd3x3, conv3x3_winograd_f32, winograd_weights_f32};
+pub use winograd::{conv3x3_winograd_f32, winograd_weights_f32};

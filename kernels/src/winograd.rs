@@ -29,7 +29,7 @@
 //! outputs past an odd output size are computed and dropped. The batch is folded into
 //! the tile axis (tile `t = (sample * tiles_h + ty) * tiles_w + tx`), so the columns of
 //! the products fill whole 16-column panels however small the image. The tiles are
-//! processed in chunks of [`Winograd3x3::chunk_tiles`], sized so that one chunk's `V` and
+//! processed in chunks of [`Conv3x3::chunk_tiles`], sized so that one chunk's `V` and
 //! `M` stay in the L2 cache; scratch is therefore bounded per chunk, plus one zero-padded
 //! copy of the input.
 //!
@@ -40,6 +40,7 @@
 //! weights of magnitude about 1 the results agree with it to about 1e-5 relative.
 
 use crate::check;
+use crate::conv3x3::{Conv3x3, Epilogue};
 use crate::error::KernelError;
 use crate::isa::Isa;
 use crate::pack::{NR, packed_len_f32};
@@ -47,49 +48,12 @@ use crate::pool::max;
 use crate::reference::clamp;
 use crate::sgemm::{Bias, sgemm};
 
-/// The geometry of a 3x3, stride-1, dilation-1, single-group convolution over NCHW
-/// samples, for [`conv3x3_winograd_f32`].
-///
-/// Any output size is accepted: output `(oy, ox)` reads input rows `oy - pad[0]..+3` and
-/// columns `ox - pad[1]..+3`, zero outside the input (ONNX's zero padding, with the
-/// bottom and right padding implied by the output size).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Winograd3x3 {
-    /// Input channels.
-    pub c_in: usize,
-    /// Output channels.
-    pub c_out: usize,
-    /// Input height.
-    pub h_in: usize,
-    /// Input width.
-    pub w_in: usize,
-    /// Output height.
-    pub h_out: usize,
-    /// Output width.
-    pub w_out: usize,
-    /// Top and left padding.
-    pub pad: [usize; 2],
-    /// Whether a 2x2, stride-2 max pool follows, fused into the output transform: the
-    /// output is then `(h_out / 2) x (w_out / 2)`, each value the pool of one tile (see
-    /// [`crate::max_pool_2x2_f32`] for the order in which NaNs are kept or passed over).
-    /// `h_out` and `w_out` must be even.
-    pub pool: bool,
-}
-
 /// The scratch the chunks of `V` and `M` may take together (bytes): about half of a
 /// 1-2 MiB L2, so the products' operands stay in it between the transforms.
 const CHUNK_BYTES: usize = 256 << 10;
 
-impl Winograd3x3 {
-    /// The size of each output plane: `(h_out, w_out)`, or half of each when pooling.
-    pub fn out_dims(&self) -> (usize, usize) {
-        if self.pool {
-            (self.h_out / 2, self.w_out / 2)
-        } else {
-            (self.h_out, self.w_out)
-        }
-    }
-
+/// The Winograd layout's sizes.
+impl Conv3x3 {
     /// Output tiles per sample: `(ceil(h_out / 2), ceil(w_out / 2))`.
     pub fn tiles(&self) -> (usize, usize) {
         (self.h_out.div_ceil(2), self.w_out.div_ceil(2))
@@ -180,13 +144,13 @@ pub fn winograd_weights_f32(
 ///
 /// `x` holds `batch x c_in x h_in x w_in` values, `y` receives `batch x c_out x h_out x
 /// w_out`; `bias` (optional) has one value per output channel. Pass `-inf, inf` for no
-/// clamp. `scratch` holds at least [`Winograd3x3::scratch_len`] elements; its contents
+/// clamp. `scratch` holds at least [`Conv3x3::scratch_len`] elements; its contents
 /// on entry do not matter. Errors, having written nothing, if `isa` is unavailable or a
 /// slice is short.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3_winograd_f32(
     isa: Isa,
-    shape: &Winograd3x3,
+    shape: &Conv3x3,
     batch: usize,
     x: &[f32],
     u: &[f32],
@@ -198,12 +162,7 @@ pub fn conv3x3_winograd_f32(
 ) -> Result<(), KernelError> {
     isa.require()?;
     let s = *shape;
-    if s.pool && (s.h_out % 2 == 1 || s.w_out % 2 == 1) {
-        return Err(KernelError::PoolOfOddSize {
-            height: s.h_out,
-            width: s.w_out,
-        });
-    }
+    s.check_pool()?;
     let (ph, pw) = s.out_dims();
     let x_len = check::product(batch, s.c_in, s.h_in.saturating_mul(s.w_in));
     let y_len = check::product(batch, s.c_out, ph.saturating_mul(pw));
@@ -278,7 +237,7 @@ pub fn conv3x3_winograd_f32(
 
 /// The derived sizes the transforms share.
 pub(crate) struct Tiles {
-    pub(crate) shape: Winograd3x3,
+    pub(crate) shape: Conv3x3,
     pub(crate) th: usize,
     pub(crate) tw: usize,
     /// Width of a padded plane.
@@ -349,25 +308,10 @@ impl Tiles {
     }
 }
 
-/// The bias and clamp applied to every output (of the Winograd and direct convolutions).
-pub(crate) struct Epilogue<'a> {
-    pub(crate) bias: Option<&'a [f32]>,
-    pub(crate) lo: f32,
-    pub(crate) hi: f32,
-}
-
-impl Epilogue<'_> {
-    /// Output channel `c`'s bias (0 without one).
-    #[inline(always)]
-    pub(crate) fn bias(&self, c: usize) -> f32 {
-        self.bias.map_or(0.0, |b| b[c])
-    }
-}
-
 /// Copies every input plane into `planes` with its padding: input `(r, c)` goes to
 /// `(r + pad_top, c + pad_left)` of a `(2 th + 2) x (2 tw + 2)` plane, the rest is zero.
 /// Input rows and columns no tile reads are left out.
-pub(crate) fn pad_planes(s: &Winograd3x3, x: &[f32], planes: &mut [f32]) {
+pub(crate) fn pad_planes(s: &Conv3x3, x: &[f32], planes: &mut [f32]) {
     let (th, tw) = s.tiles();
     let (hp, wp) = (2 * th + 2, 2 * tw + 2);
     let rows = s.h_in.min(hp.saturating_sub(s.pad[0]));

@@ -11,7 +11,7 @@
 mod common;
 
 use common::{Rng, isas, unavailable_isa};
-use student_kernels::{Direct3x3, Isa, KernelError, conv3x3_direct_f32};
+use student_kernels::{Conv3x3, Isa, KernelError, conv3x3_direct_f32};
 
 /// `(want, tolerance)` per output: the convolution summed in f64 over the taps inside the
 /// image, plus the bias, clamped as `reference::clamp` does (NaN passes), then pooled
@@ -19,7 +19,7 @@ use student_kernels::{Direct3x3, Isa, KernelError, conv3x3_direct_f32};
 /// column, then across, so a NaN is kept or passed over by its place in the window.
 #[allow(clippy::too_many_arguments)]
 fn reference(
-    s: &Direct3x3,
+    s: &Conv3x3,
     batch: usize,
     x: &[f32],
     w: &[f32],
@@ -89,7 +89,7 @@ fn reference(
 }
 
 /// Runs the shape at every level with and without `bias`, against [`reference`].
-fn check(s: Direct3x3, batch: usize, seed: u64, lo: f32, hi: f32, nan_at: Option<usize>) {
+fn check(s: Conv3x3, batch: usize, seed: u64, lo: f32, hi: f32, nan_at: Option<usize>) {
     let mut rng = Rng::new(seed);
     let mut x = rng.f32s(batch * s.c_in * s.h_in * s.w_in);
     if let Some(i) = nan_at {
@@ -124,9 +124,9 @@ fn check(s: Direct3x3, batch: usize, seed: u64, lo: f32, hi: f32, nan_at: Option
 }
 
 /// A shape with `pad` on every side, its output shrunk to even sizes when pooling.
-fn shape(c_in: usize, c_out: usize, h: usize, w: usize, pad: usize, pool: bool) -> Direct3x3 {
+fn shape(c_in: usize, c_out: usize, h: usize, w: usize, pad: usize, pool: bool) -> Conv3x3 {
     let even = |v: usize| if pool { v & !1 } else { v };
-    Direct3x3 {
+    Conv3x3 {
         c_in,
         c_out,
         h_in: h,
@@ -214,7 +214,7 @@ fn uneven_padding_and_outputs_match_the_scalar_loop() {
         .enumerate()
     {
         for pool in [false, true] {
-            let s = Direct3x3 {
+            let s = Conv3x3 {
                 h_out,
                 w_out,
                 pad: [1, 2],
@@ -253,14 +253,14 @@ fn no_input_channels_give_the_clamped_bias() {
 fn out_dims_halve_when_pooling() {
     let s = shape(1, 1, 28, 28, 1, false);
     assert_eq!(s.out_dims(), (28, 28));
-    assert_eq!(Direct3x3 { pool: true, ..s }.out_dims(), (14, 14));
+    assert_eq!(Conv3x3 { pool: true, ..s }.out_dims(), (14, 14));
 }
 
 #[test]
 fn bad_arguments_are_errors_that_write_nothing() {
     let s = shape(2, 3, 4, 4, 1, true);
     let (x, w, bias) = (vec![0.0; 2 * 16], vec![0.0; 3 * 2 * 9], vec![0.0; 3]);
-    let run = |isa: Isa, s: &Direct3x3, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]| {
+    let run = |isa: Isa, s: &Conv3x3, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]| {
         let result = conv3x3_direct_f32(isa, s, 1, x, w, Some(bias), 0.0, 6.0, y);
         assert!(y.iter().all(|v| v.is_nan()), "{isa} wrote before failing");
         result
@@ -276,7 +276,7 @@ fn bad_arguments_are_errors_that_write_nothing() {
         assert_eq!(short(run(isa, &s, &x, &w, &bias, &mut y[1..])), "y");
         assert_eq!(short(run(isa, &s, &x, &w, &bias[1..], &mut y)), "bias");
         for (h_out, w_out) in [(3, 4), (4, 3), (1, 1)] {
-            let odd = Direct3x3 { h_out, w_out, ..s };
+            let odd = Conv3x3 { h_out, w_out, ..s };
             let mut y = vec![f32::NAN; 3 * 16];
             assert_eq!(
                 run(isa, &odd, &x, &w, &bias, &mut y),

@@ -11,7 +11,7 @@ mod common;
 
 use common::{Rng, isas, unavailable_isa};
 use student_kernels::{
-    Isa, KernelError, Pool2x2, Winograd3x3, conv3x3_winograd_f32, max_pool_2x2_f32,
+    Conv3x3, Isa, KernelError, Pool2x2, conv3x3_winograd_f32, max_pool_2x2_f32,
     winograd_weights_f32,
 };
 
@@ -19,7 +19,7 @@ use student_kernels::{
 /// inside the image, then adds the bias and clamps.
 #[allow(clippy::too_many_arguments)]
 fn direct(
-    s: &Winograd3x3,
+    s: &Conv3x3,
     batch: usize,
     x: &[f32],
     g: &[f32],
@@ -61,7 +61,7 @@ fn direct(
     y
 }
 
-fn check(s: Winograd3x3, batch: usize, seed: u64) {
+fn check(s: Conv3x3, batch: usize, seed: u64) {
     let mut rng = Rng::new(seed);
     let x = rng.f32s(batch * s.c_in * s.h_in * s.w_in);
     let g = rng.f32s(s.c_out * s.c_in * 9);
@@ -92,8 +92,8 @@ fn check(s: Winograd3x3, batch: usize, seed: u64) {
     }
 }
 
-fn shape(c_in: usize, c_out: usize, h: usize, w: usize, pad: usize) -> Winograd3x3 {
-    Winograd3x3 {
+fn shape(c_in: usize, c_out: usize, h: usize, w: usize, pad: usize) -> Conv3x3 {
+    Conv3x3 {
         c_in,
         c_out,
         h_in: h,
@@ -124,7 +124,7 @@ fn valid_and_uneven_padding_match_the_direct_convolution() {
     // keeps one row and column of the input's size minus one).
     for (h, w) in [(3, 3), (4, 9), (7, 6)] {
         check(shape(5, 9, h, w, 0), 2, 7);
-        let s = Winograd3x3 {
+        let s = Conv3x3 {
             h_out: h - 1,
             w_out: w - 1,
             pad: [1, 1],
@@ -146,7 +146,7 @@ fn many_tiles_span_several_chunks() {
 }
 
 /// Runs the convolution at `isa`, pooled or not, into a fresh output.
-fn run(isa: Isa, s: Winograd3x3, batch: usize, x: &[f32], u: &[f32], bias: &[f32]) -> Vec<f32> {
+fn run(isa: Isa, s: Conv3x3, batch: usize, x: &[f32], u: &[f32], bias: &[f32]) -> Vec<f32> {
     let (h, w) = s.out_dims();
     let mut y = vec![f32::NAN; batch * s.c_out * h * w];
     let mut scratch = vec![f32::NAN; s.scratch_len(batch)];
@@ -182,7 +182,7 @@ fn fused_pool_is_the_pool_of_the_convolution_bit_for_bit() {
         let mut rng = Rng::new(40 + i as u64);
         let batch = 3;
         let s = shape(c_in, c_out, h, w, 1);
-        let pooled = Winograd3x3 { pool: true, ..s };
+        let pooled = Conv3x3 { pool: true, ..s };
         assert_eq!(pooled.out_dims(), (h / 2, w / 2));
         let mut x = rng.f32s(batch * c_in * h * w);
         // A NaN in one input reaches up to 3 x 3 outputs, so both kept and passed-over
@@ -220,7 +220,7 @@ fn fused_pool_is_the_pool_of_the_convolution_bit_for_bit() {
 
 #[test]
 fn fused_pool_of_an_odd_output_is_an_error() {
-    let s = Winograd3x3 {
+    let s = Conv3x3 {
         pool: true,
         ..shape(2, 3, 5, 4, 1)
     };

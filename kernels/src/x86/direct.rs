@@ -8,9 +8,9 @@
 use std::arch::x86_64::*;
 
 use crate::check;
-use crate::direct::{Direct3x3, conv_portable};
+use crate::conv3x3::{Conv3x3, Epilogue};
+use crate::direct::conv_portable;
 use crate::pack::NR;
-use crate::winograd::Epilogue;
 use crate::x86::lanes_mask;
 
 /// Output channels per block.
@@ -32,7 +32,7 @@ struct At {
 /// The CPU must run avx512f.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn conv_avx512(
-    s: &Direct3x3,
+    s: &Conv3x3,
     batch: usize,
     x: &[f32],
     w: &[f32],
@@ -86,7 +86,7 @@ pub(crate) unsafe fn conv_avx512(
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn block<const CB: usize>(
-    s: &Direct3x3,
+    s: &Conv3x3,
     at: &At,
     co: usize,
     x: &[f32],

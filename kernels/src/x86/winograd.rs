@@ -18,8 +18,9 @@
 
 use std::arch::x86_64::*;
 
+use crate::conv3x3::{Conv3x3, Epilogue};
 use crate::pack::NR;
-use crate::winograd::{Epilogue, Tiles, Winograd3x3, input_chunk, output_chunk, pad_planes};
+use crate::winograd::{Tiles, input_chunk, output_chunk, pad_planes};
 use crate::x86::lanes_mask;
 
 /// The most tiles per run: `2 * RUN + 2` input columns fit one 16-float register.
@@ -303,7 +304,7 @@ unsafe fn output_pooled_avx512(
 /// # Safety
 /// The CPU must run avx512f.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn pad_avx512(s: &Winograd3x3, x: &[f32], planes: &mut [f32]) {
+pub(crate) unsafe fn pad_avx512(s: &Conv3x3, x: &[f32], planes: &mut [f32]) {
     let (th, tw) = s.tiles();
     let (hp, wp) = (2 * th + 2, 2 * tw + 2);
     let plane_in = s.h_in * s.w_in;

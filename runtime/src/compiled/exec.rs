@@ -259,7 +259,8 @@ impl Executor {
                 let y = f32s_mut(out)?;
                 let weights = self.f32_weights(data, weights, &mut st.widened)?;
                 let bias: Option<&[f32]> = bias.map(|b| self.blob(data, b)).transpose()?;
-                if let Some(shape) = direct_shape(w, *pool).filter(|_| k::Direct3x3::fast_at(isa)) {
+                if fits_direct(w) && k::Conv3x3::direct_is_fast(isa) {
+                    let shape = conv3x3_shape(w, *pool);
                     return k::conv3x3_direct_f32(
                         isa, &shape, batch, x, weights, bias, *lo, *hi, y,
                     )
@@ -332,7 +333,7 @@ impl Executor {
                 let bias: Option<&[f32]> = bias.map(|b| self.blob(data, b)).transpose()?;
                 k::conv3x3_winograd_f32(
                     isa,
-                    &winograd_shape(w, *pool),
+                    &conv3x3_shape(w, *pool),
                     batch,
                     x,
                     u,
@@ -775,10 +776,10 @@ fn needs(plan: &Plan) -> Needs {
     n
 }
 
-/// The kernels' description of a Winograd convolution's window (validated by the plan:
-/// 3x3, stride 1, dilation 1, one group; even output when pooling).
-fn winograd_shape(w: &Window, pool: bool) -> k::Winograd3x3 {
-    k::Winograd3x3 {
+/// The kernels' description of a 3x3 convolution's window (validated by the plan: 3x3,
+/// stride 1, dilation 1, one group for the ops that take it; even output when pooling).
+fn conv3x3_shape(w: &Window, pool: bool) -> k::Conv3x3 {
+    k::Conv3x3 {
         c_in: w.c_in,
         c_out: w.c_out,
         h_in: w.h_in,
@@ -790,25 +791,15 @@ fn winograd_shape(w: &Window, pool: bool) -> k::Winograd3x3 {
     }
 }
 
-/// The kernels' description of a convolution the direct kernel runs: 3x3, stride 1,
-/// dilation 1, one group and at most [`DIRECT_MAX_CHANNELS`] input channels (the
-/// unfolded GEMM's K of 9 to 36 is too short for it to pay).
-fn direct_shape(w: &Window, pool: bool) -> Option<k::Direct3x3> {
-    let fits = (w.kh, w.kw, w.stride, w.dilation, w.groups) == (3, 3, [1, 1], [1, 1], 1)
-        && w.c_in <= DIRECT_MAX_CHANNELS;
-    fits.then_some(k::Direct3x3 {
-        c_in: w.c_in,
-        c_out: w.c_out,
-        h_in: w.h_in,
-        w_in: w.w_in,
-        h_out: w.h_out,
-        w_out: w.w_out,
-        pad: w.pad,
-        pool,
-    })
+/// Whether a float convolution fits the direct kernel: 3x3, stride 1, dilation 1, one
+/// group and at most [`DIRECT_MAX_CHANNELS`] input channels (the unfolded GEMM's K of 9
+/// to 36 is too short for it to pay).
+fn fits_direct(w: &Window) -> bool {
+    (w.kh, w.kw, w.stride, w.dilation, w.groups) == (3, 3, [1, 1], [1, 1], 1)
+        && w.c_in <= DIRECT_MAX_CHANNELS
 }
 
-/// The most input channels of a convolution [`direct_shape`] takes.
+/// The most input channels of a convolution [`fits_direct`] takes.
 const DIRECT_MAX_CHANNELS: usize = 4;
 
 /// The f32 scratch the Winograd convolutions of `plan` need at `batch` (the largest any
@@ -819,7 +810,7 @@ fn winograd_scratch(plan: &Plan, batch: usize) -> Option<usize> {
         .iter()
         .filter_map(|op| match op {
             Op::WinogradConv { window, pool, .. } => {
-                Some(winograd_shape(window, *pool).scratch_len(batch))
+                Some(conv3x3_shape(window, *pool).scratch_len(batch))
             }
             _ => None,
         })
