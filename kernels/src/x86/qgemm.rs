@@ -80,7 +80,7 @@ pub(crate) fn gemm_vnni<A: Q8X86, B: Q8X86>(g: &Q8Gemm<A, B>, c: &mut [i32]) {
             1 => rows_vnni::<A, B, 1, 4>(g, row0, c),
             2 => rows_vnni::<A, B, 2, 2>(g, row0, c),
             4 => rows_vnni::<A, B, 4, 1>(g, row0, c),
-            _ => rows_vnni::<A, B, 8, 1>(g, row0, c),
+            _ => rows_vnni::<A, B, 8, 2>(g, row0, c),
         }
     }
 }
