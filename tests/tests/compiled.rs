@@ -396,6 +396,25 @@ fn a_consistent_checksum_does_not_make_an_inconsistent_plan_acceptable() {
     }
 }
 
+#[test]
+fn unknown_fields_in_ops_and_windows_are_refused() {
+    // A field this runtime does not know may change what an op computes (a fused pool
+    // did): ignoring it could answer wrongly without a word.
+    let good = compile("student.onnx");
+    for (from, to) in [("\"pool\":true", "\"poox\":true"), ("\"kh\":3", "\"kq\":3")] {
+        let bytes = resealed(&good, from, to);
+        let err = StudentModel::from_bytes_named(&bytes, "edited.student", &OpenOptions::default())
+            .expect_err(to);
+        assert!(matches!(err, Error::NotCompiled { .. }), "{to}: {err:?}");
+        let field = &to[1..to[1..].find('"').unwrap() + 1];
+        assert!(
+            err.to_string()
+                .contains(&format!("unknown field `{field}`")),
+            "{to}: {err}"
+        );
+    }
+}
+
 /// `bytes` with the first `from` in its manifest replaced by `to` (same length) and the
 /// header checksum recomputed.
 fn resealed(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {

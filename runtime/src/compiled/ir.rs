@@ -58,6 +58,7 @@ pub(crate) struct Blob {
 
 /// The geometry of a 2-D convolution or pooling window over one NCHW sample.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Window {
     pub c_in: usize,
     pub c_out: usize,
@@ -212,7 +213,9 @@ pub(crate) enum Operand {
 
 /// One step of the plan. Every op reads values written by earlier ops.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+// Unknown fields are refused: a field this runtime does not know may change what an op
+// computes (as `pool` did), so ignoring it could give wrong answers without a word.
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum Op {
     /// Float convolution: weights `[c_out, k]` row-major, optional f32 bias per output
     /// channel, output clamped to `[lo, hi]`.
