@@ -26,7 +26,14 @@ pub fn open_plain(path: &Path) -> Result<impl BufRead> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut reader = BufReader::new(file);
-    let header = plain_header(&mut (&mut reader).take(MAX_HEADER)).map_err(|why| {
+    let mut limited = (&mut reader).take(MAX_HEADER);
+    let header = plain_header(&mut limited).map_err(|why| {
+        // Cut off at the cap, the header looks truncated: say which it was.
+        let why = if limited.limit() == 0 {
+            format!("its header (comments included) runs past {MAX_HEADER} bytes, the most read")
+        } else {
+            why.to_string()
+        };
         anyhow::anyhow!(
             "{} is not a readable PNG or PGM image: {why}",
             path.display()

@@ -181,6 +181,16 @@ fn pgm_header_comments_separate_numbers_wherever_they_stand() {
         &student(&["run", &model("student.onnx"), &cut.display().to_string()]),
         "cut.pgm is not a readable PNG or PGM image: it ends inside a comment in its header",
     );
+    // A comment longer than the header cap: the cap is named, not a truncated file.
+    let long = run(
+        "long.pgm",
+        &format!("P5\n#{}\n28 28\n255\n", "c".repeat(70_000)),
+    );
+    assert_one_line_error(
+        &long,
+        "long.pgm is not a readable PNG or PGM image: its header (comments included) runs \
+         past 65536 bytes, the most read",
+    );
 }
 
 #[test]
