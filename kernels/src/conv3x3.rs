@@ -4,6 +4,7 @@
 //! [`conv3x3_winograd_f32`]: crate::conv3x3_winograd_f32
 //! [`conv3x3_direct_f32`]: crate::conv3x3_direct_f32
 
+use crate::check;
 use crate::error::KernelError;
 
 /// A 3x3, stride-1, dilation-1, single-group convolution over NCHW samples, with an
@@ -46,15 +47,30 @@ impl Conv3x3 {
         }
     }
 
-    /// Refuses a pool over an odd output.
-    pub(crate) fn check_pool(&self) -> Result<(), KernelError> {
+    /// Checks a call's input, output and bias lengths over `batch` samples, and refuses a
+    /// pool over an odd output; returns the elements of the input and of the output.
+    pub(crate) fn check_io(
+        &self,
+        batch: usize,
+        x: &[f32],
+        y: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<(usize, usize), KernelError> {
         if self.pool && (self.h_out % 2 == 1 || self.w_out % 2 == 1) {
             return Err(KernelError::PoolOfOddSize {
                 height: self.h_out,
                 width: self.w_out,
             });
         }
-        Ok(())
+        let (h, w) = self.out_dims();
+        let x_len = check::product(batch, self.c_in, self.h_in.saturating_mul(self.w_in));
+        let y_len = check::product(batch, self.c_out, h.saturating_mul(w));
+        check::at_least("x", x_len, x.len())?;
+        check::at_least("y", y_len, y.len())?;
+        if let Some(b) = bias {
+            check::at_least("bias", self.c_out, b.len())?;
+        }
+        Ok((x_len, y_len))
     }
 }
 

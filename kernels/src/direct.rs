@@ -62,16 +62,8 @@ pub fn conv3x3_direct_f32(
 ) -> Result<(), KernelError> {
     isa.require()?;
     let s = *shape;
-    s.check_pool()?;
-    let (ph, pw) = s.out_dims();
-    let x_len = check::product(batch, s.c_in, s.h_in.saturating_mul(s.w_in));
-    let y_len = check::product(batch, s.c_out, ph.saturating_mul(pw));
-    check::at_least("x", x_len, x.len())?;
+    let (x_len, y_len) = s.check_io(batch, x, y, bias)?;
     check::at_least("weights", check::product(s.c_out, s.c_in, 9), w.len())?;
-    check::at_least("y", y_len, y.len())?;
-    if let Some(b) = bias {
-        check::at_least("bias", s.c_out, b.len())?;
-    }
     if y_len == 0 {
         return Ok(());
     }

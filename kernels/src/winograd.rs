@@ -142,8 +142,8 @@ pub fn winograd_weights_f32(
 /// `y = clamp(conv3x3(x, g) + bias, lo, hi)` over `batch` NCHW samples, with `u` the
 /// kernels transformed by [`winograd_weights_f32`].
 ///
-/// `x` holds `batch x c_in x h_in x w_in` values, `y` receives `batch x c_out x h_out x
-/// w_out`; `bias` (optional) has one value per output channel. Pass `-inf, inf` for no
+/// `x` holds `batch x c_in x h_in x w_in` values, `y` receives `batch x c_out` planes of
+/// [`Conv3x3::out_dims`]; `bias` (optional) has one value per output channel. Pass `-inf, inf` for no
 /// clamp. `scratch` holds at least [`Conv3x3::scratch_len`] elements; its contents
 /// on entry do not matter. Errors, having written nothing, if `isa` is unavailable or a
 /// slice is short.
@@ -162,20 +162,13 @@ pub fn conv3x3_winograd_f32(
 ) -> Result<(), KernelError> {
     isa.require()?;
     let s = *shape;
-    s.check_pool()?;
-    let (ph, pw) = s.out_dims();
-    let x_len = check::product(batch, s.c_in, s.h_in.saturating_mul(s.w_in));
-    let y_len = check::product(batch, s.c_out, ph.saturating_mul(pw));
-    check::at_least("x", x_len, x.len())?;
-    check::at_least("y", y_len, y.len())?;
+    let (x_len, y_len) = s.check_io(batch, x, y, bias)?;
     check::at_least("transformed weights", s.weights_len(), u.len())?;
-    if let Some(b) = bias {
-        check::at_least("bias", s.c_out, b.len())?;
-    }
     check::at_least("scratch", s.scratch_len(batch), scratch.len())?;
     if x_len == 0 || y_len == 0 {
         // Nothing to read (no input channel or pixel) still means outputs to write.
         let value = |c: usize| clamp(bias.map_or(0.0, |b| b[c]), lo, hi);
+        let (ph, pw) = s.out_dims();
         let plane = ph * pw;
         if plane > 0 {
             for (i, out) in y[..y_len].chunks_exact_mut(plane).enumerate() {

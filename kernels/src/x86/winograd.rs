@@ -194,13 +194,7 @@ pub(crate) unsafe fn output_avx512(
             let load = |xi: usize| unsafe {
                 _mm512_maskz_loadu_ps(tiles, m.as_ptr().add(xi * matrix + co * ld + at))
             };
-            let mut r0 = [_mm512_setzero_ps(); 4];
-            let mut r1 = [_mm512_setzero_ps(); 4];
-            for j in 0..4 {
-                let (m0, m1, m2, m3) = (load(j), load(4 + j), load(8 + j), load(12 + j));
-                r0[j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-                r1[j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-            }
+            let [r0, r1] = a_t_m(load);
             let b = _mm512_set1_ps(e.bias.map_or(0.0, |b| b[co]));
             // max(lo, x) then min(hi, x): NaN passes, as in `reference::clamp`.
             let finish = |x: __m512| _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(x, b)));
@@ -267,13 +261,7 @@ unsafe fn output_pooled_avx512(
             let load = |xi: usize| unsafe {
                 _mm512_maskz_loadu_ps(tiles, m.as_ptr().add(xi * matrix + co * ld + first))
             };
-            let mut r0 = [_mm512_setzero_ps(); 4];
-            let mut r1 = [_mm512_setzero_ps(); 4];
-            for j in 0..4 {
-                let (m0, m1, m2, m3) = (load(j), load(4 + j), load(8 + j), load(12 + j));
-                r0[j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-                r1[j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-            }
+            let [r0, r1] = a_t_m(load);
             // The pool's order (`crate::pool`, whose `max(a, b)` is `maxps(b, a)`): down
             // each column, then across. On the raw sums, as adding the bias and clamping
             // commute with the maximum.
@@ -296,6 +284,20 @@ unsafe fn output_pooled_avx512(
             }
         }
     }
+}
+
+/// `A^T M` of 16 lanes of tiles: the two rows of 4 vectors, from the 16 vectors of `M`
+/// that `load(xi)` gives.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn a_t_m(load: impl Fn(usize) -> __m512) -> [[__m512; 4]; 2] {
+    let mut r = [[_mm512_setzero_ps(); 4]; 2];
+    for j in 0..4 {
+        let (m0, m1, m2, m3) = (load(j), load(4 + j), load(8 + j), load(12 + j));
+        r[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+        r[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+    }
+    r
 }
 
 /// `crate::winograd::pad_planes` with one masked load and store per 16 columns of a
