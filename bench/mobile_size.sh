@@ -33,8 +33,9 @@ export CARGO_PROFILE_RELEASE_OPT_LEVEL="${MOBILE_SIZE_OPT_LEVEL:-3}"
 # Crates off the kernels' path are built for size ("z"): the JSON of the model card and the
 # manifest, signatures, the FFI's plumbing, and two that run once per open or call, `sha2`
 # (the checksum at open) and `image` (resizing pixels an app hands to classifyImage). The
-# kernels, the executor and the bindings keep opt-level 3. Their effect on open and resize
-# times was not measured; this took x86_64 from 1,531,952 to 1,503,200 bytes.
+# kernels and the bindings keep opt-level 3; the runtime crate is at "s" (below). Their
+# effect on open and resize times was not measured; this took x86_64 from 1,531,952 to
+# 1,503,200 bytes.
 size_config=()
 for crate in serde_core serde_json zmij image png uniffi_core anyhow curve25519-dalek \
     ed25519-dalek sha2; do
