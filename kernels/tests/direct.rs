@@ -28,43 +28,16 @@ fn reference(
     hi: f32,
 ) -> (Vec<f32>, Vec<f32>) {
     let (h, wd) = (s.h_out, s.w_out);
-    let mut conv = vec![0.0f32; batch * s.c_out * h * wd];
-    let mut tol = vec![0.0f32; conv.len()];
-    for n in 0..batch {
-        for co in 0..s.c_out {
-            let b = bias.map_or(0.0, |b| b[co]);
-            for oy in 0..h {
-                for ox in 0..wd {
-                    let (mut acc, mut scale) = (0.0f64, 0.0f64);
-                    for ci in 0..s.c_in {
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                let iy = (oy + ky) as isize - s.pad[0] as isize;
-                                let ix = (ox + kx) as isize - s.pad[1] as isize;
-                                if iy < 0
-                                    || ix < 0
-                                    || iy >= s.h_in as isize
-                                    || ix >= s.w_in as isize
-                                {
-                                    continue;
-                                }
-                                let xv = x[((n * s.c_in + ci) * s.h_in + iy as usize) * s.w_in
-                                    + ix as usize];
-                                let wv = w[((co * s.c_in + ci) * 3 + ky) * 3 + kx];
-                                acc += xv as f64 * wv as f64;
-                                scale += (xv as f64 * wv as f64).abs();
-                            }
-                        }
-                    }
-                    let v = acc as f32 + b;
-                    let v = if v < lo { lo } else { v };
-                    let v = if v > hi { hi } else { v };
-                    let at = ((n * s.c_out + co) * h + oy) * wd + ox;
-                    conv[at] = v;
-                    tol[at] = 1e-5 * (scale as f32 + b.abs());
-                }
-            }
-        }
+    let sums = common::conv3x3_sums(s, batch, x, w);
+    let mut conv = Vec::with_capacity(sums.len());
+    let mut tol = Vec::with_capacity(sums.len());
+    for (i, &(acc, scale)) in sums.iter().enumerate() {
+        let b = bias.map_or(0.0, |b| b[i / (h * wd) % s.c_out]);
+        let v = acc as f32 + b;
+        let v = if v < lo { lo } else { v };
+        let v = if v > hi { hi } else { v };
+        conv.push(v);
+        tol.push(1e-5 * (scale as f32 + b.abs()));
     }
     if !s.pool {
         return (conv, tol);

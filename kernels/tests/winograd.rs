@@ -27,36 +27,12 @@ fn direct(
     lo: f32,
     hi: f32,
 ) -> Vec<f32> {
-    let mut y = vec![0.0; batch * s.c_out * s.h_out * s.w_out];
-    for n in 0..batch {
-        for co in 0..s.c_out {
-            for oy in 0..s.h_out {
-                for ox in 0..s.w_out {
-                    let mut acc = 0.0f64;
-                    for ci in 0..s.c_in {
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                let iy = (oy + ky) as isize - s.pad[0] as isize;
-                                let ix = (ox + kx) as isize - s.pad[1] as isize;
-                                if iy < 0
-                                    || ix < 0
-                                    || iy >= s.h_in as isize
-                                    || ix >= s.w_in as isize
-                                {
-                                    continue;
-                                }
-                                let xv = x[((n * s.c_in + ci) * s.h_in + iy as usize) * s.w_in
-                                    + ix as usize];
-                                let gv = g[((co * s.c_in + ci) * 3 + ky) * 3 + kx];
-                                acc += xv as f64 * gv as f64;
-                            }
-                        }
-                    }
-                    let v = acc as f32 + bias.map_or(0.0, |b| b[co]);
-                    y[((n * s.c_out + co) * s.h_out + oy) * s.w_out + ox] = v.max(lo).min(hi);
-                }
-            }
-        }
+    let plane = s.h_out * s.w_out;
+    let sums = common::conv3x3_sums(s, batch, x, g);
+    let mut y = Vec::with_capacity(sums.len());
+    for (i, &(acc, _)) in sums.iter().enumerate() {
+        let v = acc as f32 + bias.map_or(0.0, |b| b[i / plane % s.c_out]);
+        y.push(v.max(lo).min(hi));
     }
     y
 }

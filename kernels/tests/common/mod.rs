@@ -3,7 +3,7 @@
 
 use std::sync::Once;
 
-use student_kernels::Isa;
+use student_kernels::{Conv3x3, Isa};
 
 /// Every level this machine runs, announced once per test binary.
 pub fn isas() -> Vec<Isa> {
@@ -93,4 +93,37 @@ pub fn assert_same_f32(got: &[f32], want: &[f32], what: &str) {
             "{what}: element {i}: got {g}, want {w}"
         );
     }
+}
+
+/// The 3x3 convolution of `s` (unpooled) in f64, per output: `(sum of the taps inside the
+/// image, sum of their absolute values)`, the second to scale a tolerance. `w` is the
+/// ONNX weight tensor `[c_out, c_in, 3, 3]`; outputs in NCHW order.
+pub fn conv3x3_sums(s: &Conv3x3, batch: usize, x: &[f32], w: &[f32]) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(batch * s.c_out * s.h_out * s.w_out);
+    for n in 0..batch {
+        for co in 0..s.c_out {
+            for oy in 0..s.h_out {
+                for ox in 0..s.w_out {
+                    let (mut acc, mut scale) = (0.0f64, 0.0f64);
+                    for ci in 0..s.c_in {
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let iy = (oy + ky).checked_sub(s.pad[0]).filter(|&r| r < s.h_in);
+                                let ix = (ox + kx).checked_sub(s.pad[1]).filter(|&c| c < s.w_in);
+                                let (Some(iy), Some(ix)) = (iy, ix) else {
+                                    continue;
+                                };
+                                let xv = x[((n * s.c_in + ci) * s.h_in + iy) * s.w_in + ix];
+                                let wv = w[((co * s.c_in + ci) * 3 + ky) * 3 + kx];
+                                acc += xv as f64 * wv as f64;
+                                scale += (xv as f64 * wv as f64).abs();
+                            }
+                        }
+                    }
+                    out.push((acc, scale));
+                }
+            }
+        }
+    }
+    out
 }
