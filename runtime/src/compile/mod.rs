@@ -1900,9 +1900,7 @@ impl<'g> Builder<'g> {
 /// as a few dozen multiply-adds per channel; with few channels those costs dominate
 /// (the teacher's first layer, 1 -> 32 channels, is one such).
 fn winograd_pays(w: &Window) -> bool {
-    (w.kh, w.kw, w.stride, w.dilation, w.groups) == (3, 3, [1, 1], [1, 1], 1)
-        && w.c_in >= WINOGRAD_MIN_CHANNELS
-        && w.c_out >= WINOGRAD_MIN_CHANNELS
+    w.is_3x3_stride_1() && w.c_in >= WINOGRAD_MIN_CHANNELS && w.c_out >= WINOGRAD_MIN_CHANNELS
 }
 
 /// The fewest input and output channels for which [`winograd_pays`].

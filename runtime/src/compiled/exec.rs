@@ -795,8 +795,7 @@ fn conv3x3_shape(w: &Window, pool: bool) -> k::Conv3x3 {
 /// group and at most [`DIRECT_MAX_CHANNELS`] input channels (the unfolded GEMM's K of 9
 /// to 36 is too short for it to pay).
 fn fits_direct(w: &Window) -> bool {
-    (w.kh, w.kw, w.stride, w.dilation, w.groups) == (3, 3, [1, 1], [1, 1], 1)
-        && w.c_in <= DIRECT_MAX_CHANNELS
+    w.is_3x3_stride_1() && w.c_in <= DIRECT_MAX_CHANNELS
 }
 
 /// The most input channels of a convolution [`fits_direct`] takes.

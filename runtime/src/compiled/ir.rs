@@ -80,6 +80,12 @@ impl Window {
     pub(crate) fn k(&self) -> usize {
         self.c_in / self.groups.max(1) * self.kh * self.kw
     }
+
+    /// Whether this is the window the 3x3 kernels take (`student_kernels::Conv3x3`): 3x3,
+    /// stride 1, dilation 1, one group.
+    pub(crate) fn is_3x3_stride_1(&self) -> bool {
+        (self.kh, self.kw, self.stride, self.dilation, self.groups) == (3, 3, [1, 1], [1, 1], 1)
+    }
 }
 
 /// Float weights of a convolution or dense layer.

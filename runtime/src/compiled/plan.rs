@@ -302,7 +302,7 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
         } => {
             check_window(w)?;
             check_conv_geometry(w)?;
-            if (w.kh, w.kw, w.stride, w.dilation, w.groups) != (3, 3, [1, 1], [1, 1], 1) {
+            if !w.is_3x3_stride_1() {
                 return Err(format!(
                     "window {w:?}: a Winograd convolution needs a 3x3 kernel, stride 1, \
                      dilation 1 and one group"
