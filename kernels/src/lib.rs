@@ -85,7 +85,10 @@ pub use pack::{
 };
 pub use pool::{Pool2x2, max_pool_2x2_f32, max_pool_2x2_u8};
 pub use qgemm::{qgemm_s8u8, qgemm_u8s8};
-pub use quant::{IntBias, Scale, dequantize_acc_f32, dequantize_u8, quantize_u8, requantize_u8};
+pub use quant::{
+    IntBias, Scale, dequantize_acc_f32, dequantize_u8, quantize_u8, requantize_max_pool_2x2_u8,
+    requantize_u8,
+};
 pub use sgemm::{Bias, hgemm, sgemm};
 pub use unfold::{PanelSource, unfold_panel_f32, unfold_panel_u8};
 pub use winograd::{conv3x3_winograd_f32, winograd_weights_f32};

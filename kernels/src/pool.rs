@@ -27,7 +27,7 @@ pub struct Pool2x2 {
 }
 
 impl Pool2x2 {
-    fn check(&self, x_len: usize, y_len: usize) -> Result<(), KernelError> {
+    pub(crate) fn check(&self, x_len: usize, y_len: usize) -> Result<(), KernelError> {
         let (twice_h, twice_w) = (self.h_out.saturating_mul(2), self.w_out.saturating_mul(2));
         if self.planes == 0 || self.h_out == 0 || self.w_out == 0 {
             return Ok(());

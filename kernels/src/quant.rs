@@ -1,9 +1,10 @@
 //! Quantization steps around the integer GEMMs: the epilogues that turn i32 sums into
-//! uint8 ([`requantize_u8`]) or f32 ([`dequantize_acc_f32`]), and ONNX's elementwise
-//! QuantizeLinear / DequantizeLinear for uint8 ([`quantize_u8`], [`dequantize_u8`]).
+//! uint8 ([`requantize_u8`], and [`requantize_max_pool_2x2_u8`] with a max pool fused in) or
+//! f32 ([`dequantize_acc_f32`]), and ONNX's elementwise QuantizeLinear / DequantizeLinear for
+//! uint8 ([`quantize_u8`], [`dequantize_u8`]).
 //!
-//! These loops are memory-bound, so the AVX-512 levels run the AVX2 code, except
-//! [`requantize_u8`]: its AVX-512 rows take 16 elements a step and mask the last one
+//! These loops are memory-bound, so the AVX-512 levels run the AVX2 code, except the
+//! requantizing ones: their AVX-512 rows take 16 elements a step and mask the last one
 //! rather than finishing in scalar code (rows of a convolution's 7 x 7 or 14 x 14 outputs
 //! are not multiples of 8). Every level is bit-identical to
 //! [`reference`](crate::reference): the f32 steps are one conversion and
@@ -12,6 +13,7 @@
 use crate::check;
 use crate::error::KernelError;
 use crate::isa::Isa;
+use crate::pool::{self, Pool2x2};
 
 /// An i32 bias added to the sums before scaling.
 #[derive(Clone, Copy, Debug)]
@@ -204,23 +206,105 @@ pub fn requantize_u8(
             lo,
             hi,
         };
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Avx512Vnni => {
-                // SAFETY: `check_epilogue` checked that the CPU runs avx512f, bw and vl.
-                unsafe { crate::x86::quant::requantize_row_avx512(acc, row, out) }
+        // SAFETY: `check_epilogue` ran `isa.require()`.
+        unsafe { requantize_row(isa, acc, row, out) };
+    }
+    Ok(())
+}
+
+/// One row of [`requantize_u8`] at `isa`.
+///
+/// # Safety
+/// `isa.require()` must have succeeded.
+unsafe fn requantize_row(isa: Isa, acc: &[i32], row: RequantRow, out: &mut [u8]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Vnni => {
+            // SAFETY: the CPU runs avx512f, bw and vl (the caller's `require`).
+            unsafe { crate::x86::quant::requantize_row_avx512(acc, row, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: the CPU runs avx2 (the caller's `require`).
+            unsafe { crate::x86::quant::requantize_row(acc, row, out) }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonDotprod | Isa::NeonFp16 => {
+            // SAFETY: the CPU runs neon (the caller's `require`).
+            unsafe { crate::arm::quant::requantize_row(acc, row, out) }
+        }
+        _ => requantize_scalar(acc, row, out),
+    }
+}
+
+/// [`requantize_u8`] of a 2 x 2, stride 2 max pool of the sums, in one pass: plane `c` of
+/// `acc` (one output channel of a convolution, `p.h_in x p.w_in` sums) becomes
+/// `p.h_out x p.w_out` bytes
+/// `clamp(round_half_even((m + bias[c]) as f32 * scale[c]) + zero_point, lo, hi)`, where
+/// `m` is the largest of the window's four sums (integer maxima: exact, in any order).
+///
+/// With a positive scale every step after the maximum is non-decreasing, so while
+/// `m + bias[c]` does not overflow this is exactly requantizing every sum and then max
+/// pooling the bytes, for a quarter of the requantizing and no second pass over memory.
+/// Errors as [`requantize_u8`] and [`max_pool_2x2_u8`](crate::max_pool_2x2_u8) do, and
+/// when `bias` or `scale` has fewer than `p.planes` values.
+#[allow(clippy::too_many_arguments)]
+pub fn requantize_max_pool_2x2_u8(
+    isa: Isa,
+    p: Pool2x2,
+    acc: &[i32],
+    bias: &[i32],
+    scale: &[f32],
+    zero_point: i32,
+    lo: u8,
+    hi: u8,
+    out: &mut [u8],
+) -> Result<(), KernelError> {
+    isa.require()?;
+    p.check(acc.len(), out.len())?;
+    check::at_least("bias (per plane)", p.planes, bias.len())?;
+    check::at_least("scale (per plane)", p.planes, scale.len())?;
+    if !(-MAX_ZERO_POINT..=MAX_ZERO_POINT).contains(&zero_point) {
+        return Err(KernelError::ZeroPointOutOfRange { zero_point });
+    }
+    if p.planes == 0 || p.h_out == 0 || p.w_out == 0 {
+        return Ok(());
+    }
+    let bounds = RequantRow {
+        bias: Vals::Splat(0),
+        scale: Vals::Splat(1.0),
+        zero_point,
+        lo: (lo as i32 - zero_point) as f32,
+        hi: (hi as i32 - zero_point) as f32,
+    };
+    #[cfg(target_arch = "x86_64")]
+    if let Isa::Avx512 | Isa::Avx512Vnni = isa {
+        // SAFETY: `require` confirmed avx512f, bw and vl; `check` the shape against the
+        // slices, and the per-plane values are at least `p.planes` long.
+        unsafe { crate::x86::quant::requantize_max_pool_avx512(p, acc, bias, scale, bounds, out) };
+        return Ok(());
+    }
+    // Elsewhere each output row is pooled into a short buffer, then requantized by the
+    // level's row loop.
+    let (plane_in, plane_out) = (p.h_in * p.w_in, p.h_out * p.w_out);
+    let mut pooled = [0i32; 64];
+    for c in 0..p.planes {
+        let row = RequantRow {
+            bias: Vals::Splat(bias[c]),
+            scale: Vals::Splat(scale[c]),
+            ..bounds
+        };
+        let src = &acc[c * plane_in..][..plane_in];
+        let dst = &mut out[c * plane_out..][..plane_out];
+        for (oy, out_row) in dst.chunks_exact_mut(p.w_out).enumerate() {
+            let (r0, r1) = (&src[2 * oy * p.w_in..], &src[(2 * oy + 1) * p.w_in..]);
+            for (i, piece) in out_row.chunks_mut(pooled.len()).enumerate() {
+                let (from, len) = (2 * i * pooled.len(), 2 * piece.len());
+                let part = &mut pooled[..piece.len()];
+                pool::portable_row(&r0[from..][..len], &r1[from..][..len], part);
+                // SAFETY: `require` succeeded above.
+                unsafe { requantize_row(isa, part, row, piece) };
             }
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => {
-                // SAFETY: `check_epilogue` checked that the CPU runs avx2.
-                unsafe { crate::x86::quant::requantize_row(acc, row, out) }
-            }
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDotprod | Isa::NeonFp16 => {
-                // SAFETY: `check_epilogue` checked that the CPU runs neon.
-                unsafe { crate::arm::quant::requantize_row(acc, row, out) }
-            }
-            _ => requantize_scalar(acc, row, out),
         }
     }
     Ok(())

@@ -3,7 +3,10 @@
 mod common;
 
 use common::{Rng, SIZES, isas, unavailable_isa};
-use student_kernels::{KernelError, Pool2x2, max_pool_2x2_f32, max_pool_2x2_u8};
+use student_kernels::{
+    IntBias, KernelError, Pool2x2, Scale, max_pool_2x2_f32, max_pool_2x2_u8, reference,
+    requantize_max_pool_2x2_u8,
+};
 
 /// The definition, written out per element: `max(a, b)` is `if b > a { b } else { a }`.
 fn naive<T: Copy + PartialOrd>(p: Pool2x2, x: &[T], y: &mut [T]) {
@@ -79,6 +82,74 @@ fn u8_pool_matches_the_definition() {
     }
 }
 
+/// Requantizing `planes` planes of sums, one bias and scale per plane, by the reference.
+#[allow(clippy::too_many_arguments)]
+fn requantize_planes(
+    planes: usize,
+    plane: usize,
+    acc: &[i32],
+    bias: &[i32],
+    scale: &[f32],
+    (zero_point, lo, hi): (i32, u8, u8),
+    out: &mut [u8],
+) {
+    reference::requantize_u8(
+        planes,
+        plane,
+        acc,
+        plane,
+        IntBias::PerRow(bias),
+        Scale::PerRow(scale),
+        zero_point,
+        lo,
+        hi,
+        out,
+        plane,
+    );
+}
+
+#[test]
+fn pooled_requantizing_is_the_pool_of_the_sums_requantized() {
+    let mut rng = Rng::new(13);
+    for (i, p) in shapes().into_iter().enumerate() {
+        let (plane_in, plane_out) = (p.h_in * p.w_in, p.h_out * p.w_out);
+        let acc = rng.i32s(p.planes * plane_in, 200_000);
+        let bias = rng.i32s(p.planes, 5_000);
+        // Positive scales, and in one shape of four a NaN, an infinity, a zero and a
+        // negative one, where pooling before and after requantizing differ.
+        let mut scale: Vec<f32> = (0..p.planes).map(|_| (rng.f32() + 1.5) * 1e-3).collect();
+        let odd_scales = i % 4 == 3;
+        if odd_scales {
+            scale[rng.below(p.planes)] = [f32::NAN, f32::INFINITY, 0.0, -2e-3][i / 4 % 4];
+        }
+        let quant = [(128, 0, 255), (3, 3, 255), (0, 0, 6), (-40, 10, 200)][i % 4];
+        let len = p.planes * plane_out;
+
+        // The definition: the largest sum of each window, then requantized.
+        let mut pooled = vec![0i32; len];
+        naive(p, &acc, &mut pooled);
+        let mut want = vec![0xa5u8; len + 5];
+        requantize_planes(
+            p.planes, plane_out, &pooled, &bias, &scale, quant, &mut want,
+        );
+        if !odd_scales {
+            // With positive scales, the same as requantizing every sum and pooling bytes.
+            let mut bytes = vec![0u8; p.planes * plane_in];
+            requantize_planes(p.planes, plane_in, &acc, &bias, &scale, quant, &mut bytes);
+            let mut then_pooled = vec![0xa5u8; len + 5];
+            naive(p, &bytes, &mut then_pooled);
+            assert_eq!(then_pooled, want, "{p:?}");
+        }
+        let (zero_point, lo, hi) = quant;
+        for isa in isas() {
+            let mut got = vec![0xa5u8; len + 5];
+            requantize_max_pool_2x2_u8(isa, p, &acc, &bias, &scale, zero_point, lo, hi, &mut got)
+                .unwrap();
+            assert_eq!(got, want, "{isa} {p:?} {quant:?}");
+        }
+    }
+}
+
 #[test]
 fn pool_refuses_bad_shapes_and_short_slices() {
     let p = Pool2x2 {
@@ -111,6 +182,44 @@ fn pool_refuses_bad_shapes_and_short_slices() {
     ));
     assert!(matches!(
         max_pool_2x2_u8(unavailable_isa(), p, &[0u8; 32], &mut [0u8; 8]),
+        Err(KernelError::IsaUnavailable { .. })
+    ));
+
+    let (acc, mut out) = ([0i32; 32], [0u8; 8]);
+    let requant = |isa, p, acc: &[i32], bias: &[i32], scale: &[f32], zp, out: &mut [u8]| {
+        requantize_max_pool_2x2_u8(isa, p, acc, bias, scale, zp, 0, 255, out)
+    };
+    assert!(requant(isa, p, &acc, &[0; 2], &[1.0; 2], 0, &mut out).is_ok());
+    assert!(matches!(
+        requant(isa, narrow, &acc, &[0; 2], &[1.0; 2], 0, &mut out),
+        Err(KernelError::StrideTooSmall { .. })
+    ));
+    assert!(matches!(
+        requant(isa, p, &acc[..31], &[0; 2], &[1.0; 2], 0, &mut out),
+        Err(KernelError::TooShort { .. })
+    ));
+    assert_eq!(
+        requant(isa, p, &acc, &[0; 1], &[1.0; 2], 0, &mut out),
+        Err(KernelError::TooShort {
+            what: "bias (per plane)",
+            needed: 2,
+            got: 1
+        })
+    );
+    assert_eq!(
+        requant(isa, p, &acc, &[0; 2], &[1.0; 1], 0, &mut out),
+        Err(KernelError::TooShort {
+            what: "scale (per plane)",
+            needed: 2,
+            got: 1
+        })
+    );
+    assert!(matches!(
+        requant(isa, p, &acc, &[0; 2], &[1.0; 2], 1 << 24, &mut out),
+        Err(KernelError::ZeroPointOutOfRange { .. })
+    ));
+    assert!(matches!(
+        requant(unavailable_isa(), p, &acc, &[0; 2], &[1.0; 2], 0, &mut out),
         Err(KernelError::IsaUnavailable { .. })
     ));
 }

@@ -9,18 +9,18 @@ use std::arch::x86_64::*;
 use crate::pool::Pool2x2;
 
 /// The walk every kernel shares: each output row of each plane, in pieces of at most
-/// `width` outputs, the last piece shorter. `step(r0, r1, out, count)` makes outputs
+/// `width` outputs, the last piece shorter. `step(plane, r0, r1, out, count)` makes outputs
 /// `out[..count]` from inputs `r0[..2 * count]` and `r1[..2 * count]` of the row's two
 /// input rows. The pointers lie within their rows, in bounds by `Pool2x2::check`
 /// (2 * h_out <= h_in, 2 * w_out <= w_in, planes of x and y long enough), and the slicing
 /// here checks it again once per row.
 #[inline(always)]
-fn each_piece<T>(
+pub(crate) fn each_piece<T, U>(
     p: Pool2x2,
     x: &[T],
-    y: &mut [T],
+    y: &mut [U],
     width: usize,
-    mut step: impl FnMut(*const T, *const T, *mut T, usize),
+    mut step: impl FnMut(usize, *const T, *const T, *mut U, usize),
 ) {
     let (plane_in, plane_out, w_out) = (p.h_in * p.w_in, p.h_out * p.w_out, p.w_out);
     for plane in 0..p.planes {
@@ -34,6 +34,7 @@ fn each_piece<T>(
                 let count = (w_out - ox).min(width);
                 // Wrapping: no pointer past the row is formed by an offset.
                 step(
+                    plane,
                     r0.wrapping_add(2 * ox),
                     r1.wrapping_add(2 * ox),
                     out.wrapping_add(ox),
@@ -53,7 +54,7 @@ fn each_piece<T>(
 pub(crate) unsafe fn max_2x2_f32_avx512(p: Pool2x2, x: &[f32], y: &mut [f32]) {
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    each_piece(p, x, y, 16, |r0, r1, out, count| {
+    each_piece(p, x, y, 16, |_, r0, r1, out, count| {
         let inputs = 2 * count as u32;
         let lo = (((1u64 << inputs.min(16)) - 1) & 0xffff) as __mmask16;
         let hi = ((1u64 << inputs.saturating_sub(16)) - 1) as __mmask16;
@@ -88,7 +89,7 @@ pub(crate) unsafe fn max_2x2_f32_avx512(p: Pool2x2, x: &[f32], y: &mut [f32]) {
 pub(crate) unsafe fn max_2x2_u8_avx512(p: Pool2x2, x: &[u8], y: &mut [u8]) {
     let low_bytes = _mm512_set1_epi16(0xff);
     let lows = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
-    each_piece(p, x, y, 32, |r0, r1, out, count| {
+    each_piece(p, x, y, 32, |_, r0, r1, out, count| {
         let inputs = 2 * count as u32;
         let mask = if inputs == 64 {
             u64::MAX

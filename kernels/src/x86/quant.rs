@@ -3,6 +3,8 @@
 
 use std::arch::x86_64::*;
 
+use super::pool::each_piece;
+use crate::pool::Pool2x2;
 use crate::quant::{
     RequantRow, Vals, by_pieces, dequantize_acc_scalar, dequantize_scalar, quantize_scalar,
     requantize_scalar,
@@ -58,26 +60,95 @@ pub(crate) fn requantize_row_avx512(acc: &[i32], row: RequantRow, out: &mut [u8]
         let count = (n - j).min(16);
         let mask = ((1u32 << count) - 1) as __mmask16;
         let q = requantize_16(acc, &row, j, mask);
-        // Narrowed by packing quarters, not vpmovdb: its store forms are slow on Zen 4
-        // (and the compiler folds the register form into the store).
-        let words = [
-            _mm_packs_epi32(_mm512_castsi512_si128(q), _mm512_extracti32x4_epi32::<1>(q)),
-            _mm_packs_epi32(
-                _mm512_extracti32x4_epi32::<2>(q),
-                _mm512_extracti32x4_epi32::<3>(q),
-            ),
-        ];
-        let bytes = _mm_packus_epi16(words[0], words[1]);
-        let dst = out.as_mut_ptr().wrapping_add(j);
-        // SAFETY: the enabled lanes are elements j..j + count, all below `n <= out.len()`;
-        // disabled lanes are not touched.
-        if count == 16 {
-            unsafe { _mm_storeu_si128(dst.cast(), bytes) };
-        } else {
-            unsafe { _mm_mask_storeu_epi8(dst.cast(), mask, bytes) };
-        }
+        // SAFETY: the first `count` bytes are elements j..j + count, all below
+        // `n <= out.len()`.
+        unsafe { store_bytes(out.as_mut_ptr().wrapping_add(j), count, narrow_16(q)) };
         j += count;
     }
+}
+
+/// The 16 lanes of `q`, each in `0..=255`, as bytes. Narrowed by packing quarters, not
+/// vpmovdb: its store forms are slow on Zen 4 (and the compiler folds the register form
+/// into the store).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn narrow_16(q: __m512i) -> __m128i {
+    let words = [
+        _mm_packs_epi32(_mm512_castsi512_si128(q), _mm512_extracti32x4_epi32::<1>(q)),
+        _mm_packs_epi32(
+            _mm512_extracti32x4_epi32::<2>(q),
+            _mm512_extracti32x4_epi32::<3>(q),
+        ),
+    ];
+    _mm_packus_epi16(words[0], words[1])
+}
+
+/// Stores the first `count` (at most 16) bytes of `bytes` at `dst`.
+///
+/// # Safety
+/// `dst..dst + count` must be writable; bytes past it are not touched.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn store_bytes(dst: *mut u8, count: usize, bytes: __m128i) {
+    if count == 16 {
+        // SAFETY: 16 writable bytes (the caller).
+        unsafe { _mm_storeu_si128(dst.cast(), bytes) };
+    } else {
+        let mask = ((1u32 << count) - 1) as __mmask16;
+        // SAFETY: the enabled lanes are the caller's `count` writable bytes; disabled
+        // lanes are not touched.
+        unsafe { _mm_mask_storeu_epi8(dst.cast(), mask, bytes) };
+    }
+}
+
+/// `requantize_max_pool_2x2_u8` on AVX-512: 16 outputs per step from 32 sums of each of
+/// the two input rows (as `max_2x2_f32_avx512` pools), requantized as
+/// [`requantize_16`] does, with plane `c`'s bias and scale.
+///
+/// # Safety
+/// The CPU must run avx512f, avx512bw and avx512vl; `p` must have passed
+/// `Pool2x2::check` for `acc` and `out`, and `bias` and `scale` must hold `p.planes`
+/// values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn requantize_max_pool_avx512(
+    p: Pool2x2,
+    acc: &[i32],
+    bias: &[i32],
+    scale: &[f32],
+    bounds: RequantRow,
+    out: &mut [u8],
+) {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    each_piece(p, acc, out, 16, |c, r0, r1, dst, count| {
+        let inputs = 2 * count as u32;
+        let lo = (((1u64 << inputs.min(16)) - 1) & 0xffff) as __mmask16;
+        let hi = ((1u64 << inputs.saturating_sub(16)) - 1) as __mmask16;
+        // SAFETY: the enabled lanes are the piece's `2 * count` sums of each row
+        // (`each_piece`); disabled lanes are not read (nor faulted on).
+        let (a0, a1, b0, b1) = unsafe {
+            (
+                _mm512_maskz_loadu_epi32(lo, r0.cast()),
+                _mm512_maskz_loadu_epi32(hi, r0.wrapping_add(16).cast()),
+                _mm512_maskz_loadu_epi32(lo, r1.cast()),
+                _mm512_maskz_loadu_epi32(hi, r1.wrapping_add(16).cast()),
+            )
+        };
+        let m0 = _mm512_max_epi32(a0, b0);
+        let m1 = _mm512_max_epi32(a1, b1);
+        let m = _mm512_max_epi32(
+            _mm512_permutex2var_epi32(m0, even, m1),
+            _mm512_permutex2var_epi32(m0, odd, m1),
+        );
+        let q = requantize_lanes(
+            m,
+            _mm512_set1_epi32(bias[c]),
+            _mm512_set1_ps(scale[c]),
+            &bounds,
+        );
+        // SAFETY: the piece's `count` outputs (`each_piece`).
+        unsafe { store_bytes(dst, count, narrow_16(q)) };
+    });
 }
 
 /// Elements `j..j + 16` of the row under `mask`, requantized: i32 lanes in `0..=255`
@@ -97,6 +168,14 @@ fn requantize_16(acc: &[i32], row: &RequantRow, j: usize, mask: __mmask16) -> __
         Vals::Splat(v) => _mm512_set1_ps(v),
         Vals::Cols(xs) => unsafe { _mm512_maskz_loadu_ps(mask, xs.as_ptr().add(j)) },
     };
+    requantize_lanes(x, b, s, row)
+}
+
+/// Sums `x` with bias `b` and scale `s`, requantized with `row`'s zero point and bounds
+/// (its own bias and scale are not read).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn requantize_lanes(x: __m512i, b: __m512i, s: __m512, row: &RequantRow) -> __m512i {
     let y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(x, b)), s);
     // maxps returns its second operand when the first is NaN: NaN becomes `lo`.
     let y = _mm512_min_ps(
