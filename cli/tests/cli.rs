@@ -1031,7 +1031,11 @@ fn compile_then_bench_the_compiled_file() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("conv-int8 x2"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("conv-int8+max-pool x2"),
+        "{}",
+        stdout(&o)
+    );
     // Compiling the compiled file, or over the input, is refused in one line.
     let again = student(&[
         "compile",

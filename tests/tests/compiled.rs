@@ -142,12 +142,87 @@ fn compiled_file_opens_from_disk_and_keeps_the_ops() {
     let model = StudentModel::open(&path).unwrap();
     let ops = model.compiled_ops();
     let count = |op: &str| ops.iter().find(|(o, _)| o == op).map_or(0, |(_, n)| *n);
-    assert_eq!(count("conv-int8"), 2, "{ops:?}");
+    assert_eq!(count("conv-int8+max-pool"), 2, "{ops:?}");
     assert_eq!(count("dense-int8"), 2, "{ops:?}");
     assert_eq!(count("conv-f32") + count("dense-f32"), 0, "{ops:?}");
     let onnx = StudentModel::open(models_dir().join("student-int8.onnx")).unwrap();
     assert_eq!(model.params(), onnx.params());
     assert_eq!(model.classes(), 10);
+}
+
+#[test]
+fn int8_convolutions_take_in_their_max_pools_only_when_every_scale_is_positive() {
+    use prost::Message;
+    let bytes = std::fs::read(models_dir().join("student-int8.onnx")).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    // The same model with output channel 0 of each convolution negated twice over: its
+    // int8 weights and its weight scale. The real weights are unchanged, and so are the
+    // requantized outputs (every sum and bias changes sign, then the scale does), bit for
+    // bit, but pooling the sums before requantizing would take the wrong window maximum.
+    let graph = proto.graph.as_mut().unwrap();
+    for conv in ["conv0", "conv1"] {
+        let find = |g: &mut tract_onnx::pb::GraphProto, name: &str| {
+            let i = g.initializer.iter().position(|t| t.name == name).unwrap();
+            std::mem::take(&mut g.initializer[i].raw_data)
+        };
+        let put = |g: &mut tract_onnx::pb::GraphProto, name: &str, raw: Vec<u8>| {
+            let t = g.initializer.iter_mut().find(|t| t.name == name).unwrap();
+            t.raw_data = raw;
+        };
+        let scale_name = format!("{conv}.weight_scale");
+        let weight_name = format!("{conv}.weight_quantized");
+        let mut scale = find(graph, &scale_name);
+        let first = -f32::from_le_bytes(scale[..4].try_into().unwrap());
+        scale[..4].copy_from_slice(&first.to_le_bytes());
+        put(graph, &scale_name, scale);
+        let mut weights = find(graph, &weight_name);
+        let per_channel = weights.len() / scale_len(graph, &scale_name);
+        for w in &mut weights[..per_channel] {
+            let v = *w as i8;
+            assert_ne!(v, i8::MIN, "symmetric weights negate exactly");
+            *w = (-v) as u8;
+        }
+        put(graph, &weight_name, weights);
+    }
+    let negated = proto.encode_to_vec();
+
+    let fused = compile("student-int8.onnx");
+    let apart = compile_onnx(&negated, "negated.onnx").unwrap().bytes;
+    let onnx = StudentModel::open_with(
+        models_dir().join("student-int8.onnx"),
+        &OpenOptions::with_batch(4),
+    )
+    .unwrap();
+    let input: Vec<f32> = images(&onnx)[..100 * 784].to_vec();
+    for isa in Isa::available() {
+        let options = OpenOptions {
+            batch: 4,
+            kernels: Some(isa),
+            ..OpenOptions::default()
+        };
+        let run = |bytes: &[u8], fused: bool| {
+            let model = StudentModel::from_bytes_named(bytes, "int8.student", &options).unwrap();
+            let ops = model.compiled_ops();
+            let count = |op: &str| ops.iter().find(|(o, _)| o == op).map_or(0, |(_, n)| *n);
+            let want = if fused { [2, 0, 0] } else { [0, 2, 2] };
+            let got = [
+                count("conv-int8+max-pool"),
+                count("conv-int8"),
+                count("max-pool"),
+            ];
+            assert_eq!(got, want, "fused {fused}: {ops:?}");
+            model.logits_batch(&input).unwrap()
+        };
+        let (a, b) = (run(&fused, true), run(&apart, false));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b), "{}", isa.name());
+    }
+}
+
+/// The number of values in initializer `name` of f32 data.
+fn scale_len(graph: &tract_onnx::pb::GraphProto, name: &str) -> usize {
+    let t = graph.initializer.iter().find(|t| t.name == name).unwrap();
+    t.dims.iter().product::<i64>() as usize
 }
 
 #[test]

@@ -158,6 +158,7 @@ fn compile_graph(
             ),
         ));
     }
+    b.fuse_int8_max_pools(output);
     let mut counts: HashMap<&'static str, usize> = HashMap::new();
     for op in &b.ops {
         *counts.entry(op.name()).or_default() += 1;
@@ -337,6 +338,65 @@ impl<'g> Builder<'g> {
 
     fn blob_i32(&mut self, data: &[i32]) -> BlobId {
         self.blob(DType::I32, bytemuck::cast_slice(data).to_vec())
+    }
+
+    /// Fuses into an integer convolution with a u8 output the 2x2, stride-2 max pool that
+    /// is its output's only reader. Requantizing each window's largest sum gives the bytes
+    /// that pooling the requantized sums gives as long as requantizing never decreases as
+    /// the sum grows, which holds when every scale of the convolution is positive (weight
+    /// scales are not checked elsewhere, so they are here). It is a quarter of the
+    /// requantizing and no pass over the full-size output.
+    fn fuse_int8_max_pools(&mut self, output: ValueId) {
+        let mut i = 0;
+        while i < self.ops.len() {
+            if let Some((at, pooled)) = self.int8_pool_after(i, output) {
+                self.ops.remove(at);
+                if let Op::QConv { y, pool, .. } = &mut self.ops[i] {
+                    *y = pooled;
+                    *pool = true;
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// For `fuse_int8_max_pools`: the index and output value of the pool that op `i`
+    /// can take in.
+    fn int8_pool_after(&self, i: usize, output: ValueId) -> Option<(usize, ValueId)> {
+        let Op::QConv {
+            y,
+            window: w,
+            scale,
+            out: QuantOut::U8 { .. },
+            pool: false,
+            ..
+        } = &self.ops[i]
+        else {
+            return None;
+        };
+        let positive = self.blob_data[*scale]
+            .chunks_exact(4)
+            .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            .all(|s| s.is_finite() && s > 0.0);
+        if *y == output || !positive || w.h_out % 2 == 1 || w.w_out % 2 == 1 {
+            return None;
+        }
+        let mut readers = (0..self.ops.len()).filter(|&j| self.ops[j].inputs().contains(y));
+        let (at, None) = (readers.next()?, readers.next()) else {
+            return None;
+        };
+        let Op::Pool {
+            kind: PoolKind::Max,
+            window: p,
+            y: pooled,
+            ..
+        } = &self.ops[at]
+        else {
+            return None;
+        };
+        let plain = (p.kh, p.kw, p.stride, p.pad, p.dilation) == (2, 2, [2, 2], [0, 0], [1, 1])
+            && (p.h_out, p.w_out) == (w.h_out / 2, w.w_out / 2);
+        plain.then_some((at, *pooled))
     }
 
     fn get(&self, name: &str) -> Result<&Tensor, String> {
@@ -1834,6 +1894,7 @@ impl<'g> Builder<'g> {
             bias,
             scale,
             out: qout,
+            pool: false,
         });
         // The quantized output is what QuantizeLinear produced: a u8 tensor.
         self.names.insert(name, Tensor::Value(y));

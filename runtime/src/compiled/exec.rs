@@ -403,6 +403,7 @@ impl Executor {
                 bias,
                 scale,
                 out: q,
+                pool,
                 ..
             } => {
                 let x = read(*x)?;
@@ -413,7 +414,17 @@ impl Executor {
                 let (cin_g, cout_g) = (w.c_in / w.groups, w.c_out / w.groups);
                 let (kk, kp, n) = (w.k(), padded_k(w.k()), w.h_out * w.w_out);
                 let x_per = w.c_in * w.h_in * w.w_in;
-                let y_per = w.c_out * n;
+                // A fused pool keeps one output of each 2x2 window (the plan checked that
+                // the output is u8 and of even size).
+                let pooled = pool.then(|| k::Pool2x2 {
+                    planes: cout_g,
+                    h_in: w.h_out,
+                    w_in: w.w_out,
+                    h_out: w.h_out / 2,
+                    w_out: w.w_out / 2,
+                });
+                let n_out = pooled.map_or(n, |p| p.h_out * p.w_out);
+                let y_per = w.c_out * n_out;
                 // The im2col padding holds the zero point since the buffer was made.
                 let col = bytemuck::cast_slice_mut::<Line, u8>(
                     st.cols.get_mut(i).ok_or("no im2col buffer")?,
@@ -454,18 +465,39 @@ impl Executor {
                             n,
                         )
                         .map_err(|e| e.to_string())?;
-                        let at = s * y_per + rows.start * n..s * y_per + rows.end * n;
-                        epilogue(
-                            isa,
-                            q,
-                            cout_g,
-                            n,
-                            acc,
-                            k::IntBias::PerRow(&bias[rows.clone()]),
-                            k::Scale::PerRow(&scale[rows.clone()]),
-                            out,
-                            at,
-                        )?;
+                        let at = s * y_per + rows.start * n_out..s * y_per + rows.end * n_out;
+                        let (bias, scale) = (&bias[rows.clone()], &scale[rows.clone()]);
+                        match (pooled, q) {
+                            (Some(p), QuantOut::U8 { zero_point, lo, hi }) => {
+                                let dst = out.get_mut(at).ok_or("output out of range")?;
+                                k::requantize_max_pool_2x2_u8(
+                                    isa,
+                                    p,
+                                    acc,
+                                    bias,
+                                    scale,
+                                    *zero_point as i32,
+                                    *lo,
+                                    *hi,
+                                    dst,
+                                )
+                                .map_err(|e| e.to_string())?;
+                            }
+                            (Some(_), QuantOut::F32 { .. }) => {
+                                return Err("a fused max pool needs a u8 output".into());
+                            }
+                            (None, _) => epilogue(
+                                isa,
+                                q,
+                                cout_g,
+                                n,
+                                acc,
+                                k::IntBias::PerRow(bias),
+                                k::Scale::PerRow(scale),
+                                out,
+                                at,
+                            )?,
+                        }
                     }
                 }
                 Ok(())

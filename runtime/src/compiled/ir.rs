@@ -287,6 +287,11 @@ pub(crate) enum Op {
         bias: BlobId,
         scale: BlobId,
         out: QuantOut,
+        /// A 2x2, stride-2 max pool fused in (u8 output only): each window's largest sum is
+        /// requantized (see `student_kernels::requantize_max_pool_2x2_u8`), and `y` is
+        /// `[c_out, h_out / 2, w_out / 2]`, the window's output size being even.
+        #[serde(default, skip_serializing_if = "is_false")]
+        pool: bool,
     },
     /// Integer dense layer of a u8 input: weights i8 packed, their column sums, i32 bias
     /// (zero point folded in as for `QConv`) and f32 scale per output column.
@@ -512,6 +517,7 @@ impl Op {
                 weights: Weights::F16(_),
                 ..
             } => "dense-f16",
+            Op::QConv { pool: true, .. } => "conv-int8+max-pool",
             Op::QConv { .. } => "conv-int8",
             Op::QDense { .. } => "dense-int8",
             Op::Pool {

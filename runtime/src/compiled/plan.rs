@@ -348,14 +348,18 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
             bias,
             scale,
             out,
+            pool,
             ..
         } => {
             check_window(w)?;
             check_conv_geometry(w)?;
             dims_eq(value(m, *x, DType::U8)?, &[w.c_in, w.h_in, w.w_in], "input")?;
+            if *pool && !matches!(out, QuantOut::U8 { .. }) {
+                return Err("a fused max pool needs the convolution's u8 output".to_string());
+            }
             dims_eq(
                 value(m, *y, out_dtype(out))?,
-                &[w.c_out, w.h_out, w.w_out],
+                &conv_out_dims(w, *pool)?,
                 "output",
             )?;
             blob(m, *weights, DType::I8, w.c_out * padded_k(w.k()))?;
@@ -630,18 +634,22 @@ fn float_conv_values(
     pool: bool,
 ) -> Result<(), String> {
     dims_eq(value(m, x, DType::F32)?, &[w.c_in, w.h_in, w.w_in], "input")?;
-    let out = if pool {
-        if w.h_out % 2 == 1 || w.w_out % 2 == 1 {
-            return Err(format!(
-                "window {w:?}: a fused 2x2 max pool needs an even output, got {} x {}",
-                w.h_out, w.w_out
-            ));
-        }
-        [w.c_out, w.h_out / 2, w.w_out / 2]
-    } else {
-        [w.c_out, w.h_out, w.w_out]
-    };
-    dims_eq(value(m, y, DType::F32)?, &out, "output")
+    dims_eq(value(m, y, DType::F32)?, &conv_out_dims(w, pool)?, "output")
+}
+
+/// A convolution's output dimensions, halved by a fused 2x2 max pool (which needs them
+/// even).
+fn conv_out_dims(w: &Window, pool: bool) -> Result<[usize; 3], String> {
+    if !pool {
+        return Ok([w.c_out, w.h_out, w.w_out]);
+    }
+    if w.h_out % 2 == 1 || w.w_out % 2 == 1 {
+        return Err(format!(
+            "window {w:?}: a fused 2x2 max pool needs an even output, got {} x {}",
+            w.h_out, w.w_out
+        ));
+    }
+    Ok([w.c_out, w.h_out / 2, w.w_out / 2])
 }
 
 /// A float convolution's weights (`count` values, f32 or f16) and optional f32 bias of
@@ -780,6 +788,91 @@ mod tests {
         };
         let err = Plan::new(pooled(even, 6, 8)).unwrap_err();
         assert!(err.contains("output has dimensions"), "{err}");
+    }
+
+    /// An integer 3x3 convolution of `[8, 6, 8]` u8 values with a fused max pool, writing
+    /// `out` into a value of `dims`.
+    fn int8_pooled(out: QuantOut, dims: Vec<usize>) -> Manifest {
+        let even = Window {
+            h_in: 6,
+            w_in: 8,
+            h_out: 6,
+            w_out: 8,
+            ..window()
+        };
+        let blob = |len: usize, dtype: DType| Blob {
+            offset: 0,
+            len: (len * dtype.size()) as u64,
+            dtype,
+        };
+        let dtype = out_dtype(&out);
+        let value = |dtype, dims: &[usize]| Value {
+            dtype,
+            dims: dims.to_vec(),
+        };
+        // f32 in, quantized; out dequantized when u8.
+        let mut ops = vec![Op::Quantize {
+            x: 0,
+            y: 1,
+            scale: 1.0,
+            zero_point: 0,
+        }];
+        let mut values = vec![
+            value(DType::F32, &[8, 6, 8]),
+            value(DType::U8, &[8, 6, 8]),
+            value(dtype, &dims),
+        ];
+        ops.push(Op::QConv {
+            x: 1,
+            y: 2,
+            window: even,
+            x_zero_point: 0,
+            weights: 0,
+            row_sums: 1,
+            bias: 2,
+            scale: 3,
+            out,
+            pool: true,
+        });
+        if dtype == DType::U8 {
+            values.push(value(DType::F32, &dims));
+            ops.push(Op::Dequantize {
+                x: 2,
+                y: 3,
+                scale: 1.0,
+                zero_point: 0,
+            });
+        }
+        Manifest {
+            output: values.len() - 1,
+            values,
+            blobs: vec![
+                blob(8 * padded_k(72), DType::I8),
+                blob(8, DType::I32),
+                blob(8, DType::I32),
+                blob(8, DType::F32),
+            ],
+            ops,
+            ..winograd(window(), 0)
+        }
+    }
+
+    #[test]
+    fn an_int8_convolution_pools_only_into_a_halved_u8_value() {
+        let u8_out = QuantOut::U8 {
+            zero_point: 0,
+            lo: 0,
+            hi: 255,
+        };
+        Plan::new(int8_pooled(u8_out.clone(), vec![8, 3, 4])).unwrap();
+        let err = Plan::new(int8_pooled(u8_out, vec![8, 6, 8])).unwrap_err();
+        assert!(err.contains("output has dimensions"), "{err}");
+        let f32_out = QuantOut::F32 {
+            lo: f32::NEG_INFINITY,
+            hi: f32::INFINITY,
+        };
+        let err = Plan::new(int8_pooled(f32_out, vec![8, 3, 4])).unwrap_err();
+        assert!(err.contains("needs the convolution's u8 output"), "{err}");
     }
 
     #[test]
