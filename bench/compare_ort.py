@@ -11,7 +11,13 @@ teacher as the larger CNN (824k parameters), quantized here to int8 and fp16 by
 
 Printed per model and batch size: p50 latency of each, the ratio student / onnxruntime,
 cold start (open to first result, against onnxruntime's session creation plus first run),
-and peak resident memory over the process before opening.
+and peak resident memory over the process before opening. Then fp16 storage against our
+own fp32 on the same model and batch size.
+
+Latencies on a shared machine drift by 10% from one minute to the next, so each ratio is
+taken between runs made back to back: the two sides alternate for --rounds rounds of
+--seconds / --rounds each, every round gives a ratio, and the median round's ratio is
+printed (with the median latency of each side).
 
 Cold start is what an app pays for its first model: the median of COLD_RUNS fresh
 processes on each side, the library already loaded (onnxruntime imported, `student`'s
@@ -20,7 +26,8 @@ pays about 7 ms that later ones do not; `student` detects the CPU's features). T
 onnxruntime in this long-lived process instead would charge that setup to whichever model
 came first and none of the others.
 
-    python3 bench/compare_ort.py [--student target/release/student] [--seconds 2] [--markdown]
+    python3 bench/compare_ort.py [--student target/release/student] [--seconds 2] [--rounds 3]
+                                 [--markdown]
 """
 import argparse
 import datetime
@@ -91,21 +98,36 @@ def ort_cold_ms(path, batch):
     return float(np.median(tries))
 
 
-def ort_bench(path, batch, seconds):
-    """p50 latency in us, and the cold start of `ort_cold_ms`."""
-    x = np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32)
-    cold_ms = ort_cold_ms(path, batch)
-    session = ort_session(path)
-    name = session.get_inputs()[0].name
-    for _ in range(10):
-        session.run(None, {name: x})
-    times = []
-    begin = time.perf_counter()
-    while time.perf_counter() - begin < seconds or len(times) < 10:
-        t = time.perf_counter()
-        session.run(None, {name: x})
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e6), cold_ms
+class OrtRunner:
+    """An onnxruntime session on one model and batch size, warmed up."""
+
+    def __init__(self, path, batch):
+        self.x = np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32)
+        self.session = ort_session(path)
+        self.name = self.session.get_inputs()[0].name
+        for _ in range(10):
+            self.session.run(None, {self.name: self.x})
+
+    def p50_us(self, seconds):
+        times = []
+        begin = time.perf_counter()
+        while time.perf_counter() - begin < seconds or len(times) < 10:
+            t = time.perf_counter()
+            self.session.run(None, {self.name: self.x})
+            times.append(time.perf_counter() - t)
+        return float(np.median(times) * 1e6)
+
+
+def alternate(rounds, seconds, first, second):
+    """Runs `first(s)` and `second(s)` (each returns a p50 in us) one after the other for
+    `rounds` rounds of `seconds / rounds`; returns the median of each side and the median
+    round's ratio second / first."""
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(first(seconds / rounds))
+        b.append(second(seconds / rounds))
+    ratios = [y / x for x, y in zip(a, b)]
+    return float(np.median(a)), float(np.median(b)), float(np.median(ratios))
 
 
 def prepare(student):
@@ -134,7 +156,8 @@ def prepare(student):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student", default=str(ROOT / "target/release/student"))
-    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per side")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations per ratio")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--markdown", action="store_true", help="print the table for bench/RESULTS.md")
     args = parser.parse_args()
@@ -142,14 +165,22 @@ def main():
     rows = []
     for label, onnx_path, compiled in models:
         for batch in [int(b) for b in args.batches.split(",")]:
-            ort_p50, ort_cold = ort_bench(onnx_path, batch, args.seconds)
-            ours = student_bench(args.student, compiled, batch, args.seconds)
+            ort_cold = ort_cold_ms(onnx_path, batch)
+            runner = OrtRunner(onnx_path, batch)
+            runs = []
+
+            def ours_p50(seconds):
+                runs.append(student_bench(args.student, compiled, batch, seconds))
+                return runs[-1]["p50_us"]
+
+            ort_p50, our_p50, ratio = alternate(args.rounds, args.seconds, runner.p50_us, ours_p50)
+            ours = runs[0]
             ours["first_result_ms"] = student_cold_ms(args.student, compiled, batch, ours["first_result_ms"])
             tract = student_bench(args.student, onnx_path, batch, args.seconds)
             rows.append({
                 "model": label, "batch": batch, "bytes": ours["file_bytes"], "kernel": ours["kernel"],
-                "ort_p50_us": ort_p50, "student_p50_us": ours["p50_us"], "tract_p50_us": tract["p50_us"],
-                "ratio": ours["p50_us"] / ort_p50,
+                "ort_p50_us": ort_p50, "student_p50_us": our_p50, "tract_p50_us": tract["p50_us"],
+                "ratio": ratio,
                 "ort_cold_ms": ort_cold, "student_cold_ms": ours["first_result_ms"],
                 "cold_ratio": ours["first_result_ms"] / ort_cold,
                 "rss_over_open_mb": ours["peak_rss_mb"] - ours["peak_rss_before_open_mb"],
@@ -159,17 +190,26 @@ def main():
                   f"({r['ratio']:.2f}x), tract {r['tract_p50_us']:9.1f} us; cold start {r['student_cold_ms']:.2f} ms "
                   f"vs {ort_cold:.2f} ms ({r['cold_ratio']:.2f}x); peak RSS +{r['rss_over_open_mb']:.1f} MB "
                   f"for a {r['bytes'] / 1e6:.2f} MB file", flush=True)
-    f32 = {(r["model"].split()[0], r["batch"]): r["student_p50_us"] for r in rows if r["model"].endswith("fp32")}
-    for r in rows:
-        if r["model"].endswith("fp16"):
-            base = f32.get((r["model"].split()[0], r["batch"]))
-            if base:
-                print(f"{r['model']} batch {r['batch']}: fp16 / our fp32 = {r['student_p50_us'] / base:.2f}x")
+    # fp16 storage against our own fp32: the two compiled files alternate.
+    files = {label: compiled for label, _, compiled in models}
+    fp16_rows = []
+    for label, compiled in files.items():
+        family, precision = label.split()
+        base = files.get(f"{family} fp32")
+        if precision != "fp16" or base is None:
+            continue
+        for batch in [int(b) for b in args.batches.split(",")]:
+            def p50(path):
+                return lambda seconds: student_bench(args.student, path, batch, seconds)["p50_us"]
+            f32_us, f16_us, ratio = alternate(args.rounds, args.seconds, p50(base), p50(compiled))
+            fp16_rows.append((family, batch, f32_us, f16_us, ratio))
+            print(f"{family} batch {batch}: fp16 {f16_us:.1f} us / our fp32 {f32_us:.1f} us = {ratio:.2f}x",
+                  flush=True)
     if args.markdown:
         print()
         print(f"Measured {datetime.date.today()} on {platform.machine()} ({cpu_name()}), one thread, "
               f"onnxruntime {ort.__version__}, kernels `{rows[0]['kernel']}`; "
-              f"`python3 bench/compare_ort.py --seconds {args.seconds:g} --markdown`.")
+              f"`python3 bench/compare_ort.py --seconds {args.seconds:g} --rounds {args.rounds} --markdown`.")
         print()
         print("| model | batch | file bytes | onnxruntime p50 (us) | student p50 (us) | student / onnxruntime "
               "| tract p50 (us) | cold start student / onnxruntime (ms) | peak RSS over open (MB) |")
@@ -178,6 +218,11 @@ def main():
             print(f"| {r['model']} | {r['batch']} | {r['bytes']:,} | {r['ort_p50_us']:.1f} | {r['student_p50_us']:.1f} "
                   f"| **{r['ratio']:.2f}x** | {r['tract_p50_us']:.1f} | {r['student_cold_ms']:.2f} / "
                   f"{r['ort_cold_ms']:.2f} ({r['cold_ratio']:.2f}x) | {r['rss_over_open_mb']:.1f} |")
+        print()
+        print("| model | batch | our fp32 p50 (us) | fp16 storage p50 (us) | fp16 / fp32 |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for family, batch, f32_us, f16_us, ratio in fp16_rows:
+            print(f"| {family} | {batch} | {f32_us:.1f} | {f16_us:.1f} | **{ratio:.2f}x** |")
     return 0
 
 
