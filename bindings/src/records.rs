@@ -365,6 +365,8 @@ pub struct Limits {
     pub max_weight_bytes: u64,
     /// The longest string: names, metadata keys and values (the model card).
     pub max_string_bytes: u64,
+    /// The most metadata entries (the model card's sections and any others).
+    pub max_metadata_entries: u64,
     /// The most working memory one call may use, in bytes.
     pub max_scratch_bytes: u64,
 }
@@ -377,6 +379,7 @@ impl From<rt::Limits> for Limits {
             max_tensor_bytes: l.max_tensor_bytes,
             max_weight_bytes: l.max_weight_bytes,
             max_string_bytes: l.max_string_bytes,
+            max_metadata_entries: l.max_metadata_entries,
             max_scratch_bytes: l.max_scratch_bytes,
         }
     }
@@ -390,6 +393,7 @@ impl From<Limits> for rt::Limits {
             max_tensor_bytes: l.max_tensor_bytes,
             max_weight_bytes: l.max_weight_bytes,
             max_string_bytes: l.max_string_bytes,
+            max_metadata_entries: l.max_metadata_entries,
             max_scratch_bytes: l.max_scratch_bytes,
         }
     }
@@ -482,6 +486,7 @@ mod tests {
             max_tensor_bytes: 3,
             max_weight_bytes: 4,
             max_string_bytes: 5,
+            max_metadata_entries: 7,
             max_scratch_bytes: 6,
         };
         let back = rt::Limits::from(Limits::from(runtime));

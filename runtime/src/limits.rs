@@ -24,6 +24,10 @@ pub struct Limits {
     pub max_weight_bytes: u64,
     /// The longest string: names, metadata keys and values (the model card), doc strings.
     pub max_string_bytes: u64,
+    /// The most metadata entries (the model card's sections and any others). A card has
+    /// about ten; a 14 MB file of a million tiny entries took 250 MB to open with no
+    /// bound on their count.
+    pub max_metadata_entries: u64,
     /// The most working memory one call may use at the opening batch size, in bytes
     /// (intermediate values and unfolded convolution inputs of a compiled student).
     pub max_scratch_bytes: u64,
@@ -39,6 +43,7 @@ impl Default for Limits {
             max_tensor_bytes: 256 * MIB,
             max_weight_bytes: 512 * MIB,
             max_string_bytes: MIB,
+            max_metadata_entries: 1_000,
             max_scratch_bytes: 512 * MIB,
         }
     }
@@ -53,6 +58,7 @@ impl Limits {
             max_tensor_bytes: u64::MAX,
             max_weight_bytes: u64::MAX,
             max_string_bytes: u64::MAX,
+            max_metadata_entries: u64::MAX,
             max_scratch_bytes: u64::MAX,
         }
     }
@@ -72,6 +78,7 @@ pub(crate) enum Limit {
     Tensor,
     Weights,
     String,
+    Metadata,
     Scratch,
 }
 
@@ -90,6 +97,7 @@ impl Check<'_> {
             Limit::Tensor => (l.max_tensor_bytes, "max_tensor_bytes", "bytes"),
             Limit::Weights => (l.max_weight_bytes, "max_weight_bytes", "bytes"),
             Limit::String => (l.max_string_bytes, "max_string_bytes", "bytes"),
+            Limit::Metadata => (l.max_metadata_entries, "max_metadata_entries", "entries"),
             Limit::Scratch => (l.max_scratch_bytes, "max_scratch_bytes", "bytes"),
         };
         match found {
@@ -166,6 +174,10 @@ mod onnx {
             origin: check.origin.to_string(),
             reason,
         };
+        let entries = proto.metadata_props.len() as u64;
+        check.within(Limit::Metadata, Some(entries), || {
+            "the metadata entry count".to_string()
+        })?;
         for p in &proto.metadata_props {
             string(check, "a metadata key", &p.key)?;
             string(

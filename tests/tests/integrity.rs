@@ -53,6 +53,11 @@ fn each_limit_refuses_a_model_over_it_and_names_itself() {
             limit_hit(open(&with_limits(|l| l.max_weight_bytes = 10_000))),
             "max_weight_bytes"
         );
+        // The card has about ten entries.
+        assert_eq!(
+            limit_hit(open(&with_limits(|l| l.max_metadata_entries = 5))),
+            "max_metadata_entries"
+        );
         // The largest activation is 8x28x28 in the ONNX file (25 KB a sample) and 8x14x14
         // in the compiled one, whose first pool is fused into the convolution (6.3 KB a
         // sample): batch 1 fits 256 KiB either way, batch 64 does not.
@@ -90,6 +95,30 @@ fn each_limit_refuses_a_model_over_it_and_names_itself() {
             "{e}"
         );
     }
+    // A thousand one-byte entries more than the card's: refused by default (compiling
+    // included), opened with no limits.
+    let many = {
+        use prost::Message;
+        let mut proto = tract_onnx::pb::ModelProto::decode(onnx.as_slice()).unwrap();
+        for i in 0..1_000 {
+            proto
+                .metadata_props
+                .push(tract_onnx::pb::StringStringEntryProto {
+                    key: format!("k{i}"),
+                    value: "v".to_string(),
+                });
+        }
+        proto.encode_to_vec()
+    };
+    let too_many = |e: &Error| {
+        matches!(e, Error::TooLarge { option: "max_metadata_entries", found, .. }
+            if found.parse::<u64>().unwrap() > 1_000)
+    };
+    let e = StudentModel::from_bytes(&many, &OpenOptions::default()).unwrap_err();
+    assert!(too_many(&e), "{e}");
+    let e = compile_onnx(&many, "many.onnx").unwrap_err();
+    assert!(too_many(&e), "{e}");
+    StudentModel::from_bytes(&many, &with_limits(|l| *l = Limits::unlimited())).unwrap();
     // The file limit applies before a file is read.
     let e =
         StudentModel::open_with(&onnx_path, &with_limits(|l| l.max_file_bytes = 1000)).unwrap_err();

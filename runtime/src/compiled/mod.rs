@@ -49,20 +49,14 @@ pub(crate) fn open(
         }
     };
     debug_assert_eq!(input.dtype, DType::F32);
-    let info = GraphInfo {
-        input_dims: std::iter::once(1)
-            .chain(input.dims.iter().copied())
-            .collect(),
-        classes,
-        metadata: m.metadata.clone(),
-        params: m.params,
-        operators: m.source_operators.clone(),
-    };
     check.within(Limit::Weights, Some(parsed.data_len as u64), || {
         "the data section (weights)".to_string()
     })?;
     check.within(Limit::Nodes, Some(m.ops.len() as u64), || {
         "the number of ops".to_string()
+    })?;
+    check.within(Limit::Metadata, Some(m.metadata.len() as u64), || {
+        "the metadata entry count".to_string()
     })?;
     for (key, value) in &m.metadata {
         check.within(Limit::String, Some(key.len() as u64), || {
@@ -80,6 +74,15 @@ pub(crate) fn open(
             "the name of a source operator".to_string()
         })?;
     }
+    let info = GraphInfo {
+        input_dims: std::iter::once(1)
+            .chain(input.dims.iter().copied())
+            .collect(),
+        classes,
+        metadata: m.metadata.clone(),
+        params: m.params,
+        operators: m.source_operators.clone(),
+    };
     for (i, v) in m.values.iter().enumerate() {
         let bytes = elements(v.dims.iter().map(|&d| d as u64))
             .and_then(|n| n.checked_mul(v.dtype.size() as u64 * batch as u64));
