@@ -38,6 +38,8 @@ mod limits;
 mod model;
 #[cfg(feature = "onnx")]
 mod onnx_info;
+#[cfg(feature = "onnx")]
+mod onnx_wire;
 mod prediction;
 mod preprocess;
 mod score;

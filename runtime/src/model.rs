@@ -357,6 +357,13 @@ impl StudentModel {
         if bytes.is_empty() {
             return Err(not_onnx("the file is empty".to_string()));
         }
+        let check = Check {
+            limits: &options.limits,
+            origin,
+        };
+        // Decoding can allocate hundreds of times what a file holds (a list of empty
+        // messages): what it would make is counted from the encoding first.
+        crate::onnx_wire::check_encoding(bytes, &check)?;
         let mut proto: pb::ModelProto = catch_unwind(AssertUnwindSafe(|| {
             tract_onnx::onnx().proto_model_for_read(&mut &bytes[..])
         }))
@@ -368,10 +375,6 @@ impl StudentModel {
                     .to_string(),
             ));
         }
-        let check = Check {
-            limits: &options.limits,
-            origin,
-        };
         crate::limits::check_onnx(&proto, &check, options.batch as u64)?;
         let info = GraphInfo::read(&proto, origin)?;
         let card = info.card(origin)?;

@@ -523,3 +523,84 @@ fn sizes_made_while_planning_are_bounded_before_tract_makes_them() {
         vec![1.0, -1.0]
     );
 }
+
+/// Decoding a protobuf allocates for what its encoding names, and names are cheap: the
+/// runtime counts what decoding would make from the encoding, and refuses before decoding.
+#[test]
+fn a_file_that_decodes_to_far_more_than_it_holds_is_refused_before_it_is_decoded() {
+    use prost::Message;
+    use tract_onnx::pb;
+    let onnx = std::fs::read(models_dir().join("student.onnx")).unwrap();
+    let base = pb::ModelProto::decode(onnx.as_slice()).unwrap();
+    let edited = |edit: &dyn Fn(&mut pb::ModelProto)| {
+        let mut proto = base.clone();
+        edit(&mut proto);
+        proto.encode_to_vec()
+    };
+    let refusal =
+        |bytes: &[u8], options: &OpenOptions| match StudentModel::from_bytes(bytes, options) {
+            Err(Error::TooLarge { option, what, .. }) => (option, what),
+            Err(e) => panic!("another error: {e}"),
+            Ok(_) => panic!("it opened"),
+        };
+    let defaults = OpenOptions::default();
+    // Empty initializers, value infos, value names and packed dims: a byte or two of the
+    // file each, from 24 to 304 bytes decoded.
+    let structure = [
+        edited(&|p| {
+            let graph = p.graph.as_mut().unwrap();
+            graph.initializer.resize(200_000, Default::default());
+        }),
+        edited(&|p| {
+            let graph = p.graph.as_mut().unwrap();
+            graph.value_info.resize(200_000, Default::default());
+        }),
+        edited(&|p| {
+            let graph = p.graph.as_mut().unwrap();
+            graph.node[0].input.resize(1_000_000, String::new());
+        }),
+        edited(&|p| {
+            let graph = p.graph.as_mut().unwrap();
+            graph.initializer[0].dims.resize(3_000_000, 0);
+        }),
+    ];
+    for bytes in &structure {
+        let (option, what) = refusal(bytes, &defaults);
+        assert_eq!(option, "max_nodes", "{what}");
+        assert!(what.contains("decoded messages and lists"), "{what}");
+    }
+    // An int64 is a byte of the file and 8 decoded: tensor data counts decoded.
+    let int64 = edited(&|p| {
+        let graph = p.graph.as_mut().unwrap();
+        graph.initializer.push(pb::TensorProto {
+            name: "zeros".to_string(),
+            int64_data: vec![0; 200_000],
+            ..Default::default()
+        });
+    });
+    assert!(int64.len() < (1 << 20));
+    let small_weights = with_limits(|l| l.max_weight_bytes = 1 << 20);
+    let (option, what) = refusal(&int64, &small_weights);
+    assert_eq!(option, "max_weight_bytes");
+    assert!(what.contains("decoded"), "{what}");
+    // Nodes of functions count, though the graph does not call them.
+    let function = edited(&|p| {
+        p.functions.push(pb::FunctionProto {
+            node: vec![Default::default(); 1_000],
+            ..Default::default()
+        });
+    });
+    let (option, what) = refusal(&function, &defaults);
+    assert_eq!(option, "max_nodes");
+    assert!(what.contains("functions"), "{what}");
+    // The shipped models open with the default limits.
+    for name in [
+        "student.onnx",
+        "student-int8.onnx",
+        "student-fp16.onnx",
+        "baseline.onnx",
+        "teacher.onnx",
+    ] {
+        StudentModel::open(models_dir().join(name)).unwrap();
+    }
+}

@@ -68,6 +68,13 @@ pub fn compile_onnx(bytes: &[u8], origin: &str) -> Result<Compiled, Error> {
             "it is already a compiled student; compile the ONNX file it was made from".to_string(),
         ));
     }
+    // The default limits bound what the compiler decodes and folds, as they bound opening.
+    let limits = crate::Limits::default();
+    let check = crate::limits::Check {
+        limits: &limits,
+        origin,
+    };
+    crate::onnx_wire::check_encoding(bytes, &check)?;
     let proto: pb::ModelProto = catch_unwind(AssertUnwindSafe(|| {
         tract_onnx::onnx().proto_model_for_read(&mut &bytes[..])
     }))
@@ -81,12 +88,6 @@ pub fn compile_onnx(bytes: &[u8], origin: &str) -> Result<Compiled, Error> {
                     .to_string(),
             ));
         }
-    };
-    // The default limits bound what the compiler folds, as they bound opening.
-    let limits = crate::Limits::default();
-    let check = crate::limits::Check {
-        limits: &limits,
-        origin,
     };
     crate::limits::check_onnx(&proto, &check, 1)?;
     let info = GraphInfo::read(&proto, origin)?;
