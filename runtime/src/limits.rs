@@ -314,6 +314,15 @@ mod onnx {
         }
         for (node, name) in graph.node.iter().zip(&names) {
             *nodes += 1;
+            // Engines disagree on such a window (onnxruntime refuses it, tract took the
+            // pads), and ONNX allows one of the two.
+            let auto_pad = node.attribute.iter().find(|a| a.name == "auto_pad");
+            let explicit = auto_pad.is_some_and(|a| !matches!(&a.s[..], b"" | b"NOTSET"));
+            if explicit && node.attribute.iter().any(|a| a.name == "pads") {
+                return Err(malformed(format!(
+                    "node `{name}` gives both auto_pad and pads; ONNX allows one of them"
+                )));
+            }
             for a in &node.attribute {
                 string(
                     check,

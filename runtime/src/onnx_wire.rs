@@ -343,8 +343,9 @@ impl Msg {
             (Msg::Attribute, 3 | 20) => Scalar(Varint),
             (Msg::Attribute, 5) => one(Msg::Tensor),
             (Msg::Attribute, 6) => one(Msg::Graph),
-            (Msg::Attribute, 7) => numbers(Fixed32, 4),
-            (Msg::Attribute, 8) => numbers(Varint, 8),
+            // floats, ints: a Constant's `value_floats` / `value_ints` is its tensor.
+            (Msg::Attribute, 7) => data(Fixed32, 4),
+            (Msg::Attribute, 8) => data(Varint, 8),
             (Msg::Attribute, 9) => texts,
             (Msg::Attribute, 10) => list(Msg::Tensor),
             (Msg::Attribute, 11) => list(Msg::Graph),

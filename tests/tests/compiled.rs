@@ -287,6 +287,35 @@ fn unsupported_operator_is_a_compile_error_naming_the_node() {
 }
 
 #[test]
+fn a_window_with_both_auto_pad_and_pads_is_refused() {
+    // onnxruntime refuses such a node and tract took the pads: the runtime refuses it
+    // when it opens or compiles the file.
+    use prost::Message;
+    let bytes = std::fs::read(models_dir().join("student.onnx")).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    let conv = graph.node.iter_mut().find(|n| n.op_type == "Conv").unwrap();
+    assert!(conv.attribute.iter().any(|a| a.name == "pads"));
+    conv.attribute.push(tract_onnx::pb::AttributeProto {
+        name: "auto_pad".to_string(),
+        s: b"VALID".to_vec(),
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::String as i32,
+        ..Default::default()
+    });
+    let edited = proto.encode_to_vec();
+    let open = StudentModel::from_bytes_named(&edited, "edited.onnx", &OpenOptions::default())
+        .unwrap_err();
+    let compiled = compile_onnx(&edited, "edited.onnx").unwrap_err();
+    for err in [open, compiled] {
+        assert!(
+            matches!(err, Error::Malformed { .. })
+                && err.to_string().contains("both auto_pad and pads"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn a_2x2_max_pool_fuses_into_the_convolution_before_it_and_others_do_not() {
     use prost::Message;
     let bytes = std::fs::read(models_dir().join("teacher.onnx")).unwrap();
@@ -490,10 +519,94 @@ fn unknown_fields_in_ops_and_windows_are_refused() {
     }
 }
 
+#[test]
+fn a_fused_int8_pool_with_a_scale_that_is_not_positive_is_refused() {
+    // The compiler fuses only when every scale is positive; a file edited afterwards
+    // would pool before requantizing where that no longer commutes.
+    let good = compile("student-int8.onnx");
+    let manifest = manifest_of(&good);
+    let data_at = u64::from_le_bytes(good[40..48].try_into().unwrap()) as usize;
+    let op = manifest["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["op"] == "q_conv" && op["pool"] == true)
+        .expect("a fused int8 convolution");
+    let blob = &manifest["blobs"][op["scale"].as_u64().unwrap() as usize];
+    let at = data_at + blob["offset"].as_u64().unwrap() as usize;
+    for bad in [-0.5f32, 0.0, f32::NAN, f32::INFINITY] {
+        let mut bytes = good.clone();
+        bytes[at..at + 4].copy_from_slice(&bad.to_le_bytes());
+        let bytes = sealed(bytes);
+        let err = StudentModel::from_bytes_named(&bytes, "edited.student", &OpenOptions::default())
+            .expect_err("a scale that is not positive");
+        assert!(
+            matches!(err, Error::NotCompiled { .. }) && err.to_string().contains("not a positive"),
+            "{bad}: {err}"
+        );
+    }
+    StudentModel::from_bytes_named(&sealed(good), "good.student", &OpenOptions::default()).unwrap();
+}
+
+#[test]
+fn a_manifest_longer_than_the_limits_allow_is_refused_before_it_is_parsed() {
+    let good = compile("student.onnx");
+    let manifest = manifest_of(&good);
+    // 9 MB of spaces inside the JSON: valid, and longer than the 8.1 MB the default
+    // limits allow.
+    let text = serde_json::to_string(&manifest).unwrap();
+    let padded = format!("{}{}", &text[..1], " ".repeat(9 << 20)) + &text[1..];
+    let err = StudentModel::from_bytes(&with_manifest(&good, &padded), &OpenOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::TooLarge { what, .. } if what.starts_with("the manifest")),
+        "{err}"
+    );
+    let unlimited = OpenOptions {
+        limits: student_runtime::Limits::unlimited(),
+        ..OpenOptions::default()
+    };
+    StudentModel::from_bytes(&with_manifest(&good, &padded), &unlimited).unwrap();
+    // More source operator types than max_nodes allows nodes.
+    let mut many = manifest.clone();
+    many["source_operators"] = (0..1_001)
+        .map(|i| serde_json::json!([format!("Op{i}"), 1]))
+        .collect();
+    let many = serde_json::to_string(&many).unwrap();
+    let err = StudentModel::from_bytes(&with_manifest(&good, &many), &OpenOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::TooLarge { option: "max_nodes", what, .. } if what.contains("source operator")),
+        "{err}"
+    );
+}
+
+/// A compiled file's manifest, parsed.
+fn manifest_of(bytes: &[u8]) -> serde_json::Value {
+    let len = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+    serde_json::from_slice(&bytes[128..128 + len]).unwrap()
+}
+
+/// `bytes` with its manifest replaced by `manifest`: the data section moved to the next
+/// 64-byte boundary after it, the header's lengths and offsets and its checksum rewritten.
+fn with_manifest(bytes: &[u8], manifest: &str) -> Vec<u8> {
+    let field = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    let data = &bytes[field(40)..];
+    let data_at = (128 + manifest.len()).next_multiple_of(64);
+    let mut out = bytes[..128].to_vec();
+    out.extend_from_slice(manifest.as_bytes());
+    out.resize(data_at, 0);
+    out.extend_from_slice(data);
+    let total = out.len() as u64;
+    out[16..24].copy_from_slice(&total.to_le_bytes());
+    out[32..40].copy_from_slice(&(manifest.len() as u64).to_le_bytes());
+    out[40..48].copy_from_slice(&(data_at as u64).to_le_bytes());
+    sealed(out)
+}
+
 /// `bytes` with the first `from` in its manifest replaced by `to` (same length) and the
 /// header checksum recomputed.
 fn resealed(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
     assert_eq!(from.len(), to.len());
     let mut out = bytes.to_vec();
     let at = out
@@ -501,6 +614,12 @@ fn resealed(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
         .position(|w| w == from.as_bytes())
         .unwrap_or_else(|| panic!("{from} not in the manifest"));
     out[at..at + to.len()].copy_from_slice(to.as_bytes());
+    sealed(out)
+}
+
+/// `bytes` with the header checksum recomputed.
+fn sealed(mut out: Vec<u8>) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     hasher.update(&out[..96]);
     hasher.update(&out[128..]);

@@ -196,9 +196,9 @@ pub(crate) fn decode(t: &pb::TensorProto) -> Result<Const, String> {
 /// Resolves an axis that may count from the end.
 pub(crate) fn axis(a: i64, rank: usize) -> Result<usize, String> {
     let r = rank as i64;
-    let a = if a < 0 { a + r } else { a };
-    if (0..r).contains(&a) {
-        Ok(a as usize)
+    let resolved = if a < 0 { a.saturating_add(r) } else { a };
+    if (0..r).contains(&resolved) {
+        Ok(resolved as usize)
     } else {
         Err(format!("axis {a} is outside rank {rank}"))
     }
@@ -338,4 +338,16 @@ pub(crate) fn transpose_f32(
         }
     }
     (out_dims, out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_axis_outside_the_rank_is_named_as_the_file_gives_it() {
+        assert_eq!(super::axis(-1, 2), Ok(1));
+        assert_eq!(super::axis(1, 2), Ok(1));
+        assert_eq!(super::axis(-3, 2).unwrap_err(), "axis -3 is outside rank 2");
+        assert_eq!(super::axis(2, 2).unwrap_err(), "axis 2 is outside rank 2");
+        assert!(super::axis(i64::MIN, 2).is_err());
+    }
 }

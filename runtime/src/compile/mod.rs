@@ -1244,6 +1244,7 @@ impl<'g> Builder<'g> {
         let span = |i: usize| dilation[i] * (kernel[i] - 1) + 1;
         let ceil = attr_i(node, "ceil_mode", 0) == 1;
         let size = [*h, *w];
+        // (A window with both auto_pad and pads was refused by `check_onnx`.)
         let (pad_begin, out) = match attr_s(node, "auto_pad").as_str() {
             "" | "NOTSET" => {
                 let pads = match attr_ints(node, "pads") {

@@ -32,6 +32,15 @@ const CHECKSUM_AT: usize = 96;
 /// The largest manifest accepted (64 MiB): a bound checked before the JSON is parsed.
 const MAX_MANIFEST: u64 = 64 << 20;
 
+/// The manifest length a compiled file's header declares, if it has a header: read
+/// before anything is checked, so only to bound what parsing it may cost.
+pub(crate) fn declared_manifest_len(bytes: &[u8]) -> Option<u64> {
+    let field = bytes.get(32..40)?;
+    Some(u64::from_le_bytes([
+        field[0], field[1], field[2], field[3], field[4], field[5], field[6], field[7],
+    ]))
+}
+
 /// Whether `bytes` start like a compiled student (the magic, or a file cut inside it).
 pub(crate) fn is_compiled(bytes: &[u8]) -> bool {
     bytes.starts_with(MAGIC) || (!bytes.is_empty() && MAGIC.starts_with(bytes))

@@ -12,13 +12,33 @@ use crate::error::Error;
 use crate::info::GraphInfo;
 use crate::limits::{Check, Limit, elements};
 use exec::Executor;
-use ir::DType;
+use ir::{DType, Op};
 use plan::Plan;
 
 /// The most classes a compiled student may declare, as for an ONNX file
 /// (`onnx_info.rs`): a card without labels gets one default label per class, so an output
 /// of 2^25 values in a file of a few hundred bytes would otherwise cost gigabytes at open.
 const MAX_CLASSES: usize = 1 << 20;
+
+/// Manifest text allowed per op that `max_nodes` allows: an op and its values take
+/// 0.3-1 KB in the compiled shipped models.
+const MANIFEST_PER_OP: u64 = 4 << 10;
+/// Manifest text allowed per metadata entry that `max_metadata_entries` allows: a card's
+/// entries take 0.1-2 KB.
+const MANIFEST_PER_ENTRY: u64 = 4 << 10;
+/// Manifest text allowed besides.
+const MANIFEST_BASE: u64 = 64 << 10;
+
+/// The longest manifest the limits allow (8.1 MB by default).
+fn manifest_bound(limits: &crate::Limits) -> u64 {
+    MANIFEST_BASE
+        .saturating_add(limits.max_nodes.saturating_mul(MANIFEST_PER_OP))
+        .saturating_add(
+            limits
+                .max_metadata_entries
+                .saturating_mul(MANIFEST_PER_ENTRY),
+        )
+}
 
 /// Validates a compiled file and prepares its executor. Nothing is read through an offset
 /// before the header, the checksum, every blob range and every op have been checked.
@@ -33,6 +53,29 @@ pub(crate) fn open(
         origin: origin.to_string(),
         reason,
     };
+    // The manifest is JSON, parsed whole before anything in it is counted, and its
+    // smallest entries take ten times their text once parsed (a 64 MiB manifest of empty
+    // operator names took 676 MB): its length is bounded by what the limits allow.
+    // (A length past the end of the file is the parser's to report.)
+    if let Some(len) = format::declared_manifest_len(bytes) {
+        let bound = manifest_bound(check.limits);
+        if len > bound && len <= bytes.len() as u64 {
+            return Err(Error::TooLarge {
+                origin: origin.to_string(),
+                what: format!(
+                    "the manifest ({} KiB per op of max_nodes, {} KiB per entry of \
+                     max_metadata_entries and {} KiB besides are allowed)",
+                    MANIFEST_PER_OP >> 10,
+                    MANIFEST_PER_ENTRY >> 10,
+                    MANIFEST_BASE >> 10
+                ),
+                found: len.to_string(),
+                unit: "bytes",
+                limit: bound,
+                option: "max_nodes",
+            });
+        }
+    }
     let parsed = format::parse(bytes).map_err(bad)?;
     let data = parsed.data_offset..parsed.data_offset + parsed.data_len;
     let plan = Plan::new(parsed.manifest).map_err(|e| bad(format!("invalid plan: {e}")))?;
@@ -69,6 +112,9 @@ pub(crate) fn open(
             )
         })?;
     }
+    check.within(Limit::Nodes, Some(m.source_operators.len() as u64), || {
+        "the count of source operator types".to_string()
+    })?;
     for (op, _) in &m.source_operators {
         check.within(Limit::String, Some(op.len() as u64), || {
             "the name of a source operator".to_string()
@@ -96,6 +142,31 @@ pub(crate) fn open(
     // A pooling window may cover most of its input at every output position: a file of a
     // few kilobytes would then take hours per call. Real pooling reads each input a few
     // times; global pooling reads it once.
+    // A fused pool requantizes each window's largest sum: the pool of the requantized
+    // sums only while every scale is positive, which is when the compiler fuses.
+    for op in &m.ops {
+        if let Op::QConv {
+            pool: true, scale, ..
+        } = op
+        {
+            let blob = &m.blobs[*scale];
+            let at = data.start + blob.offset as usize;
+            let values = bytes
+                .get(at..at + blob.len as usize)
+                .ok_or_else(|| bad(format!("blob {scale} lies outside the file")))?;
+            let positive = values
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .all(|s| s.is_finite() && s > 0.0);
+            if !positive {
+                return Err(bad(format!(
+                    "an int8 convolution with a fused max pool has a scale that is not a \
+                     positive number (blob {scale}); the pool commutes with requantizing only \
+                     for positive scales"
+                )));
+            }
+        }
+    }
     let executor = Executor::new(plan, data, isa);
     check.within(Limit::Scratch, executor.scratch_bytes(batch), || {
         format!("the working memory of one call at batch {batch}")

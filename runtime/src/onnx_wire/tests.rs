@@ -320,8 +320,8 @@ impl Reference {
         a.t.iter().for_each(|t| self.tensor(t));
         a.g.iter().for_each(|g| self.graph(g));
         a.sparse_tensor.iter().for_each(|s| self.sparse(s));
-        self.listed(&a.floats);
-        self.listed(&a.ints);
+        // A Constant's `value_floats` / `value_ints` is its tensor.
+        self.0.tensor_data += (4 * a.floats.len() + 8 * a.ints.len()) as u64;
         self.texts(&a.strings);
         self.listed(&a.tensors);
         a.tensors.iter().for_each(|t| self.tensor(t));
