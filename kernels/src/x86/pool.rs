@@ -46,18 +46,36 @@ pub(crate) fn each_piece<T, U>(
     }
 }
 
+/// The enabled lanes of a piece of `count` (at most 16) outputs over 32-bit inputs: its
+/// `2 * count` inputs, as masks of the first and the second 16.
+#[inline(always)]
+pub(crate) fn input_masks(count: usize) -> (__mmask16, __mmask16) {
+    let inputs = 2 * count as u32;
+    let lo = (((1u64 << inputs.min(16)) - 1) & 0xffff) as __mmask16;
+    let hi = ((1u64 << inputs.saturating_sub(16)) - 1) as __mmask16;
+    (lo, hi)
+}
+
+/// The `permutex2var` indices that pick the even and the odd elements of two 16-lane
+/// vectors.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn even_odd() -> (__m512i, __m512i) {
+    (
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+        _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31),
+    )
+}
+
 /// f32 on AVX-512: 16 outputs per step from 32 inputs of each row.
 ///
 /// # Safety
 /// The CPU must run avx512f; `p` must have passed `Pool2x2::check` for these slices.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn max_2x2_f32_avx512(p: Pool2x2, x: &[f32], y: &mut [f32]) {
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let (even, odd) = even_odd();
     each_piece(p, x, y, 16, |_, r0, r1, out, count| {
-        let inputs = 2 * count as u32;
-        let lo = (((1u64 << inputs.min(16)) - 1) & 0xffff) as __mmask16;
-        let hi = ((1u64 << inputs.saturating_sub(16)) - 1) as __mmask16;
+        let (lo, hi) = input_masks(count);
         // SAFETY: the enabled lanes are the piece's `2 * count` inputs (`each_piece`);
         // disabled lanes are not read (nor faulted on).
         let (a0, a1, b0, b1) = unsafe {

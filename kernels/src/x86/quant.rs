@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::pool::each_piece;
+use super::pool::{each_piece, even_odd, input_masks};
 use crate::pool::Pool2x2;
 use crate::quant::{
     RequantRow, Vals, by_pieces, dequantize_acc_scalar, dequantize_scalar, quantize_scalar,
@@ -118,12 +118,9 @@ pub(crate) unsafe fn requantize_max_pool_avx512(
     bounds: RequantRow,
     out: &mut [u8],
 ) {
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let (even, odd) = even_odd();
     each_piece(p, acc, out, 16, |c, r0, r1, dst, count| {
-        let inputs = 2 * count as u32;
-        let lo = (((1u64 << inputs.min(16)) - 1) & 0xffff) as __mmask16;
-        let hi = ((1u64 << inputs.saturating_sub(16)) - 1) as __mmask16;
+        let (lo, hi) = input_masks(count);
         // SAFETY: the enabled lanes are the piece's `2 * count` sums of each row
         // (`each_piece`); disabled lanes are not read (nor faulted on).
         let (a0, a1, b0, b1) = unsafe {

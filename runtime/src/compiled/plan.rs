@@ -762,16 +762,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_well_formed_winograd_convolution_passes() {
-        Plan::new(winograd(window(), 16 * 8 * 8)).unwrap();
-        let even = Window {
+    /// [`window`] with an even output, 6 x 8.
+    fn even_window() -> Window {
+        Window {
             h_in: 6,
             w_in: 8,
             h_out: 6,
             w_out: 8,
             ..window()
-        };
+        }
+    }
+
+    #[test]
+    fn a_well_formed_winograd_convolution_passes() {
+        Plan::new(winograd(window(), 16 * 8 * 8)).unwrap();
+        let even = even_window();
         Plan::new(pooled(even, 3, 4)).unwrap();
     }
 
@@ -779,13 +784,7 @@ mod tests {
     fn a_fused_pool_needs_an_even_output_and_a_halved_value() {
         let err = Plan::new(pooled(window(), 2, 3)).unwrap_err();
         assert!(err.contains("needs an even output, got 5 x 7"), "{err}");
-        let even = Window {
-            h_in: 6,
-            w_in: 8,
-            h_out: 6,
-            w_out: 8,
-            ..window()
-        };
+        let even = even_window();
         let err = Plan::new(pooled(even, 6, 8)).unwrap_err();
         assert!(err.contains("output has dimensions"), "{err}");
     }
@@ -793,13 +792,7 @@ mod tests {
     /// An integer 3x3 convolution of `[8, 6, 8]` u8 values with a fused max pool, writing
     /// `out` into a value of `dims`.
     fn int8_pooled(out: QuantOut, dims: Vec<usize>) -> Manifest {
-        let even = Window {
-            h_in: 6,
-            w_in: 8,
-            h_out: 6,
-            w_out: 8,
-            ..window()
-        };
+        let even = even_window();
         let blob = |len: usize, dtype: DType| Blob {
             offset: 0,
             len: (len * dtype.size()) as u64,
