@@ -375,10 +375,7 @@ impl<'g> Builder<'g> {
         else {
             return None;
         };
-        let positive = self.blob_data[*scale]
-            .chunks_exact(4)
-            .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-            .all(|s| s.is_finite() && s > 0.0);
+        let positive = crate::compiled::ir::scales_allow_pooling(&self.blob_data[*scale]);
         if *y == output || !positive || w.h_out % 2 == 1 || w.w_out % 2 == 1 {
             return None;
         }

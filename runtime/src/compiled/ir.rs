@@ -411,6 +411,16 @@ pub(crate) enum Op {
     },
 }
 
+/// Whether a scale blob's bytes (f32, little-endian) are all positive numbers: then
+/// requantizing never decreases as the sum grows, and a max pool may be taken before it
+/// (`Op::QConv`'s `pool`). The compiler fuses only then, and opening checks it again.
+pub(crate) fn scales_allow_pooling(bytes: &[u8]) -> bool {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .all(|s| s.is_finite() && s > 0.0)
+}
+
 impl Op {
     /// The values this op reads.
     pub(crate) fn inputs(&self) -> Vec<ValueId> {

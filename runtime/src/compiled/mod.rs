@@ -154,11 +154,7 @@ pub(crate) fn open(
             let values = bytes
                 .get(at..at + blob.len as usize)
                 .ok_or_else(|| bad(format!("blob {scale} lies outside the file")))?;
-            let positive = values
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .all(|s| s.is_finite() && s > 0.0);
-            if !positive {
+            if !ir::scales_allow_pooling(values) {
                 return Err(bad(format!(
                     "an int8 convolution with a fused max pool has a scale that is not a \
                      positive number (blob {scale}); the pool commutes with requantizing only \
