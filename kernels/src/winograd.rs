@@ -31,7 +31,8 @@
 //! the products fill whole 16-column panels however small the image. The tiles are
 //! processed in chunks of [`Conv3x3::chunk_tiles`], sized so that one chunk's `V` and
 //! `M` stay in the L2 cache; scratch is therefore bounded per chunk, plus one zero-padded
-//! copy of the input.
+//! copy of the input on the levels that read tiles from one (AVX-512 masks its loads
+//! from the input instead).
 //!
 //! # Accuracy
 //!
@@ -75,18 +76,17 @@ impl Conv3x3 {
     }
 
     /// f32 elements of scratch [`conv3x3_winograd_f32`] needs for `batch` samples
-    /// (`usize::MAX` on overflow): the zero-padded input planes, one chunk's `V` and `M`,
-    /// and two channels' transformed tiles in tile order (2 x 16 rows of a chunk).
+    /// (`usize::MAX` on overflow): one chunk's `V` and `M`, the zero-padded input planes
+    /// (which AVX-512 does without), and [`NR`] more to start `V` on a cache line.
     pub fn scratch_len(&self, batch: usize) -> usize {
         let planes = check::product(batch, self.c_in, self.plane_len());
         let chunk = self.chunk_tiles();
         let v = check::product(16, self.c_in, chunk);
         let m = check::product(16, self.c_out, chunk);
-        let rows = check::product(32, chunk + NR, 1);
         planes
             .checked_add(v)
             .and_then(|s| s.checked_add(m))
-            .and_then(|s| s.checked_add(rows))
+            .and_then(|s| s.checked_add(NR))
             .unwrap_or(usize::MAX)
     }
 
@@ -182,18 +182,15 @@ pub fn conv3x3_winograd_f32(
     let tiles = batch * th * tw;
     let chunk = s.chunk_tiles();
     let plane_len = s.plane_len();
-    let (planes, rest) = scratch.split_at_mut(batch * s.c_in * plane_len);
-    let (v, rest) = rest.split_at_mut(16 * s.c_in * chunk);
+    // `V` and `M` start on a cache line (a multiple of 16 floats long each, they keep
+    // every panel row on one), so no store or load of the products straddles two.
+    let skip = scratch.as_ptr().align_offset(64).min(NR - 1);
+    let (v, rest) = scratch[skip..].split_at_mut(16 * s.c_in * chunk);
     let (m, rest) = rest.split_at_mut(16 * s.c_out * chunk);
-    let rows = &mut rest[..32 * (chunk + NR)];
-
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni => {
-            // SAFETY: checked above that the CPU runs avx512f.
-            unsafe { crate::x86::winograd::pad_avx512(&s, &x[..x_len], planes) }
-        }
-        _ => pad_planes(&s, &x[..x_len], planes),
+    let planes = &mut rest[..batch * s.c_in * plane_len];
+    let x = &x[..x_len];
+    if !reads_unpadded(isa) {
+        pad_planes(&s, x, planes);
     }
     let geometry = Tiles {
         shape: s,
@@ -204,7 +201,7 @@ pub fn conv3x3_winograd_f32(
     };
     for t0 in (0..tiles).step_by(chunk) {
         let n = (tiles - t0).min(chunk);
-        transform_input(isa, &geometry, planes, t0, n, v, rows);
+        transform_input(isa, &geometry, x, planes, t0, n, v);
         let v_len = packed_len_f32(s.c_in, n);
         for xi in 0..16 {
             sgemm(
@@ -326,27 +323,33 @@ pub(crate) fn pad_planes(s: &Conv3x3, x: &[f32], planes: &mut [f32]) {
     }
 }
 
+/// Whether `isa`'s input transform reads the input as it is, padding by masking its
+/// loads, rather than from the zero-padded planes.
+fn reads_unpadded(isa: Isa) -> bool {
+    matches!(isa, Isa::Avx512 | Isa::Avx512Vnni) && cfg!(target_arch = "x86_64")
+}
+
 /// Writes the transformed tiles `t0..t0 + n` of every channel as 16 packed-B matrices
-/// (`c_in x n`, matrix `xi` at `xi * c_in * chunk`). Lanes past `n` of the last panel
-/// may hold anything: their columns of the products are never read.
-/// `rows` is scratch for the levels that transform one channel in tile order first.
+/// (`c_in x n`, matrix `xi` at `xi * c_in * chunk`), from the input `x` or from its
+/// padded copy `planes` (see [`reads_unpadded`]). Lanes past `n` of the last panel may
+/// hold anything: their columns of the products are never read.
 fn transform_input(
     isa: Isa,
     g: &Tiles,
+    x: &[f32],
     planes: &[f32],
     t0: usize,
     n: usize,
     v: &mut [f32],
-    rows: &mut [f32],
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Vnni => {
             // SAFETY: the public entry point checked that the CPU runs avx512f.
-            unsafe { crate::x86::winograd::input_avx512(g, planes, t0, n, v, rows) }
+            unsafe { crate::x86::winograd::input_avx512(g, x, t0, n, v) }
         }
         _ => {
-            let _ = rows;
+            let _ = x;
             input_chunk(g, planes, t0, n, v)
         }
     }

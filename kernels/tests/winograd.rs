@@ -111,6 +111,27 @@ fn valid_and_uneven_padding_match_the_direct_convolution() {
 }
 
 #[test]
+fn wide_and_one_sided_padding_match_the_direct_convolution() {
+    // AVX-512 pads by masking its loads from the input: padding wider than a run's
+    // columns, on one side only, and outputs that stop before the padding does.
+    let cases = [
+        ([2, 0], 9, 10, 9, 8),
+        ([0, 3], 6, 16, 4, 20),
+        ([5, 17], 3, 4, 12, 38),
+        ([3, 3], 2, 2, 5, 3),
+    ];
+    for (i, (pad, h, w, h_out, w_out)) in cases.into_iter().enumerate() {
+        let s = Conv3x3 {
+            h_out,
+            w_out,
+            pad,
+            ..shape(6, 5, h, w, 0)
+        };
+        check(s, 2, 20 + i as u64);
+    }
+}
+
+#[test]
 fn many_tiles_span_several_chunks() {
     // 2 x 30 x 30 at 16 + 16 channels: 450 tiles, more than one chunk, the last partial.
     let s = shape(16, 16, 30, 30, 1);
