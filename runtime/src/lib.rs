@@ -58,6 +58,8 @@ pub use escalation::{
     EscalationRequest, HookAnswer,
 };
 pub use limits::Limits;
+#[cfg(feature = "onnx")]
+pub use limits::decode_onnx;
 pub use model::{ClassifyOptions, OpenOptions, StudentModel};
 pub use prediction::{AnsweredBy, Decision, EscalationOutcome, Prediction, Ranked};
 pub use preprocess::PixelFormat;

@@ -122,6 +122,27 @@ pub(crate) fn elements(dims: impl IntoIterator<Item = u64>) -> Option<u64> {
 #[cfg(feature = "onnx")]
 pub(crate) use onnx::check_onnx;
 
+/// Decodes an untrusted ONNX file (named `origin` in errors) as opening does: what decoding
+/// would allocate is counted from the encoding first, and the decoded model is checked
+/// against `limits` at batch size 1. For tools that edit ONNX files, such as the
+/// quantizer, so that a hostile file costs them no more than it costs opening.
+///
+/// # Errors
+/// [`Error::NotOnnx`] for an empty file, a broken encoding or a message that is not a
+/// model, [`Error::TooLarge`] naming the limit a count or size exceeds, and
+/// [`Error::Malformed`] for a graph the checks refuse.
+#[cfg(feature = "onnx")]
+pub fn decode_onnx(
+    bytes: &[u8],
+    origin: &str,
+    limits: &Limits,
+) -> Result<tract_onnx::pb::ModelProto, Error> {
+    let check = Check { limits, origin };
+    let proto = crate::onnx_wire::decode_checked(bytes, &check)?;
+    check_onnx(&proto, &check, 1)?;
+    Ok(proto)
+}
+
 #[cfg(feature = "onnx")]
 mod onnx {
     //! The checks on an ONNX graph, run on the decoded protobuf before tract sees it.

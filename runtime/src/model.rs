@@ -5,10 +5,6 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 use student_kernels::Isa;
-#[cfg(feature = "onnx")]
-use tract_onnx::pb;
-#[cfg(feature = "onnx")]
-use tract_onnx::prelude::Framework;
 
 use crate::card::{InputSpec, ModelCard, NonFinite};
 use crate::compiled::exec::Executor;
@@ -350,31 +346,11 @@ impl StudentModel {
         origin: &str,
         options: &OpenOptions,
     ) -> Result<StudentModel, Error> {
-        let not_onnx = |reason: String| Error::NotOnnx {
-            origin: origin.to_string(),
-            reason,
-        };
-        if bytes.is_empty() {
-            return Err(not_onnx("the file is empty".to_string()));
-        }
         let check = Check {
             limits: &options.limits,
             origin,
         };
-        // Decoding can allocate hundreds of times what a file holds (a list of empty
-        // messages): what it would make is counted from the encoding first.
-        crate::onnx_wire::check_encoding(bytes, &check)?;
-        let mut proto: pb::ModelProto = catch_unwind(AssertUnwindSafe(|| {
-            tract_onnx::onnx().proto_model_for_read(&mut &bytes[..])
-        }))
-        .map_err(|_| not_onnx("the protobuf decoder panicked".to_string()))?
-        .map_err(|e| not_onnx(brief(&format!("{e:#}"))))?;
-        if proto.graph.is_none() || proto.ir_version == 0 {
-            return Err(not_onnx(
-                "no graph or IR version: the bytes decode as protobuf but not as an ONNX model"
-                    .to_string(),
-            ));
-        }
+        let mut proto = crate::onnx_wire::decode_checked(bytes, &check)?;
         crate::limits::check_onnx(&proto, &check, options.batch as u64)?;
         let info = GraphInfo::read(&proto, origin)?;
         let card = info.card(origin)?;
@@ -805,18 +781,4 @@ fn check_logits(logits: &[f32], classes: usize, origin: &str) -> Result<(), Erro
         }),
         None => Ok(()),
     }
-}
-
-#[cfg(feature = "onnx")]
-/// A decoder's message cut to its first and last 150 characters: a deeply nested message
-/// repeats the path of fields, and the reason comes last.
-fn brief(text: &str) -> String {
-    const KEEP: usize = 150;
-    let chars = text.chars().count();
-    if chars <= 2 * KEEP + 1 {
-        return text.to_string();
-    }
-    let head: String = text.chars().take(KEEP).collect();
-    let tail: String = text.chars().skip(chars - KEEP).collect();
-    format!("{head} … {tail}")
 }

@@ -21,6 +21,7 @@ use std::fmt;
 use std::mem::size_of;
 
 use tract_onnx::pb;
+use tract_onnx::prelude::Framework;
 
 use crate::error::Error;
 use crate::limits::{Check, Limit, Limits};
@@ -45,6 +46,51 @@ const BLOCK: u64 = 32;
 
 /// A metadata entry once decoded: the entry and the blocks of its key and value.
 const PER_ENTRY: u64 = size_of::<pb::StringStringEntryProto>() as u64 + 2 * BLOCK;
+
+/// Decodes an untrusted ONNX file: scans its encoding against the limits
+/// ([`check_encoding`]), decodes it, and refuses a message that is not a model (no graph
+/// or IR version). The decoded model's own checks (`limits::check_onnx`) are the caller's:
+/// they depend on the batch size it plans for.
+///
+/// # Errors
+/// [`Error::NotOnnx`] for an empty file, a broken encoding or a message that is not a
+/// model, and [`Error::TooLarge`] as [`check_encoding`] gives it.
+pub(crate) fn decode_checked(bytes: &[u8], check: &Check<'_>) -> Result<pb::ModelProto, Error> {
+    let not_onnx = |reason: String| Error::NotOnnx {
+        origin: check.origin.to_string(),
+        reason,
+    };
+    if bytes.is_empty() {
+        return Err(not_onnx("the file is empty".to_string()));
+    }
+    // Decoding can allocate hundreds of times what a file holds (a list of empty
+    // messages): what it would make is counted from the encoding first.
+    check_encoding(bytes, check)?;
+    let proto: pb::ModelProto =
+        std::panic::catch_unwind(|| tract_onnx::onnx().proto_model_for_read(&mut &bytes[..]))
+            .map_err(|_| not_onnx("the protobuf decoder panicked".to_string()))?
+            .map_err(|e| not_onnx(brief(&format!("{e:#}"))))?;
+    if proto.graph.is_none() || proto.ir_version == 0 {
+        return Err(not_onnx(
+            "no graph or IR version: the bytes decode as protobuf but not as an ONNX model"
+                .to_string(),
+        ));
+    }
+    Ok(proto)
+}
+
+/// A decoder's message cut to its first and last 150 characters: a deeply nested message
+/// repeats the path of fields, and the reason comes last.
+fn brief(text: &str) -> String {
+    const KEEP: usize = 150;
+    let chars = text.chars().count();
+    if chars <= 2 * KEEP + 1 {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(KEEP).collect();
+    let tail: String = text.chars().skip(chars - KEEP).collect();
+    format!("{head} … {tail}")
+}
 
 /// Checks what decoding `bytes` as an ONNX `ModelProto` would make against the limits,
 /// before decoding: the node count (`max_nodes`), the metadata entry count

@@ -188,6 +188,47 @@ fn a_quantized_model_is_not_quantized_again() {
     assert!(err.to_string().contains("QuantizeLinear"), "{err}");
 }
 
+#[test]
+fn a_file_that_decodes_to_far_more_than_its_size_is_refused_before_decoding() {
+    // A million empty initializers: 2 bytes each in the file, a few hundred once decoded.
+    // The quantizer counts them from the encoding, as opening does.
+    let hostile = edited(|m| {
+        let graph = m.graph.as_mut().unwrap();
+        graph
+            .initializer
+            .extend(std::iter::repeat_n(pb::TensorProto::default(), 1_000_000));
+    });
+    assert!(hostile.len() < 3 << 20, "{} bytes", hostile.len());
+    let Err(err) = convert_fp16(&hostile, "hostile.onnx") else {
+        panic!("the file was converted");
+    };
+    assert!(
+        matches!(
+            &err,
+            Error::Runtime(student_runtime::Error::TooLarge { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("hostile.onnx"), "{err}");
+    let Err(err) = quantize_student(
+        &hostile,
+        "hostile.onnx",
+        &validation(),
+        None,
+        &settings(Precision::Int8),
+        &mut Silent,
+    ) else {
+        panic!("the file was quantized");
+    };
+    assert!(
+        matches!(
+            &err,
+            Error::Runtime(student_runtime::Error::TooLarge { .. })
+        ),
+        "{err}"
+    );
+}
+
 fn without_card(bytes: &[u8]) -> Vec<u8> {
     let mut m = pb::ModelProto::decode(bytes).unwrap();
     m.metadata_props.clear();

@@ -97,11 +97,10 @@ pub fn convert_fp16(onnx: &[u8], origin: &str) -> Result<(Vec<u8>, Fp16Summary),
     Ok((editor.model.encode_to_vec(), summary))
 }
 
+/// Decodes the model to rewrite within the runtime's default limits, checked before
+/// decoding as opening checks it: the file may come from anywhere.
 fn editor(onnx: &[u8], origin: &str) -> Result<Editor, Error> {
-    let model = pb::ModelProto::decode(onnx).map_err(|e| Error::Quantize {
-        origin: origin.to_string(),
-        reason: format!("not an ONNX model: {e}"),
-    })?;
+    let model = student_runtime::decode_onnx(onnx, origin, &student_runtime::Limits::default())?;
     Editor::new(model, origin)
 }
 

@@ -28,7 +28,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use half::f16;
 use sha2::{Digest, Sha256};
 use tract_onnx::pb;
-use tract_onnx::prelude::Framework;
 
 use crate::compiled::format;
 use crate::compiled::ir::{
@@ -60,9 +59,6 @@ pub fn compile_onnx(bytes: &[u8], origin: &str) -> Result<Compiled, Error> {
         origin: origin.to_string(),
         reason,
     };
-    if bytes.is_empty() {
-        return Err(not_onnx("the file is empty".to_string()));
-    }
     if format::is_compiled(bytes) {
         return Err(not_onnx(
             "it is already a compiled student; compile the ONNX file it was made from".to_string(),
@@ -74,22 +70,11 @@ pub fn compile_onnx(bytes: &[u8], origin: &str) -> Result<Compiled, Error> {
         limits: &limits,
         origin,
     };
-    crate::onnx_wire::check_encoding(bytes, &check)?;
-    let proto: pb::ModelProto = catch_unwind(AssertUnwindSafe(|| {
-        tract_onnx::onnx().proto_model_for_read(&mut &bytes[..])
-    }))
-    .map_err(|_| not_onnx("the protobuf decoder panicked".to_string()))?
-    .map_err(|e| not_onnx(format!("{e:#}")))?;
-    let graph = match (&proto.graph, proto.ir_version) {
-        (Some(graph), v) if v > 0 => graph,
-        _ => {
-            return Err(not_onnx(
-                "no graph or IR version: the bytes decode as protobuf but not as an ONNX model"
-                    .to_string(),
-            ));
-        }
-    };
+    let proto = crate::onnx_wire::decode_checked(bytes, &check)?;
     crate::limits::check_onnx(&proto, &check, 1)?;
+    let Some(graph) = &proto.graph else {
+        return Err(not_onnx("no graph".to_string()));
+    };
     let info = GraphInfo::read(&proto, origin)?;
     // The card must be valid before anything is written.
     info.card(origin)?;
