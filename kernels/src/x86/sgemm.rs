@@ -12,11 +12,9 @@ use crate::sgemm::F32Gemm;
 
 /// A packed-B element type the tiles widen to 16 f32 lanes.
 pub(crate) trait PanelF32: Copy {
-    /// Whether blocks of one or two rows run faster on the AVX2 tiles. They stream several
-    /// panels per A value, so their speed is the widening of B: `vcvtph2ps` on a zmm has
-    /// half the throughput of two on ymm (measured on Zen 4: a 1 x 3136 x 256 hgemm takes
-    /// 18 us on the AVX2 tile and 29 us on the AVX-512 one; f32 panels are even).
-    const FEW_ROWS_ON_AVX2: bool;
+    /// Whether blocks of one or two rows run faster on the AVX2 tiles on this CPU. They
+    /// stream several panels per A value, so their speed is the widening of B.
+    fn few_rows_on_avx2() -> bool;
 
     /// One packed row of a panel as a zmm.
     ///
@@ -32,7 +30,9 @@ pub(crate) trait PanelF32: Copy {
 }
 
 impl PanelF32 for f32 {
-    const FEW_ROWS_ON_AVX2: bool = false;
+    fn few_rows_on_avx2() -> bool {
+        false
+    }
 
     #[inline(always)]
     unsafe fn load_zmm(x: &[f32; NR]) -> __m512 {
@@ -49,7 +49,14 @@ impl PanelF32 for f32 {
 }
 
 impl PanelF32 for f16 {
-    const FEW_ROWS_ON_AVX2: bool = true;
+    /// Where `vcvtph2ps` on a zmm has half the throughput of two on ymm: on Zen 4, a
+    /// 1 x 3136 x 256 hgemm took 18 us on the AVX2 tile and 29 us on the AVX-512 one. On
+    /// Sapphire Rapids the AVX-512 tile is the faster (alternated with the AVX2 one five
+    /// times: the fp16 student at batch 1 0.95x, the fp16 teacher 0.93x). The CPUs known
+    /// to widen at full rate are told apart by the AVX512-FP16 instructions they bring.
+    fn few_rows_on_avx2() -> bool {
+        !std::is_x86_feature_detected!("avx512fp16")
+    }
 
     #[inline(always)]
     unsafe fn load_zmm(x: &[f16; NR]) -> __m512 {
@@ -72,16 +79,17 @@ impl PanelF32 for f16 {
 }
 
 /// AVX-512: tiles of 8 rows x 1 panel (8 zmm sums); fewer rows take more panels, and
-/// take the AVX2 tiles where those are faster (see [`PanelF32::FEW_ROWS_ON_AVX2`]).
+/// take the AVX2 tiles where those are faster (see [`PanelF32::few_rows_on_avx2`]).
 #[target_feature(enable = "avx512f")]
 pub(crate) fn gemm_avx512<B: PanelF32>(g: &F32Gemm<B>, c: &mut [f32]) {
+    let few_rows_on_avx2 = B::few_rows_on_avx2();
     for panels in panel_chunks(g.panels()) {
         for (row0, rows) in row_blocks(g.m, 8) {
             let p = panels.clone();
             match rows {
                 // avx512f implies avx2, fma and f16c, so the AVX2 tiles are safe to call.
-                1 if B::FEW_ROWS_ON_AVX2 => rows_avx2::<B, 1, 4>(g, row0, p, c),
-                2 if B::FEW_ROWS_ON_AVX2 => rows_avx2::<B, 2, 2>(g, row0, p, c),
+                1 if few_rows_on_avx2 => rows_avx2::<B, 1, 4>(g, row0, p, c),
+                2 if few_rows_on_avx2 => rows_avx2::<B, 2, 2>(g, row0, p, c),
                 1 => rows_avx512::<B, 1, 4>(g, row0, p, c),
                 2 => rows_avx512::<B, 2, 2>(g, row0, p, c),
                 4 => rows_avx512::<B, 4, 1>(g, row0, p, c),
