@@ -549,6 +549,71 @@ fn a_fused_int8_pool_with_a_scale_that_is_not_positive_is_refused() {
 }
 
 #[test]
+fn an_int8_scale_that_is_not_finite_is_refused() {
+    // A NaN scale requantizes to bytes like any other: a wrong answer, not an error.
+    let good = compile("student-int8.onnx");
+    let manifest = manifest_of(&good);
+    let data_at = u64::from_le_bytes(good[40..48].try_into().unwrap()) as usize;
+    let mut tried = 0;
+    for op in manifest["ops"].as_array().unwrap() {
+        let what = match op["op"].as_str() {
+            Some("q_conv") => "convolution",
+            Some("q_dense") => "dense layer",
+            _ => continue,
+        };
+        let blob = &manifest["blobs"][op["scale"].as_u64().unwrap() as usize];
+        let at = data_at + blob["offset"].as_u64().unwrap() as usize;
+        // The last channel's scale, so that a check of the first alone would pass.
+        let last = at + blob["len"].as_u64().unwrap() as usize - 4;
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut bytes = good.clone();
+            bytes[last..last + 4].copy_from_slice(&bad.to_le_bytes());
+            let err = StudentModel::from_bytes(&sealed(bytes), &OpenOptions::default())
+                .expect_err("a scale that is not finite");
+            let text = err.to_string();
+            assert!(
+                matches!(err, Error::NotCompiled { .. })
+                    && (text.contains(&format!("int8 {what} has a scale that is not a finite"))
+                        || op["pool"] == true && text.contains("not a positive")),
+                "{}, {bad}: {err}",
+                op["op"]
+            );
+            tried += 1;
+        }
+    }
+    // Both int8 convolutions and both dense layers of the shipped student.
+    assert_eq!(tried, 4 * 3);
+}
+
+#[test]
+fn a_clamp_to_an_infinity_is_refused() {
+    // 1e39 is beyond f32's range: it parses as +inf, and a lower bound of +inf would make
+    // every output infinite and every call fail.
+    let good = compile("student.onnx");
+    let manifest = manifest_of(&good);
+    let at = manifest["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|op| op["op"] == "winograd_conv")
+        .expect("a Winograd convolution");
+    // Both bounds at +inf, then both at -inf: not empty, and every output infinite.
+    for value in [1e39, -1e39] {
+        let mut edited = manifest.clone();
+        edited["ops"][at]["lo"] = serde_json::json!(value);
+        edited["ops"][at]["hi"] = serde_json::json!(value);
+        let text = serde_json::to_string(&edited).unwrap();
+        let err = StudentModel::from_bytes(&with_manifest(&good, &text), &OpenOptions::default())
+            .expect_err("an infinite clamp");
+        assert!(
+            matches!(err, Error::NotCompiled { .. })
+                && err.to_string().contains("makes every output infinite"),
+            "{value}: {err}"
+        );
+    }
+}
+
+#[test]
 fn a_manifest_longer_than_the_limits_allow_is_refused_before_it_is_parsed() {
     let good = compile("student.onnx");
     let manifest = manifest_of(&good);

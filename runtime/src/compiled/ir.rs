@@ -411,14 +411,23 @@ pub(crate) enum Op {
     },
 }
 
+/// Whether a scale blob's bytes (f32, little-endian) are all finite.
+pub(crate) fn scales_are_finite(bytes: &[u8]) -> bool {
+    scales(bytes).all(f32::is_finite)
+}
+
+/// A scale blob's values.
+fn scales(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 /// Whether a scale blob's bytes (f32, little-endian) are all positive numbers: then
 /// requantizing never decreases as the sum grows, and a max pool may be taken before it
 /// (`Op::QConv`'s `pool`). The compiler fuses only then, and opening checks it again.
 pub(crate) fn scales_allow_pooling(bytes: &[u8]) -> bool {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .all(|s| s.is_finite() && s > 0.0)
+    scales(bytes).all(|s| s.is_finite() && s > 0.0)
 }
 
 impl Op {

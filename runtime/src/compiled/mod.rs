@@ -142,25 +142,33 @@ pub(crate) fn open(
     // A pooling window may cover most of its input at every output position: a file of a
     // few kilobytes would then take hours per call. Real pooling reads each input a few
     // times; global pooling reads it once.
-    // A fused pool requantizes each window's largest sum: the pool of the requantized
-    // sums only while every scale is positive, which is when the compiler fuses.
+    // Integer ops scale their i32 sums by these per channel: a NaN or infinite scale gives
+    // bytes that look like any other (a wrong answer, not an error) or non-finite floats
+    // on every call. A fused pool requantizes each window's largest sum: the pool of the
+    // requantized sums only while every scale is positive, which is when the compiler
+    // fuses.
     for op in &m.ops {
-        if let Op::QConv {
-            pool: true, scale, ..
-        } = op
-        {
-            let blob = &m.blobs[*scale];
-            let at = data.start + blob.offset as usize;
-            let values = bytes
-                .get(at..at + blob.len as usize)
-                .ok_or_else(|| bad(format!("blob {scale} lies outside the file")))?;
-            if !ir::scales_allow_pooling(values) {
-                return Err(bad(format!(
-                    "an int8 convolution with a fused max pool has a scale that is not a \
-                     positive number (blob {scale}); the pool commutes with requantizing only \
-                     for positive scales"
-                )));
-            }
+        let (scale, pool, what) = match op {
+            Op::QConv { scale, pool, .. } => (*scale, *pool, "convolution"),
+            Op::QDense { scale, .. } => (*scale, false, "dense layer"),
+            _ => continue,
+        };
+        let blob = &m.blobs[scale];
+        let at = data.start + blob.offset as usize;
+        let values = bytes
+            .get(at..at + blob.len as usize)
+            .ok_or_else(|| bad(format!("blob {scale} lies outside the file")))?;
+        if pool && !ir::scales_allow_pooling(values) {
+            return Err(bad(format!(
+                "an int8 convolution with a fused max pool has a scale that is not a \
+                 positive number (blob {scale}); the pool commutes with requantizing only \
+                 for positive scales"
+            )));
+        }
+        if !ir::scales_are_finite(values) {
+            return Err(bad(format!(
+                "an int8 {what} has a scale that is not a finite number (blob {scale})"
+            )));
         }
     }
     let executor = Executor::new(plan, data, isa);

@@ -7,7 +7,8 @@
 
 use super::format::{elements, expect_dtype};
 use super::ir::{
-    BlobId, DType, Manifest, Op, Operand, PoolKind, QuantOut, Value, ValueId, Weights, Window,
+    BlobId, DType, Manifest, Op, Operand, PoolKind, QuantOut, UnaryFn, Value, ValueId, Weights,
+    Window,
 };
 
 /// A validated manifest with each value's place in the arena.
@@ -466,6 +467,10 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
                     blob(m, *gamma, DType::F32, *size)?;
                     beta.map_or(Ok(()), |b| blob(m, b, DType::F32, *size))
                 }
+                Op::Unary {
+                    f: UnaryFn::Clip { lo, hi },
+                    ..
+                } => check_clamp(*lo, *hi),
                 _ => Ok(()),
             }
         }
@@ -674,6 +679,13 @@ fn float_conv_blobs(
 fn check_clamp(lo: f32, hi: f32) -> Result<(), String> {
     if lo.is_nan() || hi.is_nan() || lo > hi {
         return Err(format!("clamp [{lo}, {hi}] is empty"));
+    }
+    // No bound at all is written as an infinity; a lower bound of +inf (or an upper one of
+    // -inf) would make every output infinite, and every call would fail.
+    if lo == f32::INFINITY || hi == f32::NEG_INFINITY {
+        return Err(format!(
+            "clamp [{lo}, {hi}] makes every output infinite (a bound beyond f32's range?)"
+        ));
     }
     Ok(())
 }
