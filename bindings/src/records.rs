@@ -415,8 +415,8 @@ pub struct OpenOptions {
     pub memory_map: bool,
     /// The kernels a compiled `.student` file runs with, by name (`portable`, `avx2`,
     /// `avx512`, `avx512vnni`, `neon`, `neon-dotprod`, `neon-fp16`); `None` (the default)
-    /// takes the best this CPU has. Naming a level the CPU lacks fails the open. `.onnx`
-    /// files ignore it.
+    /// takes the best this CPU has. Naming a level the CPU lacks fails the open, and so
+    /// does naming one for an `.onnx` file, which runs through tract.
     #[uniffi(default = None)]
     pub kernels: Option<String>,
     /// When not empty, only models signed by one of these keys open (public keys as 64 hex

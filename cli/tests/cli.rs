@@ -1082,6 +1082,10 @@ fn compile_then_bench_the_compiled_file() {
     assert_one_line_error(&o, "expected one of portable");
     let o = student(&["bench", out.to_str().unwrap(), "--seconds", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // An ONNX file runs through tract: benchmarking it "at" a level would report tract.
+    let onnx = models().join("student.onnx");
+    let o = student(&["bench", onnx.to_str().unwrap(), "--kernels", "portable"]);
+    assert_one_line_error(&o, "runs through tract");
 }
 
 /// png 0.18.1 panics on a palette chunk whose length is not a multiple of 3 (found by the

@@ -28,7 +28,9 @@ pub struct OpenOptions {
     pub batch: usize,
     /// The kernels a compiled student runs with. `None` takes the `STUDENT_KERNELS`
     /// environment variable when it is set, else the best level this CPU has. Naming a
-    /// level the CPU lacks is an error. ONNX files run through tract and ignore this.
+    /// level the CPU lacks is an error. ONNX files run through tract, not the kernels:
+    /// naming a level for one is an error, and `STUDENT_KERNELS`, when set, must still
+    /// name a level this CPU has.
     pub kernels: Option<Isa>,
     /// What the file may declare before it is refused (sizes of the file, tensors,
     /// weights, graph, strings, working memory), checked before anything of that size is
@@ -164,6 +166,30 @@ impl std::fmt::Debug for StudentModel {
     }
 }
 
+/// The kernel level `options` ask for: theirs, else `STUDENT_KERNELS`, else the best this
+/// CPU has. Errors if it names a level this CPU cannot run or no level at all.
+fn chosen_kernels(options: &OpenOptions) -> Result<Isa, Error> {
+    match options.kernels {
+        Some(isa) if isa.is_available() => Ok(isa),
+        Some(isa) => Err(Error::InvalidOption {
+            name: "kernels",
+            reason: format!(
+                "this CPU cannot run {}; the best it has is {}",
+                isa.name(),
+                Isa::best().name()
+            ),
+        }),
+        None => student_kernels::isa_from_env().map_err(|e| Error::InvalidOption {
+            name: "kernels",
+            reason: match e {
+                // This one names the variable itself.
+                student_kernels::KernelError::UnknownIsa { .. } => e.to_string(),
+                _ => format!("{}: {e}", student_kernels::ENV_VAR),
+            },
+        }),
+    }
+}
+
 impl StudentModel {
     /// Opens a student (an ONNX file or a compiled `.student` file) by reading `path` into
     /// memory, with a batch-1 plan.
@@ -295,27 +321,7 @@ impl StudentModel {
         origin: &str,
         options: &OpenOptions,
     ) -> Result<StudentModel, Error> {
-        let isa = match options.kernels {
-            Some(isa) if isa.is_available() => isa,
-            Some(isa) => {
-                return Err(Error::InvalidOption {
-                    name: "kernels",
-                    reason: format!(
-                        "this CPU cannot run {}; the best it has is {}",
-                        isa.name(),
-                        Isa::best().name()
-                    ),
-                });
-            }
-            None => student_kernels::isa_from_env().map_err(|e| Error::InvalidOption {
-                name: "kernels",
-                reason: match e {
-                    // This one names the variable itself.
-                    student_kernels::KernelError::UnknownIsa { .. } => e.to_string(),
-                    _ => format!("{}: {e}", student_kernels::ENV_VAR),
-                },
-            })?,
-        };
+        let isa = chosen_kernels(options)?;
         let check = Check {
             limits: &options.limits,
             origin,
@@ -346,6 +352,19 @@ impl StudentModel {
         origin: &str,
         options: &OpenOptions,
     ) -> Result<StudentModel, Error> {
+        // A level asked for and silently not used would pass tract's figures off as the
+        // kernels' (a benchmark at `--kernels portable`, say).
+        if let Some(isa) = options.kernels {
+            return Err(Error::InvalidOption {
+                name: "kernels",
+                reason: format!(
+                    "{origin} is an ONNX file, which runs through tract, not at a kernel level \
+                     such as {}; compile it with `student compile` to choose its kernels",
+                    isa.name()
+                ),
+            });
+        }
+        chosen_kernels(options)?;
         let check = Check {
             limits: &options.limits,
             origin,

@@ -452,6 +452,20 @@ fn open_options_reject_zero_batch() {
 }
 
 #[test]
+fn a_kernel_level_for_an_onnx_file_is_an_error_not_ignored() {
+    // ONNX files run through tract: a level asked for would not be the one measured.
+    let options = OpenOptions {
+        kernels: Some(student_runtime::Isa::Portable),
+        ..OpenOptions::default()
+    };
+    let err = StudentModel::open_with(models_dir().join("student.onnx"), &options).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidOption { name: "kernels", reason } if reason.contains("student compile")),
+        "{err}"
+    );
+}
+
+#[test]
 fn shape_annotations_with_their_own_batch_symbol_do_not_stop_a_fixed_batch() {
     // What ONNX shape inference writes: every intermediate tensor annotated with the
     // exporter's batch symbol. The runtime plans with batch 1 and 32 regardless.
