@@ -50,9 +50,10 @@ pub fn read_images(
             .with_context(|| format!("cannot read {}", path.display()))?;
         buf[..n].to_vec()
     };
-    // IDX: two zero bytes, a type code, a rank of 1 to 4; or a gzip stream (the data set's
-    // own files are gzipped IDX).
-    let idx_like = matches!(head[..], [0, 0, _, 1..=4]);
+    // IDX: two zero bytes, a type code, a rank (any: a rank the reader refuses is still
+    // reported as an IDX file's); or a gzip stream (the data set's own files are gzipped
+    // IDX).
+    let idx_like = matches!(head[..], [0, 0, 0x08 | 0x09 | 0x0b..=0x0e, _]);
     if idx_like || head.starts_with(&[0x1f, 0x8b]) {
         // The header first: a gzipped file of other-sized images is refused before
         // hundreds of megabytes are inflated.
