@@ -517,6 +517,27 @@ fn unknown_fields_in_ops_and_windows_are_refused() {
             "{to}: {err}"
         );
     }
+    // The same at the top of the manifest, in a value and in a blob.
+    let manifest = manifest_of(&good);
+    for path in [&[][..], &["values", "0"][..], &["blobs", "0"][..]] {
+        let mut edited = manifest.clone();
+        let mut at = &mut edited;
+        for key in path {
+            at = match key.parse::<usize>() {
+                Ok(i) => &mut at[i],
+                Err(_) => &mut at[*key],
+            };
+        }
+        at["future"] = serde_json::json!(1);
+        let text = serde_json::to_string(&edited).unwrap();
+        let err = StudentModel::from_bytes(&with_manifest(&good, &text), &OpenOptions::default())
+            .expect_err("an unknown field");
+        assert!(
+            matches!(err, Error::NotCompiled { .. })
+                && err.to_string().contains("unknown field `future`"),
+            "{path:?}: {err}"
+        );
+    }
 }
 
 #[test]

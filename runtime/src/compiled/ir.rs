@@ -36,6 +36,7 @@ impl DType {
 
 /// An activation: f32 or u8 (quantized), `dims` per sample (the batch axis left out).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Value {
     pub dtype: DType,
     pub dims: Vec<usize>,
@@ -50,6 +51,7 @@ impl Value {
 
 /// A weight array in the data section: `offset` from the section's start, 64-byte aligned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Blob {
     pub offset: u64,
     pub len: u64,
@@ -562,8 +564,10 @@ impl Op {
     }
 }
 
-/// Everything in a compiled file except the weights.
+/// Everything in a compiled file except the weights. Unknown fields are refused here as in
+/// the ops: whatever a newer compiler adds may matter to what the file computes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Manifest {
     /// The program and version that compiled the file.
     pub producer: String,
