@@ -517,9 +517,24 @@ fn unknown_fields_in_ops_and_windows_are_refused() {
             "{to}: {err}"
         );
     }
-    // The same at the top of the manifest, in a value and in a blob.
-    let manifest = manifest_of(&good);
-    for path in [&[][..], &["values", "0"][..], &["blobs", "0"][..]] {
+    // The same at the top of the manifest, in a value and in a blob, and inside an op's
+    // own objects (an int8 op's output, here).
+    let int8 = compile("student-int8.onnx");
+    let manifest = manifest_of(&int8);
+    let q = manifest["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|op| op["out"]["u8"].is_object())
+        .expect("an int8 op with a u8 output")
+        .to_string();
+    let inner = ["ops", q.as_str(), "out", "u8"];
+    for path in [
+        &[][..],
+        &["values", "0"][..],
+        &["blobs", "0"][..],
+        &inner[..],
+    ] {
         let mut edited = manifest.clone();
         let mut at = &mut edited;
         for key in path {
@@ -530,7 +545,7 @@ fn unknown_fields_in_ops_and_windows_are_refused() {
         }
         at["future"] = serde_json::json!(1);
         let text = serde_json::to_string(&edited).unwrap();
-        let err = StudentModel::from_bytes(&with_manifest(&good, &text), &OpenOptions::default())
+        let err = StudentModel::from_bytes(&with_manifest(&int8, &text), &OpenOptions::default())
             .expect_err("an unknown field");
         assert!(
             matches!(err, Error::NotCompiled { .. })

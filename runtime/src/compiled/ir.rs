@@ -101,7 +101,7 @@ pub(crate) enum Weights {
 
 /// Where the result of an integer convolution or dense layer goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub(crate) enum QuantOut {
     /// Requantized to u8 with this zero point, clamped to `[lo, hi]` (a fused Relu/Clip).
     U8 { zero_point: u8, lo: u8, hi: u8 },
@@ -115,7 +115,7 @@ pub(crate) enum QuantOut {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub(crate) enum PoolKind {
     Max,
     /// Average; `count_pad` counts padded positions in the divisor.
@@ -126,7 +126,7 @@ pub(crate) enum PoolKind {
 
 /// Elementwise functions of one f32.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub(crate) enum UnaryFn {
     Relu,
     Clip {
@@ -213,7 +213,7 @@ impl BinaryFn {
 /// An operand of a binary op: an activation, or a constant f32 blob of shape `dims`
 /// (the full numpy-style shape, broadcast against `[batch, value dims...]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub(crate) enum Operand {
     Value(ValueId),
     Const { blob: BlobId, dims: Vec<usize> },
