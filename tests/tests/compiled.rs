@@ -622,6 +622,49 @@ fn an_int8_scale_that_is_not_finite_is_refused() {
 }
 
 #[test]
+fn float_weights_and_biases_that_are_not_finite_are_refused() {
+    // A NaN weight made every call fail, an infinite bias or shift every answer one class.
+    for (model, dtype, bad) in [
+        ("student.onnx", "f32", f32::NAN.to_le_bytes().to_vec()),
+        ("student.onnx", "bias", f32::INFINITY.to_le_bytes().to_vec()),
+        ("student-fp16.onnx", "f16", 0x7c00u16.to_le_bytes().to_vec()),
+    ] {
+        let good = compile(model);
+        let manifest = manifest_of(&good);
+        let data_at = u64::from_le_bytes(good[40..48].try_into().unwrap()) as usize;
+        let ops = manifest["ops"].as_array().unwrap();
+        // The last op holding such a blob, its last value.
+        let (i, op) = ops
+            .iter()
+            .enumerate()
+            .rfind(|(_, op)| match dtype {
+                "bias" => op["bias"].is_u64(),
+                _ => op["weights"][dtype].is_u64(),
+            })
+            .expect("an op with such a blob");
+        let id = match dtype {
+            "bias" => &op["bias"],
+            _ => &op["weights"][dtype],
+        };
+        let blob = &manifest["blobs"][id.as_u64().unwrap() as usize];
+        let end = data_at
+            + blob["offset"].as_u64().unwrap() as usize
+            + blob["len"].as_u64().unwrap() as usize;
+        let mut bytes = good.clone();
+        bytes[end - bad.len()..end].copy_from_slice(&bad);
+        let err = StudentModel::from_bytes(&sealed(bytes), &OpenOptions::default())
+            .expect_err("a weight that is not finite");
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::NotCompiled { .. })
+                && text.contains(&format!("op {i} ("))
+                && text.contains("has a NaN or infinite value"),
+            "{model} {dtype}: {err}"
+        );
+    }
+}
+
+#[test]
 fn a_clamp_to_an_infinity_is_refused() {
     // 1e39 is beyond f32's range: it parses as +inf, and a lower bound of +inf would make
     // every output infinite and every call fail.

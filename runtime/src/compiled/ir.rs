@@ -413,6 +413,20 @@ pub(crate) enum Op {
     },
 }
 
+/// Whether every value of a blob of `dtype` is finite (integers always are): an exponent
+/// of all ones is an infinity or a NaN.
+pub(crate) fn blob_is_finite(bytes: &[u8], dtype: DType) -> bool {
+    match dtype {
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .all(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7f80_0000 != 0x7f80_0000),
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .all(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 != 0x7c00),
+        DType::U8 | DType::I8 | DType::I32 => true,
+    }
+}
+
 /// Whether a scale blob's bytes (f32, little-endian) are all finite.
 pub(crate) fn scales_are_finite(bytes: &[u8]) -> bool {
     scales(bytes).all(f32::is_finite)
@@ -433,6 +447,31 @@ pub(crate) fn scales_allow_pooling(bytes: &[u8]) -> bool {
 }
 
 impl Op {
+    /// The float blobs whose every value must be finite: weights, biases, scales, shifts
+    /// and tables. A NaN or infinity there makes every answer meaningless or every call
+    /// fail. Constant operands of binary ops are left out: an additive mask may hold
+    /// -inf on purpose.
+    pub(crate) fn finite_blobs(&self) -> Vec<BlobId> {
+        let weights = |w: &Weights| match *w {
+            Weights::F32(b) | Weights::F16(b) => b,
+        };
+        match self {
+            Op::Conv {
+                weights: w, bias, ..
+            }
+            | Op::WinogradConv {
+                weights: w, bias, ..
+            }
+            | Op::Dense {
+                weights: w, bias, ..
+            } => std::iter::once(weights(w)).chain(*bias).collect(),
+            Op::ChannelAffine { scale, shift, .. } => vec![*scale, *shift],
+            Op::LayerNorm { gamma, beta, .. } => std::iter::once(*gamma).chain(*beta).collect(),
+            Op::Gather { table, .. } => vec![*table],
+            _ => Vec::new(),
+        }
+    }
+
     /// The values this op reads.
     pub(crate) fn inputs(&self) -> Vec<ValueId> {
         match self {

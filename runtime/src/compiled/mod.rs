@@ -171,6 +171,23 @@ pub(crate) fn open(
             )));
         }
     }
+    // Weights, biases and tables that are not finite make every answer meaningless (a
+    // LayerNorm beta of +inf answered one class for every input) or every call fail.
+    for (i, op) in m.ops.iter().enumerate() {
+        for id in op.finite_blobs() {
+            let blob = &m.blobs[id];
+            let at = data.start + blob.offset as usize;
+            let values = bytes
+                .get(at..at + blob.len as usize)
+                .ok_or_else(|| bad(format!("blob {id} lies outside the file")))?;
+            if !ir::blob_is_finite(values, blob.dtype) {
+                return Err(bad(format!(
+                    "op {i} ({}) has a NaN or infinite value in blob {id}",
+                    op.name()
+                )));
+            }
+        }
+    }
     let executor = Executor::new(plan, data, isa);
     check.within(Limit::Scratch, executor.scratch_bytes(batch), || {
         format!("the working memory of one call at batch {batch}")

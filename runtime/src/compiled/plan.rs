@@ -456,8 +456,17 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
                     Err(format!("softmax axis {axis} of rank {}", xv.dims.len() + 1))
                 }
                 Op::LayerNorm {
-                    size, gamma, beta, ..
+                    size,
+                    gamma,
+                    beta,
+                    epsilon,
+                    ..
                 } => {
+                    if !(epsilon.is_finite() && *epsilon >= 0.0) {
+                        return Err(format!(
+                            "epsilon {epsilon} is not a finite number of at least 0"
+                        ));
+                    }
                     if *size == 0 || xv.len() % size != 0 {
                         return Err(format!(
                             "normalized size {size} does not divide {:?}",
@@ -471,6 +480,16 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
                     f: UnaryFn::Clip { lo, hi },
                     ..
                 } => check_clamp(*lo, *hi),
+                Op::Unary {
+                    f: UnaryFn::LeakyRelu { alpha },
+                    ..
+                } if !alpha.is_finite() => Err(format!("alpha {alpha} is not finite")),
+                Op::Unary {
+                    f: UnaryFn::HardSigmoid { alpha, beta },
+                    ..
+                } if !(alpha.is_finite() && beta.is_finite()) => {
+                    Err(format!("alpha {alpha} or beta {beta} is not finite"))
+                }
                 _ => Ok(()),
             }
         }
