@@ -28,7 +28,7 @@ pub fn keygen(name: &Path) -> Result<()> {
     // A key file is never replaced: losing a signing key is not undoable.
     let mut file = new_file(&secret_path, 0o600)
         .with_context(|| format!("cannot create {}", secret_path.display()))?;
-    writeln!(file, "{}", key.to_hex())
+    writeln!(file, "{SECRET_PREFIX}{}", key.to_hex())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", secret_path.display()))?;
     let public = new_file(&public_path, 0o644).and_then(|mut file| {
@@ -51,11 +51,46 @@ pub fn keygen(name: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What a secret key file starts with, so that it cannot be taken for a public key (both
+/// keys are 64 hex digits) nor a public key for it.
+const SECRET_PREFIX: &str = "student-secret-key ";
+
+/// The secret key in the file `path`: `SECRET_PREFIX` and 64 hex digits, or the bare hex
+/// digits of a key written before the prefix (unless the file is a `.pub`). Any 32 bytes
+/// make a valid secret key, so a public key taken for one would sign without complaint,
+/// and its signatures would match no key the app trusts.
+fn read_secret_key(path: &Path) -> Result<SecretKey> {
+    let text = read_small(path, MAX_KEY_FILE)
+        .with_context(|| format!("cannot read the secret key {}", path.display()))?;
+    let hex = match text.trim_start().strip_prefix(SECRET_PREFIX) {
+        Some(hex) => hex,
+        None if path.extension().is_some_and(|e| e == "pub") => bail!(
+            "{} is a public key; sign with the secret key (`student keygen NAME` writes it \
+             to NAME.key)",
+            path.display()
+        ),
+        None => &text,
+    };
+    let key = SecretKey::from_hex(hex).with_context(|| path.display().to_string())?;
+    // The public key next to it, when there is one, must be its own.
+    let public_path = path.with_extension("pub");
+    if path.extension().is_some_and(|e| e == "key")
+        && let Ok(text) = read_small(&public_path, MAX_KEY_FILE)
+        && let Ok(public) = TrustedKey::from_hex(&text)
+        && public != key.public()
+    {
+        bail!(
+            "{} is not the secret key of {} next to it",
+            path.display(),
+            public_path.display()
+        );
+    }
+    Ok(key)
+}
+
 /// Writes the signature of `model` by `key` to `output` (default `MODEL.sig`).
 pub fn sign(model: &Path, key: &Path, output: Option<&Path>) -> Result<()> {
-    let text = read_small(key, MAX_KEY_FILE)
-        .with_context(|| format!("cannot read the secret key {}", key.display()))?;
-    let key = SecretKey::from_hex(&text).with_context(|| key.display().to_string())?;
+    let key = read_secret_key(key)?;
     let bytes =
         read_bytes(model, u64::MAX).with_context(|| format!("cannot read {}", model.display()))?;
     // Sign only what opens: a signature vouches for a model, not for arbitrary bytes.
@@ -109,6 +144,13 @@ pub fn open_options(trust: &[PathBuf]) -> Result<OpenOptions> {
     for path in trust {
         let text = read_small(path, MAX_KEY_FILE)
             .with_context(|| format!("cannot read the public key {}", path.display()))?;
+        if text.trim_start().starts_with(SECRET_PREFIX) {
+            bail!(
+                "{} is a secret key; trust the public key (NAME.pub), and keep secret keys \
+                 off devices",
+                path.display()
+            );
+        }
         keys.push(TrustedKey::from_hex(&text).with_context(|| path.display().to_string())?);
     }
     Ok(OpenOptions {

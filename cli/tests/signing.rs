@@ -128,4 +128,33 @@ fn a_signed_model_verifies_and_opens_only_under_its_key() {
         &student(&["verify", s(&model), "--trust", s(&text)]),
         "expected 64 hex digits",
     );
+    // The two keys taken for each other: both are 64 hex digits, and any 32 bytes sign.
+    std::fs::copy(root().join("models/fashion-mnist/student.onnx"), &model).unwrap();
+    let signature = std::fs::read(dir.join("student.onnx.sig")).unwrap();
+    refused(
+        &student(&["sign", s(&model), "--key", s(&public)]),
+        "is a public key",
+    );
+    refused(
+        &student(&["verify", s(&model), "--trust", s(&key)]),
+        "is a secret key",
+    );
+    // A secret key next to another pair's public key.
+    std::fs::copy(dir.join("other.key"), dir.join("mixed.key")).unwrap();
+    std::fs::copy(&public, dir.join("mixed.pub")).unwrap();
+    refused(
+        &student(&["sign", s(&model), "--key", s(&dir.join("mixed.key"))]),
+        "is not the secret key of",
+    );
+    // None of these replaced the good signature.
+    assert_eq!(
+        std::fs::read(dir.join("student.onnx.sig")).unwrap(),
+        signature
+    );
+    let out = student(&["verify", s(&model), "--trust", s(&public)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
