@@ -304,7 +304,11 @@ impl ModelCard {
         }
         let parse = |key: &str| -> Result<Option<serde_json::Value>, Error> {
             find(key)
-                .map(|text| serde_json::from_str(text).map_err(|e| invalid(key, e.to_string())))
+                .map(|text| {
+                    serde_json::from_str::<NoDuplicateKeys>(text)
+                        .and_then(|_| serde_json::from_str(text))
+                        .map_err(|e| invalid(key, e.to_string()))
+                })
                 .transpose()
         };
         fn typed<T: serde::de::DeserializeOwned>(
@@ -526,6 +530,67 @@ impl InputSpec {
     }
 }
 
+/// A JSON text read only to find an object with a key given twice: a `Value` keeps the
+/// last, so `{"threshold": 0.67, "threshold": 0}` read as a card that never escalates.
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicateKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(self)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "key `{key}` appears twice in one object"
+                )));
+            }
+            map.next_value::<NoDuplicateKeys>()?;
+            seen.insert(key);
+        }
+        Ok(self)
+    }
+}
+
 fn json<T: Serialize>(value: &T) -> serde_json::Value {
     // Serializing these plain structs cannot fail: no maps with non-string keys, no
     // non-finite floats are rejected by serde_json (they become null).
@@ -577,6 +642,32 @@ mod tests {
         .unwrap();
         assert_eq!(read, original);
         assert!(read.defaults_applied().is_empty());
+    }
+
+    #[test]
+    fn a_key_given_twice_in_an_entry_is_refused() {
+        // A JSON value keeps the last of two: the threshold would read as 0, never
+        // escalating, where the first said 0.67.
+        let mut entries = card().to_metadata();
+        let (_, escalation) = entries
+            .iter_mut()
+            .find(|(k, _)| k.as_str() == "student.escalation")
+            .expect("an escalation entry");
+        let doubled = escalation.replacen('{', "{\"threshold\":0.0,", 1);
+        assert!(doubled.matches("threshold").count() == 2, "{doubled}");
+        *escalation = doubled;
+        let err = ModelCard::from_metadata(
+            entries.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            2,
+            &[1, 1, 2, 2],
+            "test",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidCard { key, reason, .. }
+                if key == "student.escalation" && reason.contains("`threshold` appears twice")),
+            "{err}"
+        );
     }
 
     #[test]
