@@ -54,7 +54,14 @@ pub fn read_images(
     // reported as an IDX file's); or a gzip stream (the data set's own files are gzipped
     // IDX).
     let idx_like = matches!(head[..], [0, 0, 0x08 | 0x09 | 0x0b..=0x0e, _]);
-    if idx_like || head.starts_with(&[0x1f, 0x8b]) {
+    // A file named as IDX is read as one whatever it holds, so that a bad type code, a
+    // bad magic or an empty file gets the IDX reader's reason, not an image decoder's.
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase());
+    let idx_named = name.is_some_and(|n| {
+        let n = n.strip_suffix(".gz").unwrap_or(&n);
+        n.ends_with(".idx") || n.ends_with("-ubyte")
+    });
+    if idx_like || idx_named || head.starts_with(&[0x1f, 0x8b]) {
         // The header first: a gzipped file of other-sized images is refused before
         // hundreds of megabytes are inflated.
         let dims = read_idx_dims(path)?;

@@ -443,10 +443,15 @@ fn idx_with_zero_sized_images_or_none() {
     // Many 1x1 images: refused from the header, before they are split into images.
     let tiny = run_on_idx(&dir, "tiny.idx", [100_000, 1, 1], &[0; 100_000]);
     assert_one_line_error(&tiny, "1x1 images");
-    // Ranks other than 3 are IDX files too, not images of an unknown extension.
+    // Ranks other than 3 are IDX files too, not images of an unknown extension, and so are
+    // files named as IDX whatever they hold.
     for (name, head) in [
-        ("five.idx", [0u8, 0, 8, 5]),
-        ("rank255.idx", [0, 0, 8, 255]),
+        ("five.idx", &[0u8, 0, 8, 5][..]),
+        ("rank255.idx", &[0, 0, 8, 255]),
+        ("type42.idx", &[0, 0, 0x42, 3]),
+        ("magic.idx", &[1, 0, 8, 3]),
+        ("empty.idx.gz", &[]),
+        ("t10k-images-idx3-ubyte", &[]),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, head).unwrap();

@@ -57,7 +57,9 @@ pub(crate) fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
 /// Decompresses a gzipped IDX file, reading no more than its header declares (plus one
 /// byte, to notice a longer stream): a small file cannot inflate without bound.
 fn gunzip_bounded(raw: &[u8]) -> Result<Vec<u8>, String> {
-    let mut decoder = GzDecoder::new(raw);
+    // Over the slice itself (no read-ahead buffer), so what follows the stream is left in
+    // it to be checked.
+    let mut decoder = flate2::bufread::GzDecoder::new(raw);
     let corrupt = |e: std::io::Error| format!("corrupt gzip stream: {e}");
     let mut head = [0u8; 4];
     decoder.read_exact(&mut head).map_err(corrupt)?;
@@ -77,10 +79,16 @@ fn gunzip_bounded(raw: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity((head.len() + dims.len()).saturating_add(room));
     out.extend_from_slice(&head);
     out.extend_from_slice(&dims);
-    decoder
-        .take(count as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(corrupt)?;
+    let mut data = decoder.take(count as u64 + 1);
+    data.read_to_end(&mut out).map_err(corrupt)?;
+    // All of the declared data read: the stream must end there, the file with it (a
+    // second gzip member or other bytes after it would be read by nothing).
+    if out.len() == head.len() + dims.len() + count {
+        let decoder = data.into_inner();
+        if !decoder.into_inner().is_empty() {
+            return Err("bytes after the end of the gzip stream".to_string());
+        }
+    }
     Ok(out)
 }
 
@@ -144,7 +152,12 @@ fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// The dimensions an IDX header declares, and the header's length in bytes.
 fn parse_header(bytes: &[u8]) -> Result<(Vec<usize>, usize), String> {
     let [0, 0, kind, rank, rest @ ..] = bytes else {
-        return Err("too short for an IDX header (expected 00 00 type rank)".to_string());
+        return Err(match bytes {
+            [a, b, _, _, ..] => {
+                format!("starts with {a:02x} {b:02x}, not the IDX magic (expected 00 00 type rank)")
+            }
+            _ => "too short for an IDX header (expected 00 00 type rank)".to_string(),
+        });
     };
     if *kind != 0x08 {
         return Err(format!(
@@ -267,6 +280,29 @@ mod tests {
                 .unwrap_err()
                 .contains("the file holds more")
         );
+    }
+
+    #[test]
+    fn bytes_after_the_gzip_stream_are_refused() {
+        use flate2::{Compression, write::GzEncoder};
+        use std::io::Write;
+        let member = |data: &[u8]| {
+            let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+            enc.write_all(data).unwrap();
+            enc.finish().unwrap()
+        };
+        let one = member(&encode(&[2], &[7, 9]));
+        assert_eq!(
+            parse_idx(gunzip_bounded(&one).unwrap()).unwrap().data,
+            [7, 9]
+        );
+        // Junk, and a second member that nothing would read.
+        for tail in [&b"junk"[..], &member(&[1, 2, 3])] {
+            let mut bytes = one.clone();
+            bytes.extend_from_slice(tail);
+            let err = gunzip_bounded(&bytes).unwrap_err();
+            assert!(err.contains("after the end of the gzip stream"), "{err}");
+        }
     }
 
     #[test]
