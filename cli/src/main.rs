@@ -265,7 +265,9 @@ fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes, outermost first.
-            eprintln!("error: {}", terminal::printable_line(&format!("{e:#}")));
+            let full = format!("{e:#}");
+            let message = terminal::shortened(&full, MAX_ERROR_CHARS);
+            eprintln!("error: {}", terminal::printable_line(&message));
             ExitCode::FAILURE
         }
     }
@@ -384,6 +386,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }),
     }
 }
+
+/// The most characters of an error line: a message may quote what a file declares (a
+/// list of 4 million dimensions made a 12 MB line), and the reason comes last.
+const MAX_ERROR_CHARS: usize = 2000;
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {

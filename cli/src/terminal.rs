@@ -20,6 +20,22 @@ pub fn printable_line(text: &str) -> Cow<'_, str> {
     escape_if(text, |c| c.is_control() || reorders(c))
 }
 
+/// `text` cut to its first and last `most / 2` characters around a note of how many were
+/// left out, when it is longer than `most`.
+pub fn shortened(text: &str, most: usize) -> Cow<'_, str> {
+    let chars = text.chars().count();
+    if chars <= most {
+        return Cow::Borrowed(text);
+    }
+    let keep = most / 2;
+    let head: String = text.chars().take(keep).collect();
+    let tail: String = text.chars().skip(chars - keep).collect();
+    Cow::Owned(format!(
+        "{head} [... {} characters left out ...] {tail}",
+        chars - 2 * keep
+    ))
+}
+
 /// Characters that reorder or break the text around them without being control
 /// characters: bidirectional embeddings, overrides, isolates and marks (a label
 /// `a\u{202e}gpj.exe` displays as `aexe.jpg`), and the Unicode line and paragraph separators.
@@ -46,6 +62,18 @@ fn escape_if(text: &str, escape: impl Fn(char) -> bool) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_text_keeps_its_ends() {
+        assert_eq!(shortened("short", 10), "short");
+        let long = format!("a{}z", "m".repeat(98));
+        let cut = shortened(&long, 10);
+        assert!(
+            cut.starts_with("ammmm [... 90 characters left out ...] mmmmz"),
+            "{cut}"
+        );
+        assert_eq!(cut.chars().filter(|&c| c == 'm').count(), 8);
+    }
 
     #[test]
     fn control_characters_are_escaped_and_the_rest_is_kept() {
