@@ -127,6 +127,8 @@ struct Census {
     /// Tensor data in bytes, at its decoded size: `raw_data`, the typed lists (an `int64`
     /// value takes 8 bytes however short its varint) and the bytes of `string_data`.
     tensor_data: u64,
+    /// The most tensor data of one `TensorProto`, in bytes at its decoded size.
+    largest_tensor: u64,
     /// The decoded structure in bytes, besides tensor data and the text of strings: each
     /// element of a list takes its decoded size (a `NodeProto`, a `String`, an `i64`), and
     /// each string or byte field that is not empty a heap block ([`BLOCK`]).
@@ -143,6 +145,9 @@ impl Census {
         })?;
         check.within(Limit::Weights, Some(self.tensor_data), || {
             "the size of the file's tensor data, decoded,".to_string()
+        })?;
+        check.within(Limit::Tensor, Some(self.largest_tensor), || {
+            "the data of its largest tensor, decoded,".to_string()
         })?;
         let bound = structure_bound(check.limits);
         if self.structure > bound {
@@ -461,6 +466,7 @@ struct Scan<'a> {
 impl Scan<'_> {
     /// Counts the fields of a `msg` at `bytes[pos..end]`, `depth` messages deep.
     fn message(&mut self, msg: Msg, mut pos: usize, end: usize, depth: u32) -> Result<(), Broken> {
+        let data_before = self.census.tensor_data;
         while pos < end {
             let at = pos;
             let broken = move |reason: String| Broken {
@@ -552,6 +558,12 @@ impl Scan<'_> {
                     pos += len;
                 }
             }
+        }
+        // A tensor's data is one allocation once decoded: `max_tensor_bytes` bounds it.
+        if msg == Msg::Tensor {
+            let data = self.census.tensor_data.saturating_sub(data_before);
+            let c = &mut self.census;
+            c.largest_tensor = c.largest_tensor.max(data);
         }
         Ok(())
     }

@@ -338,7 +338,9 @@ impl Reference {
         let typed = 4 * (t.float_data.len() + t.int32_data.len())
             + 8 * (t.int64_data.len() + t.double_data.len() + t.uint64_data.len());
         let strings: usize = t.string_data.iter().map(Vec::len).sum();
-        self.0.tensor_data += (t.raw_data.len() + typed + strings) as u64;
+        let data = (t.raw_data.len() + typed + strings) as u64;
+        self.0.tensor_data += data;
+        self.0.largest_tensor = self.0.largest_tensor.max(data);
         self.text(&t.raw_data);
         self.texts(&t.string_data);
         self.text(&t.name);
@@ -592,6 +594,7 @@ fn each_count_passes_at_its_limit_and_is_refused_one_past_it() {
         max_nodes: 10,
         max_metadata_entries: 20,
         max_weight_bytes: 1000,
+        max_tensor_bytes: 600,
         ..Limits::default()
     };
     let bound = structure_bound(&limits);
@@ -600,6 +603,7 @@ fn each_count_passes_at_its_limit_and_is_refused_one_past_it() {
         nodes: 10,
         metadata_entries: 20,
         tensor_data: 1000,
+        largest_tensor: 600,
         structure: bound,
     };
     assert_eq!(refused_by(&at, &limits), None);
@@ -621,6 +625,13 @@ fn each_count_passes_at_its_limit_and_is_refused_one_past_it() {
         ),
         (
             Census {
+                largest_tensor: 601,
+                ..at
+            },
+            "max_tensor_bytes",
+        ),
+        (
+            Census {
                 structure: bound + 1,
                 ..at
             },
@@ -634,6 +645,7 @@ fn each_count_passes_at_its_limit_and_is_refused_one_past_it() {
         nodes: u64::MAX,
         metadata_entries: u64::MAX,
         tensor_data: u64::MAX,
+        largest_tensor: u64::MAX,
         structure: u64::MAX,
     };
     assert_eq!(refused_by(&saturated, &Limits::unlimited()), None);
