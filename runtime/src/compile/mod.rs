@@ -1798,7 +1798,9 @@ impl<'g> Builder<'g> {
         }
     }
 
-    /// Per-output scale, bias with the input zero point folded in, and row sums.
+    /// Per-output scale, bias with the input zero point folded in, and row sums. Errors if
+    /// a scale is not a finite number: `x_scale * w_scale / y_scale` overflows for scales
+    /// that are each finite, and a weight scale may be anything.
     #[allow(clippy::too_many_arguments)]
     fn int8_params(
         &mut self,
@@ -1808,7 +1810,7 @@ impl<'g> Builder<'g> {
         x_zero_point: u8,
         bias: Option<Vec<f32>>,
         y: Option<(f32, u8)>,
-    ) -> (BlobId, BlobId, BlobId) {
+    ) -> Result<(BlobId, BlobId, BlobId), String> {
         let n = rows.len();
         let sums: Vec<i32> = rows
             .iter()
@@ -1834,11 +1836,20 @@ impl<'g> Builder<'g> {
             Some((s, _)) => acc_scale.iter().map(|a| a / s).collect(),
             None => acc_scale,
         };
-        (
+        if let Some(j) = scale.iter().position(|s| !s.is_finite()) {
+            return Err(format!(
+                "the scale of output channel {j}, input scale {x_scale} x weight scale {}{}, \
+                 is {}, not a finite number",
+                w_scale(j),
+                y.map_or(String::new(), |(s, _)| format!(" / output scale {s}")),
+                scale[j]
+            ));
+        }
+        Ok((
             self.blob_i32(&sums),
             self.blob_i32(&bias_i32),
             self.blob_f32(&scale),
-        )
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1855,7 +1866,7 @@ impl<'g> Builder<'g> {
     ) -> Result<(), String> {
         let (name, qout, y_params) = self.int8_output(out);
         let (row_sums, bias, scale) =
-            self.int8_params(&rows, q, x_scale, x_zero_point, bias, y_params);
+            self.int8_params(&rows, q, x_scale, x_zero_point, bias, y_params)?;
         let kp = crate::compiled::plan::padded_k(window.k());
         let mut padded = vec![0i8; rows.len() * kp];
         for (dst, src) in padded.chunks_mut(kp).zip(&rows) {
@@ -1901,7 +1912,7 @@ impl<'g> Builder<'g> {
     ) -> Result<(), String> {
         let (name, qout, y_params) = self.int8_output(out);
         let (col_sums, bias, scale) =
-            self.int8_params(&rows, q, x_scale, x_zero_point, bias, y_params);
+            self.int8_params(&rows, q, x_scale, x_zero_point, bias, y_params)?;
         // Pack [k, n] from the per-output rows.
         let mut kn = vec![0i8; kk * n];
         for (j, row) in rows.iter().enumerate() {
