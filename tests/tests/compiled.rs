@@ -219,6 +219,32 @@ fn int8_convolutions_take_in_their_max_pools_only_when_every_scale_is_positive()
     }
 }
 
+#[test]
+fn a_graph_that_would_compile_to_a_file_that_does_not_open_is_a_compile_error() {
+    // A NaN weight in the ONNX graph: tract runs it to NaN logits; the compiled file
+    // would be refused at open, so the compiler says so instead of writing it.
+    use prost::Message;
+    let bytes = std::fs::read(models_dir().join("student.onnx")).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    let weights = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == "conv1.weight")
+        .expect("the second convolution's weights");
+    if weights.raw_data.is_empty() {
+        weights.float_data[0] = f32::NAN;
+    } else {
+        weights.raw_data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    let err = compile_onnx(&proto.encode_to_vec(), "nan.onnx").unwrap_err();
+    assert!(
+        matches!(&err, Error::Compile { reason, .. }
+            if reason.contains("would not open") && reason.contains("NaN or infinite")),
+        "{err}"
+    );
+}
+
 /// The number of values in initializer `name` of f32 data.
 fn scale_len(graph: &tract_onnx::pb::GraphProto, name: &str) -> usize {
     let t = graph.initializer.iter().find(|t| t.name == name).unwrap();

@@ -170,6 +170,21 @@ fn compile_graph(
         output,
     };
     let bytes = format::write(&mut manifest, &b.blob_data);
+    // What is written must open: the checks of opening (a NaN weight from the graph, a
+    // scale that overflowed) are run on it here, so that an app never receives a file
+    // from the compiler that its runtime then refuses.
+    let limits = crate::Limits::default();
+    let check = crate::limits::Check {
+        limits: &limits,
+        origin,
+    };
+    if let Err(e) = crate::compiled::open(&bytes, origin, student_kernels::Isa::Portable, &check, 1)
+    {
+        return Err(compile_error(
+            "the graph".to_string(),
+            format!("the compiled file would not open: {e}"),
+        ));
+    }
     Ok(Compiled { bytes, ops })
 }
 
