@@ -570,15 +570,25 @@ fn unknown_fields_in_ops_and_windows_are_refused() {
             };
         }
         at["future"] = serde_json::json!(1);
-        let text = serde_json::to_string(&edited).unwrap();
-        let err = StudentModel::from_bytes(&with_manifest(&int8, &text), &OpenOptions::default())
-            .expect_err("an unknown field");
-        assert!(
-            matches!(err, Error::NotCompiled { .. })
-                && err.to_string().contains("unknown field `future`"),
-            "{path:?}: {err}"
-        );
+        refused_with_manifest(&int8, &edited, "unknown field `future`", &path);
     }
+}
+
+/// Asserts that `bytes` with `manifest` in place of its own is refused at open as not a
+/// valid compiled student, for a reason containing `expected`.
+fn refused_with_manifest(
+    bytes: &[u8],
+    manifest: &serde_json::Value,
+    expected: &str,
+    case: &dyn std::fmt::Debug,
+) {
+    let text = serde_json::to_string(manifest).unwrap();
+    let err = StudentModel::from_bytes(&with_manifest(bytes, &text), &OpenOptions::default())
+        .expect_err(expected);
+    assert!(
+        matches!(err, Error::NotCompiled { .. }) && err.to_string().contains(expected),
+        "{case:?}: {err}"
+    );
 }
 
 #[test]
@@ -707,14 +717,7 @@ fn a_clamp_to_an_infinity_is_refused() {
         let mut edited = manifest.clone();
         edited["ops"][at]["lo"] = serde_json::json!(value);
         edited["ops"][at]["hi"] = serde_json::json!(value);
-        let text = serde_json::to_string(&edited).unwrap();
-        let err = StudentModel::from_bytes(&with_manifest(&good, &text), &OpenOptions::default())
-            .expect_err("an infinite clamp");
-        assert!(
-            matches!(err, Error::NotCompiled { .. })
-                && err.to_string().contains("makes every output infinite"),
-            "{value}: {err}"
-        );
+        refused_with_manifest(&good, &edited, "makes every output infinite", &value);
     }
 }
 
