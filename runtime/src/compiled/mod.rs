@@ -142,6 +142,14 @@ pub(crate) fn open(
     // A pooling window may cover most of its input at every output position: a file of a
     // few kilobytes would then take hours per call. Real pooling reads each input a few
     // times; global pooling reads it once.
+    // A blob's bytes (every range was checked against the file by the plan).
+    let blob_bytes = |id: usize| {
+        let blob = &m.blobs[id];
+        let at = data.start + blob.offset as usize;
+        bytes
+            .get(at..at + blob.len as usize)
+            .ok_or_else(|| bad(format!("blob {id} lies outside the file")))
+    };
     // Integer ops scale their i32 sums by these per channel: a NaN or infinite scale gives
     // bytes that look like any other (a wrong answer, not an error) or non-finite floats
     // on every call. A fused pool requantizes each window's largest sum: the pool of the
@@ -153,11 +161,7 @@ pub(crate) fn open(
             Op::QDense { scale, .. } => (*scale, false, "dense layer"),
             _ => continue,
         };
-        let blob = &m.blobs[scale];
-        let at = data.start + blob.offset as usize;
-        let values = bytes
-            .get(at..at + blob.len as usize)
-            .ok_or_else(|| bad(format!("blob {scale} lies outside the file")))?;
+        let values = blob_bytes(scale)?;
         if pool && !ir::scales_allow_pooling(values) {
             return Err(bad(format!(
                 "an int8 convolution with a fused max pool has a scale that is not a \
@@ -175,12 +179,7 @@ pub(crate) fn open(
     // LayerNorm beta of +inf answered one class for every input) or every call fail.
     for (i, op) in m.ops.iter().enumerate() {
         for id in op.finite_blobs() {
-            let blob = &m.blobs[id];
-            let at = data.start + blob.offset as usize;
-            let values = bytes
-                .get(at..at + blob.len as usize)
-                .ok_or_else(|| bad(format!("blob {id} lies outside the file")))?;
-            if !ir::blob_is_finite(values, blob.dtype) {
+            if !ir::blob_is_finite(blob_bytes(id)?, m.blobs[id].dtype) {
                 return Err(bad(format!(
                     "op {i} ({}) has a NaN or infinite value in blob {id}",
                     op.name()
