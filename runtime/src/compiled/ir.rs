@@ -90,6 +90,33 @@ impl Window {
     }
 }
 
+/// For error messages: `1x28x28 -> 8x28x28, kernel 3x3, stride 1x1, top-left padding 1x1,
+/// dilation 1x1, 1 group(s)`.
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}x{}x{} -> {}x{}x{}, kernel {}x{}, stride {}x{}, top-left padding {}x{}, \
+             dilation {}x{}, {} group(s)",
+            self.c_in,
+            self.h_in,
+            self.w_in,
+            self.c_out,
+            self.h_out,
+            self.w_out,
+            self.kh,
+            self.kw,
+            self.stride[0],
+            self.stride[1],
+            self.pad[0],
+            self.pad[1],
+            self.dilation[0],
+            self.dilation[1],
+            self.groups
+        )
+    }
+}
+
 /// Float weights of a convolution or dense layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

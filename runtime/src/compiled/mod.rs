@@ -139,9 +139,6 @@ pub(crate) fn open(
             )
         })?;
     }
-    // A pooling window may cover most of its input at every output position: a file of a
-    // few kilobytes would then take hours per call. Real pooling reads each input a few
-    // times; global pooling reads it once.
     // A blob's bytes (every range was checked against the file by the plan).
     let blob_bytes = |id: usize| {
         let blob = &m.blobs[id];

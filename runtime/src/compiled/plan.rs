@@ -206,7 +206,7 @@ fn check_conv_geometry(w: &Window) -> Result<(), String> {
         let most = (size + pad - 1) / stride + 1;
         if pad >= span || out < fewest.max(1) || out > most {
             return Err(format!(
-                "window {w:?}: an output of {out} does not follow from an input of {size}, a kernel span of {span}, stride {stride} and padding {pad}"
+                "window ({w}): an output of {out} does not follow from an input of {size}, a kernel span of {span}, stride {stride} and padding {pad}"
             ));
         }
     }
@@ -222,7 +222,7 @@ fn check_window(w: &Window) -> Result<(), String> {
     .chain(&w.dilation)
     .all(|&d| d > 0 && d <= 1 << 24);
     if !positive || w.c_in % w.groups != 0 || w.c_out % w.groups != 0 {
-        return Err(format!("invalid window {w:?}"));
+        return Err(format!("invalid window ({w})"));
     }
     if w.pad[0] > 1 << 16 || w.pad[1] > 1 << 16 {
         return Err(format!("padding {:?} is too large", w.pad));
@@ -233,7 +233,7 @@ fn check_window(w: &Window) -> Result<(), String> {
         .and_then(|k| k.checked_mul(w.kw));
     if k.is_none_or(|k| k > MAX_ELEMENTS) {
         return Err(format!(
-            "window {w:?}: c_in / groups x kh x kw is over 2^28 columns"
+            "window ({w}): c_in / groups x kh x kw is over 2^28 columns"
         ));
     }
     Ok(())
@@ -253,7 +253,7 @@ fn check_pool_work(w: &Window) -> Result<(), String> {
     .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
     if reads.is_none_or(|r| r > MAX_POOL_TAPS) {
         return Err(format!(
-            "pooling window {w:?} reads {} input values per sample (channels x outputs x \
+            "pooling window ({w}) reads {} input values per sample (channels x outputs x \
              taps inside the input), more than the {MAX_POOL_TAPS} allowed",
             reads.map_or_else(|| "more than 2^64".to_string(), |r| r.to_string())
         ));
@@ -305,7 +305,7 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
             check_conv_geometry(w)?;
             if !w.is_3x3_stride_1() {
                 return Err(format!(
-                    "window {w:?}: a Winograd convolution needs a 3x3 kernel, stride 1, \
+                    "window ({w}): a Winograd convolution needs a 3x3 kernel, stride 1, \
                      dilation 1 and one group"
                 ));
             }
@@ -316,7 +316,7 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
                 .c_out
                 .checked_mul(w.c_in)
                 .and_then(|p| p.checked_mul(16))
-                .ok_or_else(|| format!("window {w:?}: 16 x c_out x c_in overflows"))?;
+                .ok_or_else(|| format!("window ({w}): 16 x c_out x c_in overflows"))?;
             float_conv_blobs(m, weights, count, *bias, w.c_out)?;
             check_clamp(*lo, *hi)
         }
@@ -415,7 +415,7 @@ fn check_op(m: &Manifest, op: &Op) -> Result<(), String> {
                 || !overlaps(w.pad[1], w.kw, w.dilation[1], w.w_out, w.stride[1], w.w_in)
             {
                 return Err(format!(
-                    "pooling window {w:?} has windows wholly in the padding"
+                    "pooling window ({w}) has windows wholly in the padding"
                 ));
             }
             check_pool_work(w)?;
@@ -669,7 +669,7 @@ fn conv_out_dims(w: &Window, pool: bool) -> Result<[usize; 3], String> {
     }
     if w.h_out % 2 == 1 || w.w_out % 2 == 1 {
         return Err(format!(
-            "window {w:?}: a fused 2x2 max pool needs an even output, got {} x {}",
+            "window ({w}): a fused 2x2 max pool needs an even output, got {} x {}",
             w.h_out, w.w_out
         ));
     }
