@@ -113,7 +113,7 @@ pub fn read_images(
     let decode = || -> Result<image::DynamicImage, anyhow::Error> {
         if netpbm::is_netpbm(&head) {
             // Netpbm headers are parsed here, as the format defines them (see `netpbm`).
-            check_pnm_samples(path, netpbm::open_plain(path)?)?;
+            check_pnm_raster(path, netpbm::open_plain(path)?)?;
             let mut decoder =
                 PnmDecoder::new(netpbm::open_plain(path)?).map_err(|e| not_readable(&e))?;
             decoder.set_limits(limits).map_err(|e| not_readable(&e))?;
@@ -139,11 +139,17 @@ pub fn read_images(
     })))
 }
 
-/// Refuses a PGM or PPM holding a sample above its declared maximum (maxval). The decoder
-/// scales samples by 255 / maxval and saturates, so such a sample would silently become
-/// white: a different image than the file's author meant. A file the decoder cannot read
-/// is left to it, to be refused with its own message.
-fn check_pnm_samples(path: &Path, file: impl BufRead) -> Result<()> {
+/// The most bytes after a binary raster looked at for anything but whitespace.
+const MAX_TRAILER: u64 = 4096;
+
+/// Refuses a PGM or PPM holding a sample above its declared maximum (maxval), or holding
+/// more than its raster. The decoder scales samples by 255 / maxval and saturates, so such
+/// a sample would silently become white: a different image than the file's author meant.
+/// Netpbm allows several images in one file and the decoder reads the first; `student run`
+/// answers for one image per file, so a second image (or a damaged file's extra bytes) is
+/// refused rather than ignored. Whitespace after the raster is accepted. A file the
+/// decoder cannot read is left to it, to be refused with its own message.
+fn check_pnm_raster(path: &Path, file: impl BufRead) -> Result<()> {
     let Ok(decoder) = PnmDecoder::new(file) else {
         return Ok(());
     };
@@ -165,16 +171,37 @@ fn check_pnm_samples(path: &Path, file: impl BufRead) -> Result<()> {
         // Refused by the decoder's limits, with their message.
         return Ok(());
     }
+    let (width, height) = (header.width(), header.height());
     let encoding = header.subtype().sample_encoding();
-    let (raster, _) = decoder.into_inner();
+    let (mut raster, _) = decoder.into_inner();
     let cannot_read = || format!("cannot read {}", path.display());
+    let more_than_one_image = |what: &str| {
+        anyhow::anyhow!(
+            "{} holds {what} after its {width}x{height} raster: a second image or a damaged \
+             file (student reads one image per file)",
+            path.display()
+        )
+    };
     let above = match encoding {
         SampleEncoding::Binary => {
             let mut bytes = Vec::new();
-            raster
+            (&mut raster)
                 .take(samples * sample_bytes)
                 .read_to_end(&mut bytes)
                 .with_context(cannot_read)?;
+            let mut trailer = Vec::new();
+            raster
+                .take(MAX_TRAILER + 1)
+                .read_to_end(&mut trailer)
+                .with_context(cannot_read)?;
+            if trailer.len() as u64 > MAX_TRAILER {
+                return Err(more_than_one_image(&format!(
+                    "more than {MAX_TRAILER} bytes"
+                )));
+            }
+            if trailer.iter().any(|b| !b.is_ascii_whitespace()) {
+                return Err(more_than_one_image(&format!("{} bytes", trailer.len())));
+            }
             if sample_bytes == 1 {
                 bytes.iter().map(|&b| u32::from(b)).find(|&s| s > maxval)
             } else {
@@ -191,12 +218,30 @@ fn check_pnm_samples(path: &Path, file: impl BufRead) -> Result<()> {
                 .take(samples.saturating_mul(6).saturating_add(64))
                 .read_to_end(&mut bytes)
                 .with_context(cannot_read)?;
-            bytes
+            let mut tokens = bytes
                 .split(u8::is_ascii_whitespace)
-                .filter(|t| !t.is_empty())
+                .filter(|t| !t.is_empty());
+            let mut read = 0u64;
+            let mut above = None;
+            for token in tokens
+                .by_ref()
                 .take(usize::try_from(samples).unwrap_or(usize::MAX))
-                .map_while(|t| std::str::from_utf8(t).ok()?.parse::<u32>().ok())
-                .find(|&s| s > maxval)
+            {
+                // A token that is not a sample is left to the decoder's message.
+                let Some(sample) = std::str::from_utf8(token).ok().and_then(|t| t.parse().ok())
+                else {
+                    return Ok(());
+                };
+                if sample > maxval {
+                    above = Some(sample);
+                    break;
+                }
+                read += 1;
+            }
+            if read == samples && tokens.next().is_some() {
+                return Err(more_than_one_image("more than its samples"));
+            }
+            above
         }
     };
     match above {

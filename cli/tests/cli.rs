@@ -147,6 +147,49 @@ fn run_refuses_pgm_samples_above_their_maxval() {
 }
 
 #[test]
+fn run_refuses_a_pgm_holding_more_than_its_raster() {
+    let dir = scratch("pgm-trailer");
+    let pixels: Vec<u8> = (0..28 * 28).map(|i| (i * 3 % 256) as u8).collect();
+    let run = |name: &str, bytes: Vec<u8>| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        student(&["run", &model("student.onnx"), &path.display().to_string()])
+    };
+    let one = [b"P5\n28 28\n255\n".as_slice(), &pixels].concat();
+    // A line end after the raster, as some writers add: accepted, the same answer.
+    let o = run("one.pgm", one.clone());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o2 = run("newline.pgm", [one.as_slice(), b"\n"].concat());
+    assert!(o2.status.success(), "{}", stderr(&o2));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).replace("one.pgm", "newline.pgm"),
+        String::from_utf8_lossy(&o2.stdout)
+    );
+    // Two images in one file: netpbm allows it, the decoder would read the first.
+    assert_one_line_error(
+        &run("two.pgm", [one.as_slice(), &one].concat()),
+        "two.pgm holds 797 bytes after its 28x28 raster: a second image or a damaged file",
+    );
+    // Long junk after the raster.
+    assert_one_line_error(
+        &run(
+            "junk.pgm",
+            [one.as_slice(), &vec![b' '; 5000], b"x"].concat(),
+        ),
+        "holds more than 4096 bytes after its 28x28 raster",
+    );
+    // Plain (ASCII) PGM with a sample too many.
+    let mut text = String::from("P2\n28 28\n255\n");
+    for _ in 0..28 * 28 + 1 {
+        text.push_str("7 ");
+    }
+    assert_one_line_error(
+        &run("plain.pgm", text.into_bytes()),
+        "plain.pgm holds more than its samples after its 28x28 raster",
+    );
+}
+
+#[test]
 fn pgm_header_comments_separate_numbers_wherever_they_stand() {
     let dir = scratch("pgm-comments");
     let pixels: Vec<u8> = (0..28 * 28).map(|i| (i * 7 % 256) as u8).collect();
