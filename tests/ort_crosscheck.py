@@ -74,13 +74,16 @@ def ort_probabilities(model, x, temperature, optimize):
     return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
 
 
-def check(model, images, idx_path, student_bin, tmp, onnx_too=True, strict_modes=None):
+def check(model, images, idx_path, student_bin, tmp, onnx_too=True, strict_modes=None,
+          tolerance=None):
     """Compares our probabilities with onnxruntime's, for the ONNX file (unless `onnx_too`
-    is false) and for it compiled by `student compile`; int8 files against both of
-    onnxruntime's modes, or only those named in `strict_modes` (the others are printed)."""
+    is false) and for it compiled by `student compile` (with `--tolerance`, when given);
+    int8 files against both of onnxruntime's modes, or only those named in `strict_modes`
+    (the others are printed)."""
     c = card(ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]))
     compiled = pathlib.Path(tmp) / (model.stem + ".student")
-    p = subprocess.run([student_bin, "compile", str(model), "-o", str(compiled)],
+    extra = [] if tolerance is None else ["--tolerance", str(tolerance)]
+    p = subprocess.run([student_bin, "compile", str(model), "-o", str(compiled)] + extra,
                        capture_output=True, text=True)
     if p.returncode != 0:
         print(f"FAIL: student compile {model.name}: {p.stderr.strip()}")
@@ -206,9 +209,19 @@ def foreign(tmp, images, idx_path, args):
     # Softmax) compiles and computes exactly what its QDQ graph specifies. tract's plan of
     # the .onnx gets the quantized Softmax wrong, so only the compiled file is checked; and
     # onnxruntime's own integer kernels depart from the QDQ semantics on this model (its
-    # integer Softmax and Mul), so that comparison is printed, not required.
+    # integer Softmax and Mul), so that comparison is printed, not required. `student
+    # compile` refuses it at its default tolerance (its check runs tract): first that
+    # refusal, then the file written with --tolerance 1.
+    compiled = tmp / "already-int8.student"
+    p = subprocess.run([args.student, "compile", str(out / "already-int8.onnx"), "-o",
+                        str(compiled)], capture_output=True, text=True)
+    ok = (p.returncode == 1 and "differ from the ONNX file's (through tract)" in p.stderr
+          and not compiled.exists())
+    print(f"{'ok' if ok else 'FAIL'}: already-int8.onnx not compiled at the default "
+          f"tolerance: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}")
+    results.append(ok)
     results.append(check(out / "already-int8.onnx", images, idx_path, args.student, tmp,
-                         onnx_too=False, strict_modes=["QDQ as written"]))
+                         onnx_too=False, strict_modes=["QDQ as written"], tolerance=1))
     for name, expected in [("already-int8", "already quantized"), ("opset11", "opset 11 is too old")]:
         code, err = quantize(args.student, out / f"{name}.onnx", "int8", out / "refused.onnx", calib)
         ok = code == 1 and expected in err and err.count("\n") == 0 and not (out / "refused.onnx").exists()

@@ -1,5 +1,5 @@
 //! `student compile`: an ONNX student compiled into a `.student` file, checked against the
-//! ONNX file before it is written.
+//! ONNX file before it is written, and not written if the two disagree.
 
 use std::path::Path;
 
@@ -11,7 +11,15 @@ use student_runtime::{OpenOptions, StudentModel, compile_onnx};
 /// How many inputs the compiled file is checked on.
 const CHECK_INPUTS: usize = 16;
 
-pub fn compile(model: &Path, output: &Path, as_json: bool) -> Result<()> {
+/// `--tolerance`: a fraction of the largest logit, finite and not negative.
+pub fn parse_tolerance(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        _ => Err("expected a fraction of the largest logit: a number, 0 or more".to_string()),
+    }
+}
+
+pub fn compile(model: &Path, output: &Path, tolerance: f32, as_json: bool) -> Result<()> {
     if same_file(model, output) {
         bail!(
             "--output {} is the input model; choose another file",
@@ -37,10 +45,14 @@ pub fn compile(model: &Path, output: &Path, as_json: bool) -> Result<()> {
     let expected = onnx.logits_batch(&inputs)?;
     let got = student.logits_batch(&inputs)?;
     let classes = onnx.classes();
+    // A NaN on either side counts as an infinite difference (`f32::max` would skip it).
     let max_diff = expected
         .iter()
         .zip(&got)
-        .map(|(a, b)| (a - b).abs())
+        .map(|(a, b)| {
+            let d = (a - b).abs();
+            if d.is_nan() { f32::INFINITY } else { d }
+        })
         .fold(0.0f32, f32::max);
     let scale = expected
         .iter()
@@ -51,6 +63,20 @@ pub fn compile(model: &Path, output: &Path, as_json: bool) -> Result<()> {
         .zip(got.chunks(classes))
         .filter(|(a, b)| argmax(a) == argmax(b))
         .count();
+    // The file would answer differently from the model it was compiled from: a fault in
+    // the compiler, or in tract (README, "Limits today": quantized Softmax). Which one only
+    // another runtime can tell, so nothing is written unless the user raises the tolerance.
+    if max_diff > tolerance * scale {
+        bail!(
+            "the compiled file's logits differ from the ONNX file's (through tract) by up to \
+             {max_diff:.3e} on {CHECK_INPUTS} check inputs, with logits up to {scale:.3} and \
+             the same class on {same_class}/{CHECK_INPUTS}: more than --tolerance {tolerance} \
+             of the largest logit; {} was not written. tract runs some quantized graphs \
+             wrongly (README, Limits today): if onnxruntime agrees with the compiled file, \
+             compile again with a larger --tolerance",
+            output.display()
+        );
+    }
     replace_file(output, &compiled.bytes)?;
     let ops: Vec<String> = compiled
         .ops

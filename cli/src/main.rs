@@ -195,6 +195,11 @@ enum Command {
         /// The compiled file to write.
         #[arg(short, long)]
         output: PathBuf,
+        /// The largest logit difference from the ONNX file (run through tract on 16 check
+        /// inputs) to accept, as a fraction of the largest logit; above it nothing is
+        /// written.
+        #[arg(long, default_value = "0.01", value_parser = compile::parse_tolerance)]
+        tolerance: f32,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -334,8 +339,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compile {
             model,
             output,
+            tolerance,
             json,
-        } => compile::compile(&model, &output, json),
+        } => compile::compile(&model, &output, tolerance, json),
         Command::Bench {
             model,
             batch,

@@ -1079,6 +1079,47 @@ fn quantize_usage_errors_fail_before_any_work() {
 }
 
 #[test]
+fn compile_writes_nothing_when_the_compiled_file_disagrees_with_the_onnx_file() {
+    let dir = scratch("compile-tolerance");
+    let out = dir.join("teacher.student");
+    std::fs::write(&out, b"an earlier file").unwrap();
+    let compile = |tolerance: &str| {
+        student(&[
+            "compile",
+            &model("teacher.onnx"),
+            "-o",
+            out.to_str().unwrap(),
+            &format!("--tolerance={tolerance}"),
+        ])
+    };
+    // The teacher's Winograd convolutions sum in another order than tract's: its logits
+    // differ by a few ulps, which a tolerance of 0 refuses.
+    let o = compile("0");
+    assert_one_line_error(&o, "differ from the ONNX file's (through tract) by up to");
+    assert!(stderr(&o).contains("was not written"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), b"an earlier file");
+    for bad in ["-0.5", "nan", "inf", "x"] {
+        let o = compile(bad);
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).contains("a fraction of the largest logit"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(std::fs::read(&out).unwrap(), b"an earlier file");
+    // The default tolerance (1% of the largest logit) accepts it.
+    let o = student(&[
+        "compile",
+        &model("teacher.onnx"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(&out).unwrap().starts_with(b"STUDENT"));
+}
+
+#[test]
 fn compile_then_bench_the_compiled_file() {
     let dir = scratch("compile-bench");
     let out = dir.join("student-int8.student");
