@@ -214,11 +214,7 @@ fn check_axes(model: &InferenceModel, proto: &pb::ModelProto) -> Result<(), Stri
         else {
             continue;
         };
-        let shown = if node.name.is_empty() {
-            format!("a {} node", node.op_type)
-        } else {
-            format!("node `{}` ({})", node.name, node.op_type)
-        };
+        let shown = crate::onnx_info::describe_node(node);
         let rank = dims.len() as i64;
         let axis = attr_i(node, "axis").unwrap_or(default_axis);
         if !(-rank..rank).contains(&axis) {

@@ -550,10 +550,7 @@ mod onnx {
                     follow(op, node, &input, all_known)
                 }
             };
-            let label = || match node.name.as_str() {
-                "" => format!("the output of a {} node", node.op_type),
-                name => format!("the output of {} node `{name}`", node.op_type),
-            };
+            let label = || format!("the output of {}", crate::onnx_info::describe_node(node));
             // tract evaluates a node at planning time when all its inputs are (`Shape`
             // and `Size` only need their input's shape, fixed once the input is).
             let is_constant = matches!(node.op_type.as_str(), "Shape" | "Size")

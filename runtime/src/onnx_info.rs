@@ -103,14 +103,14 @@ impl GraphInfo {
             })
             .fold(0u64, u64::saturating_add);
         if let Some(last) = graph.node.iter().find(|n| n.output.contains(&output.name)) {
-            if matches!(last.op_type.as_str(), "Softmax" | "LogSoftmax") {
+            // (A LogSoftmax output is fine: the softmax of log-probabilities is the
+            // probabilities.)
+            if last.op_type == "Softmax" {
                 log::warn!(
-                    "{origin}: the output `{}` is made by {}: the runtime takes outputs as \
-                     logits, so confidences will be softmax of probabilities; export the model \
-                     without its final {}",
-                    output.name,
-                    last.op_type,
-                    last.op_type
+                    "{origin}: the output `{}` is made by Softmax: the runtime takes outputs \
+                     as logits, so confidences will be the softmax of probabilities; export \
+                     the model without its final Softmax",
+                    output.name
                 );
             }
         }
@@ -141,10 +141,7 @@ fn check_nodes(graph: &pb::GraphProto, input: &str, origin: &str) -> Result<(), 
         reason,
     };
     for node in &graph.node {
-        let named = || match node.name.as_str() {
-            "" => format!("a {} node", node.op_type),
-            name => format!("node `{name}` ({})", node.op_type),
-        };
+        let named = || describe_node(node);
         for attribute in &node.attribute {
             let positive = match attribute.name.as_str() {
                 "kernel_shape" | "strides" | "dilations" => attribute.ints.iter().all(|&v| v > 0),
@@ -165,14 +162,59 @@ fn check_nodes(graph: &pb::GraphProto, input: &str, origin: &str) -> Result<(), 
             }
         }
         check_window(node, graph).map_err(|reason| malformed(format!("{}: {reason}", named())))?;
-        // Slice steps of 0 divide by zero; a constant step is checked here.
-        if let Some(steps) = (node.op_type == "Slice")
+        // A NaN or infinite quantization scale makes every value it touches NaN, 0 or
+        // saturated: tract runs it and answers (the compiler refuses it).
+        let scales: &[usize] = match node.op_type.as_str() {
+            "QuantizeLinear" | "DequantizeLinear" => &[1],
+            "QLinearConv" => &[1, 4, 6],
+            "QLinearMatMul" => &[1, 4, 7],
+            _ => &[],
+        };
+        for &i in scales {
+            let Some(name) = node.input.get(i) else {
+                continue;
+            };
+            if let Some(bad) = constant_tensor(graph, name).and_then(first_non_finite) {
+                return Err(malformed(format!(
+                    "{}: its scale `{name}` holds {bad}, not a finite number",
+                    named()
+                )));
+            }
+        }
+        // Slice steps of 0 divide by zero. Steps other than 1 tract computes wrongly after
+        // a padded convolution (a slice of columns 1, 3, 5, ... of its output read columns
+        // 0, 2, 4, ...: a different class than onnxruntime's on 10 of 32 images), so only
+        // steps of 1, given as constants, are taken.
+        if let Some(name) = (node.op_type == "Slice")
             .then(|| node.input.get(4))
             .flatten()
-            .and_then(|name| graph.initializer.iter().find(|t| &t.name == name))
+            .filter(|name| !name.is_empty())
         {
-            if int64s(steps).is_some_and(|v| v.contains(&0)) {
-                return Err(malformed(format!("{}: a slice step is 0", named())));
+            match constant_ints(graph, name) {
+                Some(steps) if steps.contains(&0) => {
+                    return Err(malformed(format!("{}: a slice step is 0", named())));
+                }
+                Some(steps) if steps.iter().all(|&s| s == 1) => {}
+                Some(steps) => {
+                    return Err(Error::Unsupported {
+                        origin: origin.to_string(),
+                        reason: format!(
+                            "{}: slice steps {steps:?}: only steps of 1 are supported (tract \
+                             computes some strided slices wrongly)",
+                            named()
+                        ),
+                    });
+                }
+                None => {
+                    return Err(Error::Unsupported {
+                        origin: origin.to_string(),
+                        reason: format!(
+                            "{}: its slice steps `{name}` are not a constant; only constant \
+                             steps of 1 are supported",
+                            named()
+                        ),
+                    });
+                }
             }
         }
     }
@@ -283,6 +325,82 @@ fn check_window(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+/// The attribute holding the value of the `Constant` node that makes `name`.
+fn constant_attribute<'g>(graph: &'g pb::GraphProto, name: &str) -> Option<&'g pb::AttributeProto> {
+    graph
+        .node
+        .iter()
+        .find(|n| n.op_type == "Constant" && n.output.iter().any(|o| o == name))?
+        .attribute
+        .first()
+}
+
+/// The tensor value of the constant `name`: an initializer, or a `Constant` node's `value`.
+fn constant_tensor<'g>(graph: &'g pb::GraphProto, name: &str) -> Option<&'g pb::TensorProto> {
+    match graph.initializer.iter().find(|t| t.name == name) {
+        Some(t) => Some(t),
+        None => constant_attribute(graph, name)
+            .filter(|a| a.name == "value")?
+            .t
+            .as_ref(),
+    }
+}
+
+/// The values of the int64 constant `name`.
+fn constant_ints(graph: &pb::GraphProto, name: &str) -> Option<Vec<i64>> {
+    if let Some(t) = constant_tensor(graph, name) {
+        return int64s(t);
+    }
+    let a = constant_attribute(graph, name)?;
+    match a.name.as_str() {
+        "value_ints" => Some(a.ints.clone()),
+        "value_int" => Some(vec![a.i]),
+        _ => None,
+    }
+}
+
+/// The first value of a float32 or float16 tensor that is not finite, if any.
+fn first_non_finite(t: &pb::TensorProto) -> Option<f32> {
+    use pb::tensor_proto::DataType;
+    let raw = &t.raw_data;
+    if t.data_type == DataType::Float as i32 {
+        let from_raw = raw
+            .as_chunks::<4>()
+            .0
+            .iter()
+            .map(|c| f32::from_le_bytes(*c));
+        return from_raw
+            .chain(t.float_data.iter().copied())
+            .find(|v| !v.is_finite());
+    }
+    if t.data_type == DataType::Float16 as i32 {
+        let from_raw = raw
+            .as_chunks::<2>()
+            .0
+            .iter()
+            .map(|c| u16::from_le_bytes(*c));
+        let from_ints = t.int32_data.iter().map(|&x| x as u16);
+        return from_raw
+            .chain(from_ints)
+            .map(|b| half::f16::from_bits(b).to_f32())
+            .find(|v| !v.is_finite());
+    }
+    None
+}
+
+/// A node for messages: "node `conv1` (Conv)", or "a Conv node" when it has no name.
+pub(crate) fn describe_node(node: &pb::NodeProto) -> String {
+    let op = match node.op_type.as_str() {
+        "" => "no operator type",
+        op => op,
+    };
+    match (node.name.as_str(), node.op_type.as_str()) {
+        ("", "") => "a node with no operator type".to_string(),
+        ("", op) => format!("a {op} node"),
+        (name, _) => format!("node `{name}` ({op})"),
+    }
 }
 
 /// The integer attribute `name` of `node`, if it has one.

@@ -502,7 +502,7 @@ fn sizes_made_while_planning_are_bounded_before_tract_makes_them() {
     );
     let e = StudentModel::from_bytes(&padded, &OpenOptions::default()).unwrap_err();
     assert!(
-        matches!(&e, Error::Unsupported { reason, .. } if reason.contains("Pad node")),
+        matches!(&e, Error::Unsupported { reason, .. } if reason.contains("node `bomb` (Pad)")),
         "{e}"
     );
     // The same structure with a small shape opens and runs.
