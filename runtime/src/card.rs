@@ -44,6 +44,20 @@ pub struct ModelCard {
 /// The sections every card written by `student` has; a card with any entry needs them all.
 const CORE_SECTIONS: [&str; 5] = ["name", "labels", "input", "calibration", "escalation"];
 
+/// Every section a card may have (each a `student.`-prefixed metadata entry).
+const SECTIONS: [&str; 10] = [
+    "name",
+    "labels",
+    "input",
+    "calibration",
+    "escalation",
+    "teacher",
+    "data",
+    "recipe",
+    "metrics",
+    "quantization",
+];
+
 /// Temperatures outside this range are refused: they make every probability 0 or 1, or
 /// every class equally likely.
 const TEMPERATURE_RANGE: std::ops::RangeInclusive<f32> = 1e-3..=1e3;
@@ -56,6 +70,7 @@ const MAX_NORMALIZED: f32 = 1e4;
 ///
 /// A raw pixel `p` in `[0, 255]` becomes `(p * scale - mean[c]) / std[c]` for channel `c`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InputSpec {
     /// Dimension order; only `"NCHW"` is supported.
     pub layout: String,
@@ -97,6 +112,7 @@ impl NonFinite {
 
 /// Temperature scaling of the logits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CalibrationInfo {
     /// Probabilities are `softmax(logits / temperature)`.
     pub temperature: f32,
@@ -112,6 +128,7 @@ pub struct CalibrationInfo {
 
 /// The rule that decides between accepting and escalating.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EscalationPolicy {
     /// The confidence score the threshold applies to.
     pub score: ScoreKind,
@@ -192,6 +209,7 @@ pub struct QuantizationInfo {
 
 /// The identity of the teacher a student was distilled from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TeacherRef {
     /// The teacher's name.
     pub name: String,
@@ -289,6 +307,18 @@ impl ModelCard {
         for (key, _) in &entries {
             if !seen.insert(*key) {
                 return Err(invalid(key, "appears more than once".to_string()));
+            }
+            // A section this runtime does not know may change what the card means (a new
+            // preprocessing step, say): refused rather than ignored, like unknown fields
+            // inside the sections it knows.
+            if !SECTIONS.contains(key) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "is not a card section this runtime knows (it reads {})",
+                        SECTIONS.join(", ")
+                    ),
+                ));
             }
         }
         // A card is all or nothing: a file with some sections but not the core ones was
@@ -598,11 +628,16 @@ fn json<T: Serialize>(value: &T) -> serde_json::Value {
 }
 
 /// Characters that let a name or label rewrite how it, or the text around it, is shown:
-/// control characters (escape sequences, carriage returns) and the bidirectional
-/// embeddings, overrides and isolates (U+202A to U+202E, U+2066 to U+2069), with which
-/// "gpj.exe" can display as "exe.jpg".
+/// control characters (escape sequences, carriage returns) and Unicode's Bidi_Control
+/// set: the embeddings, overrides and isolates (U+202A to U+202E, U+2066 to U+2069), with
+/// which "gpj.exe" can display as "exe.jpg", and the marks (U+061C, U+200E, U+200F),
+/// which reorder the neutral characters around them.
 fn hides_text(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 #[cfg(test)]
@@ -826,6 +861,23 @@ mod tests {
             "a bidi override in a label"
         );
         assert!(read_with("student.name", r#""a\u2067b""#, 2).is_err());
+        // Sections and fields this runtime does not know.
+        let unknown = read_with("student.augment", "{}", 2);
+        assert!(
+            unknown.is_err_and(|e| e.to_string().contains("not a card section")),
+            "an unknown section"
+        );
+        let spec = r#"{"layout":"NCHW","channels":1,"height":2,"width":2,"scale":1,
+            "mean":[0],"std":[1],"resize":"bilinear"}"#;
+        let field = read_with("student.input", spec, 2);
+        assert!(
+            field.is_err_and(|e| e.to_string().contains("unknown field `resize`")),
+            "an unknown field"
+        );
+        for mark in [r"\u061c", r"\u200e", r"\u200f"] {
+            let label = format!(r#"["a{mark}b","c"]"#);
+            assert!(read_with("student.labels", &label, 2).is_err(), "{mark}");
+        }
         assert!(read_with("student.labels", r#"["caf\u00e9","\u732b"]"#, 2).is_ok());
         let cold = r#"{"temperature":1e-45,"method":"x"}"#;
         assert!(read_with("student.calibration", cold, 2).is_err());
