@@ -1239,6 +1239,18 @@ impl<'g> Builder<'g> {
             return Err("strides, dilations and kernel sizes must be positive".to_string());
         }
         let span = |i: usize| dilation[i] * (kernel[i] - 1) + 1;
+        // "kernel 3x3 with dilation 4x4 spans 9x9": what is compared with the input.
+        let window = || {
+            format!(
+                "kernel {}x{} with dilation {}x{} spans {}x{}",
+                kernel[0],
+                kernel[1],
+                dilation[0],
+                dilation[1],
+                span(0),
+                span(1)
+            )
+        };
         let ceil = attr_i(node, "ceil_mode", 0) == 1;
         let size = [*h, *w];
         // (A window with both auto_pad and pads was refused by `check_onnx`.)
@@ -1250,11 +1262,15 @@ impl<'g> Builder<'g> {
                     None => vec![0; 4],
                 };
                 let mut out = [0; 2];
+                let padded = [size[0] + pads[0] + pads[2], size[1] + pads[1] + pads[3]];
                 for i in 0..2 {
-                    let total = size[i] + pads[i] + pads[i + 2];
+                    let total = padded[i];
                     if total < span(i) {
                         return Err(format!(
-                            "the window {kernel:?} is larger than the padded input {size:?}"
+                            "its window ({}) is larger than the padded input ({}x{})",
+                            window(),
+                            padded[0],
+                            padded[1]
                         ));
                     }
                     let steps = total - span(i);
@@ -1275,7 +1291,10 @@ impl<'g> Builder<'g> {
                 for i in 0..2 {
                     if size[i] < span(i) {
                         return Err(format!(
-                            "the window {kernel:?} is larger than the input {size:?}"
+                            "its window ({}) is larger than the input ({}x{})",
+                            window(),
+                            size[0],
+                            size[1]
                         ));
                     }
                     out[i] = (size[i] - span(i)) / stride[i] + 1;
