@@ -65,12 +65,19 @@ pub fn bench(args: &Args) -> Result<()> {
             .map(|_| {
                 let (model, input) = (&model, &input);
                 scope.spawn(move || -> Result<Vec<Duration>> {
+                    // Up to 3 warm-up calls, within a tenth of the budget; then calls until
+                    // the budget is spent, at least one (a slow call is not cut short, so a
+                    // run lasts about --seconds or one call, whichever is longer).
+                    let warm = Instant::now();
                     for _ in 0..3 {
                         model.logits_batch(input)?;
+                        if warm.elapsed() >= budget / 10 {
+                            break;
+                        }
                     }
                     let begin = Instant::now();
                     let mut times = Vec::new();
-                    while begin.elapsed() < budget || times.len() < 10 {
+                    while times.is_empty() || begin.elapsed() < budget {
                         let t = Instant::now();
                         model.logits_batch(input)?;
                         times.push(t.elapsed());

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use student_distill::replace_file;
-use student_runtime::{OpenOptions, StudentModel, compile_onnx};
+use student_runtime::{OpenOptions, StudentModel, compile_onnx, starts_like_compiled};
 
 /// How many inputs the compiled file is checked on.
 const CHECK_INPUTS: usize = 16;
@@ -26,6 +26,7 @@ pub fn compile(model: &Path, output: &Path, tolerance: f32, as_json: bool) -> Re
             output.display()
         );
     }
+    refuse_to_replace_another_kind(output)?;
     let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
     let compiled = compile_onnx(&bytes, &model.display().to_string())?;
     // Check the compiled file against the ONNX file through tract on inputs spread over the
@@ -145,6 +146,34 @@ fn argmax(v: &[f32]) -> usize {
             if x > bv { (i, x) } else { (bi, bv) }
         })
         .0
+}
+
+/// Refuses an `--output` that holds something other than a compiled student (an ONNX
+/// model, a text file): replacing it would lose it. An earlier compiled file, an empty
+/// file and a new path are fine.
+fn refuse_to_replace_another_kind(output: &Path) -> Result<()> {
+    use std::io::Read;
+    let Ok(meta) = std::fs::metadata(output) else {
+        return Ok(());
+    };
+    if meta.is_dir() {
+        bail!("--output {} is a folder; name a file", output.display());
+    }
+    if !meta.is_file() || meta.len() == 0 {
+        return Ok(());
+    }
+    let mut head = Vec::with_capacity(8);
+    std::fs::File::open(output)
+        .and_then(|f| f.take(8).read_to_end(&mut head))
+        .with_context(|| format!("cannot read {}", output.display()))?;
+    if !starts_like_compiled(&head) {
+        bail!(
+            "--output {} exists and is not a compiled student; compile replaces only an \
+             earlier compiled file (remove it first, or choose another file)",
+            output.display()
+        );
+    }
+    Ok(())
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -189,6 +189,15 @@ fn check_pnm_raster(path: &Path, file: impl BufRead) -> Result<()> {
                 .take(samples * sample_bytes)
                 .read_to_end(&mut bytes)
                 .with_context(cannot_read)?;
+            if (bytes.len() as u64) < samples * sample_bytes {
+                bail!(
+                    "{} is cut short: its raster holds {} of the {} bytes its {width}x{height} \
+                     header declares",
+                    path.display(),
+                    bytes.len(),
+                    samples * sample_bytes
+                );
+            }
             let mut trailer = Vec::new();
             raster
                 .take(MAX_TRAILER + 1)

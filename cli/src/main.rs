@@ -241,14 +241,23 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         // Warnings quote file names, graph value names and hook errors: escaped like
         // everything else the CLI prints.
+        // A warning given again (`compile` reads its model three times) is printed once.
         .format(|buf, record| {
             use std::io::Write;
-            writeln!(
-                buf,
+            static PRINTED: std::sync::LazyLock<
+                std::sync::Mutex<std::collections::HashSet<String>>,
+            > = std::sync::LazyLock::new(Default::default);
+            let line = format!(
                 "[{:<5}] {}",
                 record.level(),
                 terminal::printable_line(&record.args().to_string())
-            )
+            );
+            let mut printed = PRINTED.lock().unwrap_or_else(|e| e.into_inner());
+            if !printed.insert(line.clone()) {
+                return Ok(());
+            }
+            drop(printed);
+            writeln!(buf, "{line}")
         })
         .init();
     let cli = Cli::parse();

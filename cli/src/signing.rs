@@ -11,6 +11,17 @@ use student_runtime::{OpenOptions, StudentModel};
 
 /// `NAME.key` (the secret key, readable by its owner only) and `NAME.pub`.
 pub fn keygen(name: &Path) -> Result<()> {
+    // `keys/` or `.` would name hidden files `keys/.key` and `./.key`.
+    let stem = name.file_name().and_then(|s| s.to_str());
+    if stem.is_none_or(|s| s.is_empty() || s == "." || s == "..")
+        || name.as_os_str().to_string_lossy().ends_with('/')
+    {
+        bail!(
+            "{} names a folder, not a key: give NAME as a file name, such as release \
+             (which writes release.key and release.pub)",
+            name.display()
+        );
+    }
     let secret_path = with_suffix(name, "key");
     let public_path = with_suffix(name, "pub");
     for path in [&secret_path, &public_path] {

@@ -170,6 +170,11 @@ fn run_refuses_a_pgm_holding_more_than_its_raster() {
         &run("two.pgm", [one.as_slice(), &one].concat()),
         "two.pgm holds 797 bytes after its 28x28 raster: a second image or a damaged file",
     );
+    // A raster cut short.
+    assert_one_line_error(
+        &run("short.pgm", one[..one.len() - 10].to_vec()),
+        "short.pgm is cut short: its raster holds 774 of the 784 bytes its 28x28 header",
+    );
     // Long junk after the raster.
     assert_one_line_error(
         &run(
@@ -1082,7 +1087,15 @@ fn quantize_usage_errors_fail_before_any_work() {
 fn compile_writes_nothing_when_the_compiled_file_disagrees_with_the_onnx_file() {
     let dir = scratch("compile-tolerance");
     let out = dir.join("teacher.student");
-    std::fs::write(&out, b"an earlier file").unwrap();
+    // An earlier compiled file (of the student) at the output.
+    let o = student(&[
+        "compile",
+        &model("student.onnx"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let earlier = std::fs::read(&out).unwrap();
     let compile = |tolerance: &str| {
         student(&[
             "compile",
@@ -1097,7 +1110,7 @@ fn compile_writes_nothing_when_the_compiled_file_disagrees_with_the_onnx_file() 
     let o = compile("0");
     assert_one_line_error(&o, "differ from the ONNX file's (through tract) by up to");
     assert!(stderr(&o).contains("was not written"), "{}", stderr(&o));
-    assert_eq!(std::fs::read(&out).unwrap(), b"an earlier file");
+    assert_eq!(std::fs::read(&out).unwrap(), earlier);
     for bad in ["-0.5", "nan", "inf", "x"] {
         let o = compile(bad);
         assert!(!o.status.success());
@@ -1107,7 +1120,7 @@ fn compile_writes_nothing_when_the_compiled_file_disagrees_with_the_onnx_file() 
             stderr(&o)
         );
     }
-    assert_eq!(std::fs::read(&out).unwrap(), b"an earlier file");
+    assert_eq!(std::fs::read(&out).unwrap(), earlier);
     // The default tolerance (1% of the largest logit) accepts it.
     let o = student(&[
         "compile",
@@ -1116,7 +1129,27 @@ fn compile_writes_nothing_when_the_compiled_file_disagrees_with_the_onnx_file() 
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(std::fs::read(&out).unwrap().starts_with(b"STUDENT"));
+    let written = std::fs::read(&out).unwrap();
+    assert!(written.starts_with(b"STUDENT") && written != earlier);
+    // Another kind of file at the output (a copy of the teacher, a note) is not replaced.
+    for (name, bytes) in [
+        (
+            "teacher.onnx",
+            std::fs::read(model("teacher.onnx")).unwrap(),
+        ),
+        ("notes.txt", b"notes".to_vec()),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let o = student(&[
+            "compile",
+            &model("student.onnx"),
+            "-o",
+            path.to_str().unwrap(),
+        ]);
+        assert_one_line_error(&o, "exists and is not a compiled student");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
 }
 
 #[test]

@@ -68,6 +68,10 @@ fn a_signed_model_verifies_and_opens_only_under_its_key() {
     }
     // A key is never replaced.
     refused(&student(&["keygen", s(&publisher)]), "never replaced");
+    // A folder is not a key name (it would write the hidden files `keys/.key` and `.pub`).
+    let folder = format!("{}/", dir.display());
+    refused(&student(&["keygen", &folder]), "names a folder, not a key");
+    assert!(!dir.join(".key").exists() && !dir.join(".pub").exists());
 
     let out = student(&["sign", s(&model), "--key", s(&key)]);
     assert!(

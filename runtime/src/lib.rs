@@ -52,6 +52,7 @@ pub use card::{
 };
 #[cfg(feature = "onnx")]
 pub use compile::{Compiled, compile_onnx};
+pub use compiled::starts_like_compiled;
 pub use error::{Error, HookError};
 pub use escalation::{
     AbandonedCalls, CascadeHook, DEFAULT_MAX_ABANDONED, DeadlineHook, EscalationHook,

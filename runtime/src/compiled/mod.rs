@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::info::GraphInfo;
 use crate::limits::{Check, Limit, elements};
 use exec::Executor;
+pub use format::starts_like_compiled;
 use ir::{DType, Op};
 use plan::Plan;
 
