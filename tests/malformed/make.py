@@ -554,20 +554,21 @@ def onnx_cases(corpus, base, card):
                                    for k, v in inits.items())
         return m
 
-    m = before_pool([helper.make_node("Slice", ["relu", "starts", "ends", "axes", "steps"],
-                                      ["mid"], name="slice")],
-                    {"starts": np.array([0], np.int64), "ends": np.array([28], np.int64),
-                     "axes": np.array([2], np.int64), "steps": np.array([0], np.int64)})
-    add("onnx/slice-step-0.onnx", serialize(m), "a Slice with step 0", "Malformed",
+    def sliced(start, axis, step):
+        """The base with a Slice of `relu` (start to 28 along `axis`, by `step`)."""
+        return before_pool([helper.make_node("Slice", ["relu", "starts", "ends", "axes", "steps"],
+                                             ["mid"], name="slice")],
+                           {"starts": np.array([start], np.int64),
+                            "ends": np.array([28], np.int64),
+                            "axes": np.array([axis], np.int64),
+                            "steps": np.array([step], np.int64)})
+
+    add("onnx/slice-step-0.onnx", serialize(sliced(0, 2, 0)), "a Slice with step 0", "Malformed",
         "a slice step is 0")
     # tract reads columns 0, 2, 4, ... for a slice of columns 1, 3, 5, ... after a padded
     # convolution: a wrong answer with no error, so strided slices are refused.
-    m = before_pool([helper.make_node("Slice", ["relu", "starts", "ends", "axes", "steps"],
-                                      ["mid"], name="slice")],
-                    {"starts": np.array([1], np.int64), "ends": np.array([28], np.int64),
-                     "axes": np.array([3], np.int64), "steps": np.array([2], np.int64)})
-    add("onnx/slice-step-2.onnx", serialize(m), "a Slice with step 2", "Unsupported",
-        "slice steps [2]: only steps of 1 are supported")
+    add("onnx/slice-step-2.onnx", serialize(sliced(1, 3, 2)), "a Slice with step 2",
+        "Unsupported", "slice steps [2]: only steps of 1 are supported")
     m = before_pool([helper.make_node("Gather", ["table", "index"], ["row"], name="gather"),
                      helper.make_node("Add", ["relu", "row"], ["mid"], name="add")],
                     {"table": np.array([1.0, 2.0], np.float32),
