@@ -142,6 +142,19 @@ fn check_nodes(graph: &pb::GraphProto, input: &str, origin: &str) -> Result<(), 
     };
     for node in &graph.node {
         let named = || describe_node(node);
+        // tract runs an operator by its name alone: a `com.example` Relu ran as the
+        // standard Relu, where onnxruntime refuses a domain it has no kernels for.
+        if !matches!(node.domain.as_str(), "" | "ai.onnx" | "ai.onnx.ml") {
+            return Err(Error::Unsupported {
+                origin: origin.to_string(),
+                reason: format!(
+                    "{} is in the operator domain `{}`; only the standard ONNX domains (\"\", \
+                     ai.onnx, ai.onnx.ml) are run",
+                    named(),
+                    node.domain
+                ),
+            });
+        }
         for attribute in &node.attribute {
             let positive = match attribute.name.as_str() {
                 "kernel_shape" | "strides" | "dilations" => attribute.ints.iter().all(|&v| v > 0),
@@ -348,10 +361,10 @@ fn constant_tensor<'g>(graph: &'g pb::GraphProto, name: &str) -> Option<&'g pb::
     }
 }
 
-/// The values of the int64 constant `name`.
+/// The values of the int64 or int32 constant `name`.
 fn constant_ints(graph: &pb::GraphProto, name: &str) -> Option<Vec<i64>> {
     if let Some(t) = constant_tensor(graph, name) {
-        return int64s(t);
+        return int64s(t).or_else(|| int32s(t));
     }
     let a = constant_attribute(graph, name)?;
     match a.name.as_str() {
@@ -428,6 +441,24 @@ pub(crate) fn int64s(t: &pb::TensorProto) -> Option<Vec<i64>> {
         t.raw_data
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect()
+    })
+}
+
+/// The values of an int32 tensor stored inline, widened, `None` when it is not one.
+fn int32s(t: &pb::TensorProto) -> Option<Vec<i64>> {
+    if t.data_type != pb::tensor_proto::DataType::Int32 as i32 {
+        return None;
+    }
+    if !t.int32_data.is_empty() {
+        return Some(t.int32_data.iter().map(|&v| i64::from(v)).collect());
+    }
+    (t.raw_data.len() % 4 == 0).then(|| {
+        t.raw_data
+            .as_chunks::<4>()
+            .0
+            .iter()
+            .map(|c| i64::from(i32::from_le_bytes(*c)))
             .collect()
     })
 }

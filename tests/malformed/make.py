@@ -554,14 +554,23 @@ def onnx_cases(corpus, base, card):
                                    for k, v in inits.items())
         return m
 
-    def sliced(start, axis, step):
-        """The base with a Slice of `relu` (start to 28 along `axis`, by `step`)."""
+    def sliced(start, axis, step, index=np.int64):
+        """The base with a Slice of `relu` (start to 28 along `axis`, by `step`), its
+        operands of type `index`."""
         return before_pool([helper.make_node("Slice", ["relu", "starts", "ends", "axes", "steps"],
                                              ["mid"], name="slice")],
-                           {"starts": np.array([start], np.int64),
-                            "ends": np.array([28], np.int64),
-                            "axes": np.array([axis], np.int64),
-                            "steps": np.array([step], np.int64)})
+                           {"starts": np.array([start], index),
+                            "ends": np.array([28], index),
+                            "axes": np.array([axis], index),
+                            "steps": np.array([step], index)})
+
+    m = copy_of(base)
+    node(m, "relu").domain = "com.example"
+    add("onnx/relu-in-another-domain.onnx", serialize(m), "a Relu in the domain com.example",
+        "Unsupported", "is in the operator domain `com.example`")
+    # Slice operands may be int32 as well as int64: steps of 1 either way are taken.
+    corpus.control("controls/slice-int32-steps.onnx", serialize(sliced(0, 2, 1, np.int32)),
+                   "the float base with a Slice whose operands are int32, steps of 1")
 
     add("onnx/slice-step-0.onnx", serialize(sliced(0, 2, 0)), "a Slice with step 0", "Malformed",
         "a slice step is 0")

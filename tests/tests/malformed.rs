@@ -268,5 +268,9 @@ fn the_files_the_cases_are_made_from_open_and_run() {
             assert_eq!(best, *class, "{file} and {first} disagree");
         }
     }
-    assert_eq!(classes.len(), 2, "{classes:?}");
+    // Both bases were seen (other controls, such as an int32-indexed Slice, stand alone).
+    assert!(
+        classes.contains_key("base") && classes.contains_key("base-int8"),
+        "{classes:?}"
+    );
 }
