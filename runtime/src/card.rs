@@ -373,14 +373,22 @@ impl ModelCard {
                 ));
             }
             // A set, not a scan of the labels before each: a card may hold a million labels
-            // and opening must stay linear in them.
+            // and opening must stay linear in them. Labels are compared as they are shown:
+            // "Bag" and "Bag" with a zero-width space would print alike.
             Some(labels)
-                if labels.iter().any(|l| l.trim().is_empty())
-                    || labels.iter().collect::<HashSet<_>>().len() != labels.len() =>
+                if labels.iter().any(|l| shown(l).is_empty())
+                    || labels
+                        .iter()
+                        .map(|l| shown(l))
+                        .collect::<HashSet<_>>()
+                        .len()
+                        != labels.len() =>
             {
                 return Err(invalid(
                     "labels",
-                    "labels must be non-empty and distinct".to_string(),
+                    "labels must be non-empty and distinct as shown (ignoring spaces at either \
+                     end and invisible characters)"
+                        .to_string(),
                 ));
             }
             Some(labels) if labels.len() != classes => {
@@ -632,6 +640,36 @@ fn json<T: Serialize>(value: &T) -> serde_json::Value {
 /// set: the embeddings, overrides and isolates (U+202A to U+202E, U+2066 to U+2069), with
 /// which "gpj.exe" can display as "exe.jpg", and the marks (U+061C, U+200E, U+200F),
 /// which reorder the neutral characters around them.
+/// A label as a terminal shows it: without characters that take no space (zero-width
+/// spaces and joiners, the word joiner and invisible operators, the byte order mark, the
+/// soft hyphen, variation selectors, tags, Hangul fillers) and without spaces at either end.
+fn shown(label: &str) -> String {
+    let invisible = |c: char| {
+        matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200D}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{E0000}'..='\u{E007F}'
+                | '\u{E0100}'..='\u{E01EF}'
+        )
+    };
+    label
+        .chars()
+        .filter(|&c| !invisible(c))
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
 fn hides_text(c: char) -> bool {
     c.is_control()
         || matches!(
@@ -874,6 +912,19 @@ mod tests {
             field.is_err_and(|e| e.to_string().contains("unknown field `resize`")),
             "an unknown field"
         );
+        // Labels that print alike.
+        for twin in [
+            r#"["Bag","Bag\u200b"]"#,
+            r#"["Bag","B\udb40\udc41ag"]"#,
+            r#"["Bag"," Bag"]"#,
+        ] {
+            let e = read_with("student.labels", twin, 2);
+            assert!(
+                e.is_err_and(|e| e.to_string().contains("distinct as shown")),
+                "{twin}"
+            );
+        }
+        assert!(read_with("student.labels", r#"["\u200b","c"]"#, 2).is_err());
         for mark in [r"\u061c", r"\u200e", r"\u200f"] {
             let label = format!(r#"["a{mark}b","c"]"#);
             assert!(read_with("student.labels", &label, 2).is_err(), "{mark}");
