@@ -196,8 +196,8 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
         /// The largest logit difference from the ONNX file (run through tract on 16 check
-        /// inputs) to accept, as a fraction of the largest logit; above it nothing is
-        /// written.
+        /// inputs, each input's logits centred on their mean) to accept, as a fraction of
+        /// the widest span of one input's logits; above it nothing is written.
         #[arg(long, default_value = "0.01", value_parser = compile::parse_tolerance)]
         tolerance: f32,
         /// Print one JSON object.
