@@ -60,11 +60,11 @@ pub fn bench(args: &Args) -> Result<()> {
     let first = start.elapsed();
     // Warm up, then time calls until the budget is spent, on every thread at once.
     let budget = Duration::from_secs_f64(args.seconds);
-    let mut latencies: Vec<Duration> = std::thread::scope(|scope| -> Result<Vec<Duration>> {
+    let timed: Vec<Timed> = std::thread::scope(|scope| -> Result<Vec<Timed>> {
         let handles: Vec<_> = (0..args.threads)
             .map(|_| {
                 let (model, input) = (&model, &input);
-                scope.spawn(move || -> Result<Vec<Duration>> {
+                scope.spawn(move || -> Result<Timed> {
                     // Up to 3 warm-up calls, within a tenth of the budget; then calls until
                     // the budget is spent, at least one (a slow call is not cut short, so a
                     // run lasts about --seconds or one call, whichever is longer).
@@ -76,29 +76,36 @@ pub fn bench(args: &Args) -> Result<()> {
                         }
                     }
                     let begin = Instant::now();
-                    let mut times = Vec::new();
-                    while times.is_empty() || begin.elapsed() < budget {
+                    let mut timed = Timed::default();
+                    while timed.calls == 0 || begin.elapsed() < budget {
                         let t = Instant::now();
                         model.logits_batch(input)?;
-                        times.push(t.elapsed());
+                        timed.add(t.elapsed());
                     }
-                    Ok(times)
+                    Ok(timed)
                 })
             })
             .collect();
         let mut all = Vec::new();
         for h in handles {
-            all.extend(
+            all.push(
                 h.join()
                     .map_err(|_| anyhow::anyhow!("a benchmark thread panicked"))??,
             );
         }
         Ok(all)
     })?;
+    let calls: usize = timed.iter().map(|t| t.calls).sum();
+    let mut latencies: Vec<Duration> = timed.iter().flat_map(|t| t.kept.iter().copied()).collect();
     latencies.sort();
-    let calls = latencies.len();
-    let pct = |p: f64| latencies[((calls - 1) as f64 * p).round() as usize].as_secs_f64() * 1e6;
-    let busy: f64 = latencies.iter().map(Duration::as_secs_f64).sum::<f64>() / args.threads as f64;
+    let kept = latencies.len();
+    let fastest = timed
+        .iter()
+        .filter_map(|t| t.fastest)
+        .min()
+        .unwrap_or_default();
+    let pct = |p: f64| latencies[((kept - 1) as f64 * p).round() as usize].as_secs_f64() * 1e6;
+    let busy: f64 = timed.iter().map(|t| t.busy.as_secs_f64()).sum::<f64>() / args.threads as f64;
     let throughput = (calls * args.batch) as f64 / busy;
     let peak = peak_rss_mb();
     if args.json {
@@ -115,7 +122,7 @@ pub fn bench(args: &Args) -> Result<()> {
             "p50_us": pct(0.5),
             "p90_us": pct(0.9),
             "p99_us": pct(0.99),
-            "min_us": latencies[0].as_secs_f64() * 1e6,
+            "min_us": fastest.as_secs_f64() * 1e6,
             "throughput_per_s": throughput,
             "peak_rss_mb": peak,
             "peak_rss_before_open_mb": rss_before,
@@ -151,6 +158,42 @@ pub fn bench(args: &Args) -> Result<()> {
 }
 
 /// Parses `--seconds`: a duration in (0, 3600].
+/// The most call times one thread keeps for percentiles: a long run of fast calls (an hour
+/// at 100,000 calls a second) would otherwise keep gigabytes of them.
+const MAX_KEPT: usize = 100_000;
+
+/// One thread's calls: how many, their total time, and a uniform sample of their times
+/// (every call until [`MAX_KEPT`], then reservoir sampling).
+#[derive(Default)]
+struct Timed {
+    calls: usize,
+    busy: Duration,
+    fastest: Option<Duration>,
+    kept: Vec<Duration>,
+    state: u64,
+}
+
+impl Timed {
+    fn add(&mut self, time: Duration) {
+        self.calls += 1;
+        self.busy += time;
+        self.fastest = Some(self.fastest.map_or(time, |f| f.min(time)));
+        if self.kept.len() < MAX_KEPT {
+            self.kept.push(time);
+            return;
+        }
+        // Keep this call with probability MAX_KEPT / calls, in place of a random one.
+        self.state = self
+            .state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let slot = ((self.state >> 33) as usize) % self.calls;
+        if slot < MAX_KEPT {
+            self.kept[slot] = time;
+        }
+    }
+}
+
 pub fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(s) if s > 0.0 && s <= 3600.0 => Ok(s),
@@ -164,4 +207,28 @@ fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_run_keeps_a_bounded_uniform_sample_and_exact_totals() {
+        let mut timed = Timed::default();
+        let n = 250_000u64;
+        for i in 1..=n {
+            timed.add(Duration::from_micros(i));
+        }
+        assert_eq!(timed.calls, n as usize);
+        assert_eq!(timed.kept.len(), MAX_KEPT);
+        assert_eq!(timed.fastest, Some(Duration::from_micros(1)));
+        assert_eq!(timed.busy, Duration::from_micros(n * (n + 1) / 2));
+        // The sample's median stands for the whole run's (125,000 us) within 2%: a sample
+        // that kept only the first calls would give 50,000.
+        let mut kept = timed.kept.clone();
+        kept.sort();
+        let median = kept[MAX_KEPT / 2].as_micros() as f64;
+        assert!((median / 125_000.0 - 1.0).abs() < 0.02, "median {median}");
+    }
 }

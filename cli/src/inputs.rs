@@ -119,6 +119,14 @@ pub fn read_images(
             decoder.set_limits(limits).map_err(|e| not_readable(&e))?;
             image::DynamicImage::from_decoder(decoder).map_err(|e| not_readable(&e))
         } else {
+            if head.starts_with(b"P7") {
+                // PAM: its header is the decoder's to parse, its raster is checked here.
+                let file = std::fs::File::open(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                check_pnm_raster(path, std::io::BufReader::new(file))?;
+            } else if head.starts_with(&PNG_SIGNATURE[..4]) {
+                check_png_end(path)?;
+            }
             let mut reader = image::ImageReader::open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?
                 .with_guessed_format()
@@ -139,6 +147,39 @@ pub fn read_images(
     })))
 }
 
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// Refuses a PNG with bytes after its `IEND` chunk (a second PNG appended, or a damaged
+/// file): the decoder stops at `IEND` and would answer for the first image. Only chunk
+/// lengths and types are read, seeking over their data; a file whose chunks do not reach
+/// an `IEND` is left to the decoder's message.
+fn check_png_end(path: &Path) -> Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let cannot_read = || format!("cannot read {}", path.display());
+    let mut file = std::fs::File::open(path).with_context(cannot_read)?;
+    let len = file.metadata().with_context(cannot_read)?.len();
+    let mut at = PNG_SIGNATURE.len() as u64;
+    while at + 12 <= len {
+        let mut chunk = [0u8; 8];
+        file.seek(SeekFrom::Start(at)).with_context(cannot_read)?;
+        file.read_exact(&mut chunk).with_context(cannot_read)?;
+        let data = u64::from(u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
+        at += 12 + data;
+        if &chunk[4..] == b"IEND" {
+            if at < len {
+                bail!(
+                    "{} holds {} bytes after its PNG image ends (IEND): a second image or a \
+                     damaged file (student reads one image per file)",
+                    path.display(),
+                    len - at
+                );
+            }
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 /// The most bytes after a binary raster looked at for anything but whitespace.
 const MAX_TRAILER: u64 = 4096;
 
@@ -154,16 +195,25 @@ fn check_pnm_raster(path: &Path, file: impl BufRead) -> Result<()> {
         return Ok(());
     };
     let header = decoder.header();
-    let channels: u64 = if header.as_graymap().is_some() {
+    // A binary bitmap (P4) packs 8 pixels a byte, each row padded to a whole byte: its
+    // raster is counted in bytes, and its samples are bits (nothing above a maximum).
+    let bitmap = header.as_bitmap().is_some();
+    let channels: u64 = if header.as_graymap().is_some() || bitmap {
         1
     } else if header.as_pixmap().is_some() {
         3
+    } else if let Some(pam) = header.as_arbitrary() {
+        u64::from(pam.depth)
     } else {
         return Ok(());
     };
     let maxval = header.maximal_sample();
     let sample_bytes: u64 = if maxval > 255 { 2 } else { 1 };
-    let samples = u64::from(header.width()) * u64::from(header.height()) * channels;
+    let samples = if bitmap {
+        u64::from(header.width()).div_ceil(8) * u64::from(header.height())
+    } else {
+        u64::from(header.width()) * u64::from(header.height()) * channels
+    };
     if header.width() > MAX_SIDE
         || header.height() > MAX_SIDE
         || samples * sample_bytes > MAX_IMAGE_BYTES
@@ -173,6 +223,10 @@ fn check_pnm_raster(path: &Path, file: impl BufRead) -> Result<()> {
     }
     let (width, height) = (header.width(), header.height());
     let encoding = header.subtype().sample_encoding();
+    if bitmap && encoding == SampleEncoding::Ascii {
+        // A plain bitmap (P1) may write its bits without separators: left to the decoder.
+        return Ok(());
+    }
     let (mut raster, _) = decoder.into_inner();
     let cannot_read = || format!("cannot read {}", path.display());
     let more_than_one_image = |what: &str| {
@@ -211,7 +265,9 @@ fn check_pnm_raster(path: &Path, file: impl BufRead) -> Result<()> {
             if trailer.iter().any(|b| !b.is_ascii_whitespace()) {
                 return Err(more_than_one_image(&format!("{} bytes", trailer.len())));
             }
-            if sample_bytes == 1 {
+            if bitmap {
+                None
+            } else if sample_bytes == 1 {
                 bytes.iter().map(|&b| u32::from(b)).find(|&s| s > maxval)
             } else {
                 bytes

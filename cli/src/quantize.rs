@@ -238,7 +238,34 @@ fn parse_target(text: &str) -> Result<ThresholdTarget> {
 
 /// Refuses an output path whose existing entry is not a regular file: renaming over a
 /// device, a FIFO or a symlink would replace it rather than write to it.
+///
+/// A regular file is replaced only when it is empty or an earlier quantized student (an
+/// ONNX file whose model card has a `quantization` section): a teacher, a float student, a
+/// compiled file or a note at that name would be lost.
 fn check_output(path: &Path) -> Result<()> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_file() && meta.len() > 0 {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let quantized = student_runtime::decode_onnx(
+                &bytes,
+                &path.display().to_string(),
+                &student_runtime::Limits::default(),
+            )
+            .is_ok_and(|m| {
+                m.metadata_props
+                    .iter()
+                    .any(|p| p.key == format!("{}quantization", student_runtime::CARD_KEY_PREFIX))
+            });
+            if !quantized {
+                bail!(
+                    "--output {} exists and is not a quantized student; quantize replaces only \
+                     an earlier quantized file (remove it first, or choose another file)",
+                    path.display()
+                );
+            }
+        }
+    }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_file() => bail!(
             "--output {} exists and is not a regular file (a {}); give a new or regular file",

@@ -51,13 +51,16 @@ pub fn keygen(name: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&secret_path);
         return Err(e).with_context(|| format!("cannot create {}", public_path.display()));
     }
+    // A name may hold a line break; each line printed here stays one line.
+    let shown =
+        |path: &Path| crate::terminal::printable_line(&path.display().to_string()).into_owned();
     out!(
         "wrote {} (secret: keep it off devices and out of version control)",
-        secret_path.display()
+        shown(&secret_path)
     );
     out!(
         "wrote {} (public: ship it in the app, pass it to --trust or OpenOptions::trusted_keys)",
-        public_path.display()
+        shown(&public_path)
     );
     Ok(())
 }

@@ -170,6 +170,30 @@ fn run_refuses_a_pgm_holding_more_than_its_raster() {
         &run("two.pgm", [one.as_slice(), &one].concat()),
         "two.pgm holds 797 bytes after its 28x28 raster: a second image or a damaged file",
     );
+    // The same in a PAM, a binary PBM and a PNG.
+    let pam = [
+        b"P7\nWIDTH 28\nHEIGHT 28\nDEPTH 1\nMAXVAL 255\nTUPLTYPE GRAYSCALE\nENDHDR\n".as_slice(),
+        &pixels,
+    ]
+    .concat();
+    let o = run("one.pam", pam.clone());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_one_line_error(
+        &run("two.pam", [pam.as_slice(), &pam].concat()),
+        "after its 28x28 raster",
+    );
+    let pbm = [b"P4\n28 28\n".as_slice(), &[0x55u8; 4 * 28]].concat();
+    let o = run("one.pbm", pbm.clone());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_one_line_error(
+        &run("junk.pbm", [pbm.as_slice(), b"junk"].concat()),
+        "holds 4 bytes after its 28x28 raster",
+    );
+    let png = std::fs::read(model("samples/test-00000-label-9.png")).unwrap();
+    assert_one_line_error(
+        &run("two.png", [png.as_slice(), &png].concat()),
+        &format!("holds {} bytes after its PNG image ends (IEND)", png.len()),
+    );
     // A raster cut short.
     assert_one_line_error(
         &run("short.pgm", one[..one.len() - 10].to_vec()),
@@ -950,6 +974,9 @@ fn quantize_writes_a_model_that_opens_with_its_card() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["s-fp16.onnx"]);
+    // An earlier quantized file is replaced.
+    let again = quantize_into(&out, &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
 }
 
 #[cfg(unix)]
@@ -996,6 +1023,16 @@ fn quantize_never_replaces_what_is_not_a_regular_file_or_is_an_input() {
         "--teacher",
     );
     assert_eq!(std::fs::read(&teacher_copy).unwrap(), before);
+    // Nor another kind of file: a model that is not a quantized student, a note.
+    assert_one_line_error(
+        &quantize_into(&teacher_copy, &[]),
+        "exists and is not a quantized student",
+    );
+    assert_eq!(std::fs::read(&teacher_copy).unwrap(), before);
+    let note = dir.join("notes.txt");
+    std::fs::write(&note, "keep me").unwrap();
+    assert_one_line_error(&quantize_into(&note, &[]), "not a quantized student");
+    assert_eq!(std::fs::read_to_string(&note).unwrap(), "keep me");
     let o = student(&[
         "quantize",
         &model("student.onnx"),
@@ -1115,13 +1152,13 @@ fn compile_writes_nothing_when_the_compiled_file_disagrees_with_the_onnx_file() 
         let o = compile(bad);
         assert!(!o.status.success());
         assert!(
-            stderr(&o).contains("a fraction of the largest logit"),
+            stderr(&o).contains("a fraction of the logits' span"),
             "{}",
             stderr(&o)
         );
     }
     assert_eq!(std::fs::read(&out).unwrap(), earlier);
-    // The default tolerance (1% of the largest logit) accepts it.
+    // The default tolerance (1% of the logits' span) accepts it.
     let o = student(&[
         "compile",
         &model("teacher.onnx"),
