@@ -43,6 +43,18 @@ pub fn quantize(args: &Args) -> Result<()> {
         other => bail!("--method `{other}`: expected minmax, percentile or entropy"),
     };
     let target = args.target.map(parse_target).transpose()?;
+    // A compiled student is already packed for its precision: say so, not a protobuf error.
+    if std::fs::File::open(args.model).is_ok_and(|f| {
+        use std::io::Read;
+        let mut head = Vec::with_capacity(8);
+        f.take(8).read_to_end(&mut head).is_ok() && student_runtime::starts_like_compiled(&head)
+    }) {
+        bail!(
+            "{} is a compiled student; quantize the ONNX file it was compiled from, then \
+             compile the result",
+            args.model.display()
+        );
+    }
     let score = args
         .score
         .map(|s| {

@@ -1033,6 +1033,24 @@ fn quantize_never_replaces_what_is_not_a_regular_file_or_is_an_input() {
     std::fs::write(&note, "keep me").unwrap();
     assert_one_line_error(&quantize_into(&note, &[]), "not a quantized student");
     assert_eq!(std::fs::read_to_string(&note).unwrap(), "keep me");
+    // A compiled student as the input: named as one.
+    let compiled = dir.join("s.student");
+    let c = student(&[
+        "compile",
+        &model("student.onnx"),
+        "-o",
+        compiled.to_str().unwrap(),
+    ]);
+    assert!(c.status.success(), "{}", stderr(&c));
+    let o = student(&[
+        "quantize",
+        compiled.to_str().unwrap(),
+        "--precision",
+        "int8",
+        "-o",
+        dir.join("q.onnx").to_str().unwrap(),
+    ]);
+    assert_one_line_error(&o, "is a compiled student; quantize the ONNX file");
     let o = student(&[
         "quantize",
         &model("student.onnx"),
