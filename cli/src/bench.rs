@@ -157,7 +157,6 @@ pub fn bench(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Parses `--seconds`: a duration in (0, 3600].
 /// The most call times one thread keeps for percentiles: a long run of fast calls (an hour
 /// at 100,000 calls a second) would otherwise keep gigabytes of them.
 const MAX_KEPT: usize = 100_000;
@@ -194,6 +193,7 @@ impl Timed {
     }
 }
 
+/// Parses `--seconds`: a duration in (0, 3600].
 pub fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(s) if s > 0.0 && s <= 3600.0 => Ok(s),

@@ -375,15 +375,7 @@ impl ModelCard {
             // A set, not a scan of the labels before each: a card may hold a million labels
             // and opening must stay linear in them. Labels are compared as they are shown:
             // "Bag" and "Bag" with a zero-width space would print alike.
-            Some(labels)
-                if labels.iter().any(|l| shown(l).is_empty())
-                    || labels
-                        .iter()
-                        .map(|l| shown(l))
-                        .collect::<HashSet<_>>()
-                        .len()
-                        != labels.len() =>
-            {
+            Some(labels) if !distinct_as_shown(&labels) => {
                 return Err(invalid(
                     "labels",
                     "labels must be non-empty and distinct as shown (ignoring spaces at either \
@@ -635,11 +627,16 @@ fn json<T: Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }
 
-/// Characters that let a name or label rewrite how it, or the text around it, is shown:
-/// control characters (escape sequences, carriage returns) and Unicode's Bidi_Control
-/// set: the embeddings, overrides and isolates (U+202A to U+202E, U+2066 to U+2069), with
-/// which "gpj.exe" can display as "exe.jpg", and the marks (U+061C, U+200E, U+200F),
-/// which reorder the neutral characters around them.
+/// Whether every label shows as something, and no two show alike (one pass: a card may
+/// hold a million labels).
+fn distinct_as_shown(labels: &[String]) -> bool {
+    let mut seen = HashSet::with_capacity(labels.len());
+    labels.iter().all(|l| {
+        let s = shown(l);
+        !s.is_empty() && seen.insert(s)
+    })
+}
+
 /// A label as a terminal shows it: without characters that take no space (zero-width
 /// spaces and joiners, the word joiner and invisible operators, the byte order mark, the
 /// soft hyphen, variation selectors, tags, Hangul fillers) and without spaces at either end.
@@ -670,6 +667,11 @@ fn shown(label: &str) -> String {
         .to_string()
 }
 
+/// Characters that let a name or label rewrite how it, or the text around it, is shown:
+/// control characters (escape sequences, carriage returns) and Unicode's Bidi_Control
+/// set: the embeddings, overrides and isolates (U+202A to U+202E, U+2066 to U+2069), with
+/// which "gpj.exe" can display as "exe.jpg", and the marks (U+061C, U+200E, U+200F),
+/// which reorder the neutral characters around them.
 fn hides_text(c: char) -> bool {
     c.is_control()
         || matches!(

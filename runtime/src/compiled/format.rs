@@ -41,15 +41,15 @@ pub(crate) fn declared_manifest_len(bytes: &[u8]) -> Option<u64> {
     ]))
 }
 
-/// Whether `bytes` start like a compiled student (the magic, or a file cut inside it).
 /// Whether `head`, the first bytes of a file, start with the compiled format's magic
 /// (eight bytes): tools that write compiled students use it before replacing a file.
 pub fn starts_like_compiled(head: &[u8]) -> bool {
     head.starts_with(MAGIC)
 }
 
+/// Whether `bytes` start like a compiled student (the magic, or a file cut inside it).
 pub(crate) fn is_compiled(bytes: &[u8]) -> bool {
-    bytes.starts_with(MAGIC) || (!bytes.is_empty() && MAGIC.starts_with(bytes))
+    starts_like_compiled(bytes) || (!bytes.is_empty() && MAGIC.starts_with(bytes))
 }
 
 /// Whether `bytes` that [`is_compiled`] refused still look like a compiled student with a
