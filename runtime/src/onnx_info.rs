@@ -405,14 +405,11 @@ fn first_non_finite(t: &pb::TensorProto) -> Option<f32> {
 
 /// A node for messages: "node `conv1` (Conv)", or "a Conv node" when it has no name.
 pub(crate) fn describe_node(node: &pb::NodeProto) -> String {
-    let op = match node.op_type.as_str() {
-        "" => "no operator type",
-        op => op,
-    };
     match (node.name.as_str(), node.op_type.as_str()) {
         ("", "") => "a node with no operator type".to_string(),
         ("", op) => format!("a {op} node"),
-        (name, _) => format!("node `{name}` ({op})"),
+        (name, "") => format!("node `{name}` (no operator type)"),
+        (name, op) => format!("node `{name}` ({op})"),
     }
 }
 
