@@ -170,7 +170,6 @@ fn argmax(v: &[f32]) -> usize {
 /// model, a text file): replacing it would lose it. An earlier compiled file, an empty
 /// file and a new path are fine.
 fn refuse_to_replace_another_kind(output: &Path) -> Result<()> {
-    use std::io::Read;
     let Ok(meta) = std::fs::metadata(output) else {
         return Ok(());
     };
@@ -180,11 +179,9 @@ fn refuse_to_replace_another_kind(output: &Path) -> Result<()> {
     if !meta.is_file() || meta.len() == 0 {
         return Ok(());
     }
-    let mut head = Vec::with_capacity(8);
-    std::fs::File::open(output)
-        .and_then(|f| f.take(8).read_to_end(&mut head))
-        .with_context(|| format!("cannot read {}", output.display()))?;
-    if !starts_like_compiled(&head) {
+    let compiled =
+        is_compiled_file(output).with_context(|| format!("cannot read {}", output.display()))?;
+    if !compiled {
         bail!(
             "--output {} exists and is not a compiled student; compile replaces only an \
              earlier compiled file (remove it first, or choose another file)",
@@ -192,6 +189,14 @@ fn refuse_to_replace_another_kind(output: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether the file `path` starts with the compiled format's magic.
+pub fn is_compiled_file(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(8);
+    std::fs::File::open(path)?.take(8).read_to_end(&mut head)?;
+    Ok(starts_like_compiled(&head))
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

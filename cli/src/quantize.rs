@@ -44,11 +44,7 @@ pub fn quantize(args: &Args) -> Result<()> {
     };
     let target = args.target.map(parse_target).transpose()?;
     // A compiled student is already packed for its precision: say so, not a protobuf error.
-    if std::fs::File::open(args.model).is_ok_and(|f| {
-        use std::io::Read;
-        let mut head = Vec::with_capacity(8);
-        f.take(8).read_to_end(&mut head).is_ok() && student_runtime::starts_like_compiled(&head)
-    }) {
+    if crate::compile::is_compiled_file(args.model).unwrap_or(false) {
         bail!(
             "{} is a compiled student; quantize the ONNX file it was compiled from, then \
              compile the result",
@@ -255,31 +251,11 @@ fn parse_target(text: &str) -> Result<ThresholdTarget> {
 /// ONNX file whose model card has a `quantization` section): a teacher, a float student, a
 /// compiled file or a note at that name would be lost.
 fn check_output(path: &Path) -> Result<()> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_file() && meta.len() > 0 {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let quantized = student_runtime::decode_onnx(
-                &bytes,
-                &path.display().to_string(),
-                &student_runtime::Limits::default(),
-            )
-            .is_ok_and(|m| {
-                m.metadata_props
-                    .iter()
-                    .any(|p| p.key == format!("{}quantization", student_runtime::CARD_KEY_PREFIX))
-            });
-            if !quantized {
-                bail!(
-                    "--output {} exists and is not a quantized student; quantize replaces only \
-                     an earlier quantized file (remove it first, or choose another file)",
-                    path.display()
-                );
-            }
-        }
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_file() => bail!(
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_file() {
+        bail!(
             "--output {} exists and is not a regular file (a {}); give a new or regular file",
             path.display(),
             if meta.file_type().is_symlink() {
@@ -289,9 +265,31 @@ fn check_output(path: &Path) -> Result<()> {
             } else {
                 "device, FIFO or socket"
             }
-        ),
-        _ => Ok(()),
+        );
     }
+    if meta.len() > 0 && !is_quantized_student(path, meta.len())? {
+        bail!(
+            "--output {} exists and is not a quantized student; quantize replaces only an \
+             earlier quantized file (remove it first, or choose another file)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether the file `path` (of `len` bytes) is an ONNX model whose card has a
+/// `quantization` section. A file over the opening limit is not read: it is none.
+fn is_quantized_student(path: &Path, len: u64) -> Result<bool> {
+    let limits = student_runtime::Limits::default();
+    if len > limits.max_file_bytes {
+        return Ok(false);
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let section = format!("{}quantization", student_runtime::CARD_KEY_PREFIX);
+    Ok(
+        student_runtime::decode_onnx(&bytes, &path.display().to_string(), &limits)
+            .is_ok_and(|m| m.metadata_props.iter().any(|p| p.key == section)),
+    )
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
