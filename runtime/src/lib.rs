@@ -37,6 +37,7 @@ mod info;
 mod limits;
 mod model;
 #[cfg(feature = "onnx")]
+mod onnx_attributes;
 mod onnx_info;
 #[cfg(feature = "onnx")]
 mod onnx_wire;
