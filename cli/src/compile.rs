@@ -86,13 +86,22 @@ pub fn compile(model: &Path, output: &Path, tolerance: f32, as_json: bool) -> Re
     // the compiler, or in tract (README, "Limits today": quantized Softmax). Which one only
     // another runtime can tell, so nothing is written unless the user raises the tolerance.
     if max_diff > tolerance * scale {
+        let quantized = compiled
+            .ops
+            .iter()
+            .any(|(op, _)| op.contains("int8") || op.contains("quantize"));
+        let advice = if quantized {
+            "tract runs some quantized graphs wrongly (README, Limits today): if onnxruntime \
+             agrees with the compiled file, compile again with a larger --tolerance"
+        } else {
+            "the graph is not quantized, so the compiler has most likely misread it: run the \
+             .onnx file as it is (through tract)"
+        };
         bail!(
             "the compiled file's logits differ from the ONNX file's (through tract) by up to \
              {max_diff:.3e} on {CHECK_INPUTS} check inputs, with one input's logits spanning \
              up to {scale:.3} and the same class on {same_class}/{CHECK_INPUTS}: more than \
-             --tolerance {tolerance} of that span; {} was not written. tract runs some quantized graphs \
-             wrongly (README, Limits today): if onnxruntime agrees with the compiled file, \
-             compile again with a larger --tolerance",
+             --tolerance {tolerance} of that span; {} was not written. {advice}",
             output.display()
         );
     }

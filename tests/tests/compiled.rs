@@ -220,9 +220,9 @@ fn int8_convolutions_take_in_their_max_pools_only_when_every_scale_is_positive()
 }
 
 #[test]
-fn a_graph_that_would_compile_to_a_file_that_does_not_open_is_a_compile_error() {
+fn a_nan_weight_is_a_compile_error_naming_the_weights() {
     // A NaN weight in the ONNX graph: tract runs it to NaN logits; the compiled file
-    // would be refused at open, so the compiler says so instead of writing it.
+    // would be refused at open, so the compiler refuses it, naming the weights.
     use prost::Message;
     let bytes = std::fs::read(models_dir().join("student.onnx")).unwrap();
     let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
@@ -240,7 +240,7 @@ fn a_graph_that_would_compile_to_a_file_that_does_not_open_is_a_compile_error() 
     let err = compile_onnx(&proto.encode_to_vec(), "nan.onnx").unwrap_err();
     assert!(
         matches!(&err, Error::Compile { reason, .. }
-            if reason.contains("would not open") && reason.contains("NaN or infinite")),
+            if reason.contains("the weights `conv1.weight` hold NaN, not a finite number")),
         "{err}"
     );
 }
@@ -811,4 +811,103 @@ fn patch(bytes: &[u8], at: usize, with: &[u8]) -> Vec<u8> {
     let mut out = bytes.to_vec();
     out[at..at + with.len()].copy_from_slice(with);
     out
+}
+
+/// The shipped student, edited: its opset set to `opset` and `edit` applied to its graph.
+fn student_at_opset(opset: i64, edit: impl FnOnce(&mut tract_onnx::pb::GraphProto)) -> Vec<u8> {
+    use prost::Message;
+    let bytes = std::fs::read(models_dir().join("student.onnx")).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    proto.opset_import[0].version = opset;
+    edit(proto.graph.as_mut().unwrap());
+    proto.encode_to_vec()
+}
+
+fn node(op: &str, inputs: &[&str], output: &str) -> tract_onnx::pb::NodeProto {
+    tract_onnx::pb::NodeProto {
+        op_type: op.to_string(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.to_string()],
+        ..Default::default()
+    }
+}
+
+fn int_attribute(name: &str, value: i64) -> tract_onnx::pb::AttributeProto {
+    tract_onnx::pb::AttributeProto {
+        name: name.to_string(),
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+        i: value,
+        ..Default::default()
+    }
+}
+
+/// A Softmax of `pool1` (16 x 7 x 7) before the Flatten, with the given attributes.
+fn softmax_before_flatten(graph: &mut tract_onnx::pb::GraphProto, axis: Option<i64>) {
+    let at = graph
+        .node
+        .iter()
+        .position(|n| n.op_type == "Flatten")
+        .unwrap();
+    let mut softmax = node("Softmax", &["pool1"], "pool1.softmax");
+    softmax
+        .attribute
+        .extend(axis.map(|a| int_attribute("axis", a)));
+    graph.node[at].input[0] = "pool1.softmax".to_string();
+    graph.node.insert(at, softmax);
+}
+
+#[test]
+fn a_softmax_before_opset_13_over_several_axes_is_refused_by_the_compiler() {
+    // Before opset 13 a Softmax normalizes over its axis and every later axis together
+    // (its axis defaults to 1): compiled as a softmax over axis 1 alone, the file answered
+    // otherwise than onnxruntime.
+    let old = student_at_opset(11, |g| softmax_before_flatten(g, None));
+    let err = compile_onnx(&old, "softmax-11.onnx").unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "at opset 11 Softmax normalizes over axis 1 and the axes after it (of sizes [7, 7])"
+        ),
+        "{err}"
+    );
+    // Over the last axis the two meanings agree, and at opset 13 the axis is its own.
+    let last = student_at_opset(11, |g| softmax_before_flatten(g, Some(3)));
+    compile_onnx(&last, "softmax-11-last-axis.onnx").unwrap();
+    let new = student_at_opset(13, |g| softmax_before_flatten(g, Some(1)));
+    compile_onnx(&new, "softmax-13.onnx").unwrap();
+}
+
+#[test]
+fn shape_start_and_end_take_part_of_the_shape() {
+    // The Flatten written as Reshape(pool1, Concat(Shape(pool1, end=1), [-1])), as
+    // exporters write it at opset 15: the compiled file must compute the student's logits.
+    let reshaped = student_at_opset(15, |g| {
+        let at = g.node.iter().position(|n| n.op_type == "Flatten").unwrap();
+        let mut shape = node("Shape", &["pool1"], "pool1.batch");
+        shape.attribute.push(int_attribute("end", 1));
+        let mut concat = node("Concat", &["pool1.batch", "minus_one"], "pool1.shape");
+        concat.attribute.push(int_attribute("axis", 0));
+        g.node[at] = node("Reshape", &["pool1", "pool1.shape"], "flatten");
+        g.node.insert(at, concat);
+        g.node.insert(at, shape);
+        g.initializer.push(tract_onnx::pb::TensorProto {
+            name: "minus_one".to_string(),
+            dims: vec![1],
+            data_type: tract_onnx::pb::tensor_proto::DataType::Int64 as i32,
+            int64_data: vec![-1],
+            ..Default::default()
+        });
+    });
+    let options = OpenOptions::with_batch(4);
+    let open = |bytes: &[u8], name: &str| StudentModel::from_bytes_named(bytes, name, &options);
+    let edited = open(
+        &compile_onnx(&reshaped, "reshaped.onnx").unwrap().bytes,
+        "reshaped",
+    )
+    .unwrap();
+    let original = open(&compile("student.onnx"), "student").unwrap();
+    let input: Vec<f32> = images(&original)[..16 * 784].to_vec();
+    assert_eq!(
+        edited.logits_batch(&input).unwrap(),
+        original.logits_batch(&input).unwrap()
+    );
 }

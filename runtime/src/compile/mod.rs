@@ -85,8 +85,15 @@ pub fn compile_onnx(bytes: &[u8], origin: &str) -> Result<Compiled, Error> {
     };
     // The compiler checks what it reads and reports errors; should a malformed graph still
     // reach a broken invariant, the panic becomes an error instead of reaching the caller.
+    // The default domain's opset: it decides what some operators mean. A model that
+    // imports none is read with today's meanings.
+    let opset = proto
+        .opset_import
+        .iter()
+        .find(|o| matches!(o.domain.as_str(), "" | "ai.onnx"))
+        .map_or(i64::MAX, |o| o.version);
     catch_unwind(AssertUnwindSafe(|| {
-        compile_graph(bytes, graph, &info, origin)
+        compile_graph(bytes, graph, &info, origin, opset)
     }))
     .unwrap_or_else(|_| {
         Err(compile_error(
@@ -101,6 +108,7 @@ fn compile_graph(
     graph: &pb::GraphProto,
     info: &GraphInfo,
     origin: &str,
+    opset: i64,
 ) -> Result<Compiled, Error> {
     let compile_error = |node: String, reason: String| Error::Compile {
         origin: origin.to_string(),
@@ -108,6 +116,7 @@ fn compile_graph(
         reason,
     };
     let mut b = Builder::new(graph).map_err(|(node, reason)| compile_error(node, reason))?;
+    b.opset = opset;
     let input_name = b.input_name.clone();
     let input = b.new_value(DType::F32, info.input_dims[1..].to_vec());
     b.names.insert(input_name, Tensor::Value(input));
@@ -180,9 +189,13 @@ fn compile_graph(
     };
     if let Err(e) = crate::compiled::open(&bytes, origin, student_kernels::Isa::Portable, &check, 1)
     {
+        let why = match e {
+            Error::NotCompiled { reason, .. } => reason,
+            other => other.to_string(),
+        };
         return Err(compile_error(
             "the graph".to_string(),
-            format!("the compiled file would not open: {e}"),
+            format!("the file it would write does not open: {why}"),
         ));
     }
     Ok(Compiled { bytes, ops })
@@ -242,6 +255,8 @@ struct Builder<'g> {
     halves: HashMap<String, Vec<f16>>,
     consumers: HashMap<String, Vec<usize>>,
     done: Vec<bool>,
+    /// The opset of the default domain (`i64::MAX` when the model imports none).
+    opset: i64,
 }
 
 fn attr<'n>(node: &'n pb::NodeProto, name: &str) -> Option<&'n pb::AttributeProto> {
@@ -313,6 +328,7 @@ impl<'g> Builder<'g> {
             names,
             qweights,
             halves: HashMap::new(),
+            opset: i64::MAX,
             consumers,
             done: vec![false; graph.node.len()],
         })
@@ -647,9 +663,24 @@ impl<'g> Builder<'g> {
             "Softmax" => {
                 let x = self.float_value(&node.input[0])?;
                 let dims = self.dims(x);
-                let axis = consts::axis(attr_i(node, "axis", -1), dims.len() + 1)?;
+                // Before opset 13, Softmax normalizes over `axis` (1 by default) and every
+                // axis after it together.
+                let before_13 = self.opset < 13;
+                let axis = consts::axis(
+                    attr_i(node, "axis", if before_13 { 1 } else { -1 }),
+                    dims.len() + 1,
+                )?;
                 if axis == 0 {
                     return Err("softmax over the batch axis is not supported".to_string());
+                }
+                if before_13 && dims[axis..].iter().any(|&d| d != 1) {
+                    return Err(format!(
+                        "at opset {} Softmax normalizes over axis {axis} and the axes after \
+                         it (of sizes {:?}) together, which the compiler does not support; run the \
+                         .onnx file through tract, or export it at opset 13 or later",
+                        self.opset,
+                        &dims[axis..]
+                    ));
                 }
                 let y = self.new_value(DType::F32, dims);
                 self.ops.push(Op::Softmax { x, y, axis });
@@ -705,6 +736,13 @@ impl<'g> Builder<'g> {
                 let dims: Vec<i64> = std::iter::once(1)
                     .chain(self.values[x].dims.iter().map(|&d| d as i64))
                     .collect();
+                // `start` and `end` (opset 15) take a part of the shape, counted from the
+                // back when negative and clamped to the rank.
+                let rank = dims.len() as i64;
+                let at = |v: i64| (if v < 0 { v.saturating_add(rank) } else { v }).clamp(0, rank);
+                let start = at(attr_i(node, "start", 0)) as usize;
+                let end = (at(attr_i(node, "end", rank)) as usize).max(start);
+                let dims = dims[start..end].to_vec();
                 self.names
                     .insert(out, Tensor::Const(Const::i64(vec![dims.len()], dims)));
                 Ok(())
@@ -1196,6 +1234,13 @@ impl<'g> Builder<'g> {
     }
 
     fn batch_norm(&self, node: &pb::NodeProto) -> Result<(Vec<f32>, Vec<f32>), String> {
+        if attr_i(node, "spatial", 1) == 0 {
+            return Err(
+                "`spatial` 0 (statistics per position, opsets 7 and 8) is not supported \
+                        by the compiler; run the .onnx file through tract"
+                    .to_string(),
+            );
+        }
         let get = |i: usize| -> Result<Vec<f32>, String> {
             Ok(self.constant(&node.input[i])?.data.to_f32())
         };
@@ -1462,15 +1507,17 @@ impl<'g> Builder<'g> {
         Ok(())
     }
 
-    /// Float weights as stored: fp16 when they were fp16 in the ONNX file.
-    fn float_weights(&mut self, name: &str, data: &[f32]) -> Weights {
-        match self.halves.get(name) {
+    /// Float weights as stored: fp16 when they were fp16 in the ONNX file. NaN or
+    /// infinite weights are refused, naming them.
+    fn float_weights(&mut self, name: &str, data: &[f32]) -> Result<Weights, String> {
+        finite_weights(name, data)?;
+        Ok(match self.halves.get(name) {
             Some(h) if h.len() == data.len() => {
                 let halves: Vec<f16> = data.iter().map(|&v| f16::from_f32(v)).collect();
                 Weights::F16(self.blob(DType::F16, bytemuck::cast_slice(&halves).to_vec()))
             }
             _ => Weights::F32(self.blob_f32(data)),
-        }
+        })
     }
 
     fn conv(&mut self, node: &pb::NodeProto) -> Result<(), String> {
@@ -1565,6 +1612,7 @@ impl<'g> Builder<'g> {
             None => (f32::NEG_INFINITY, f32::INFINITY, out_name),
         };
         if winograd_pays(&window) {
+            finite_weights(&wname, &weights)?;
             // A 2x2 max pool right after folds into the output transform.
             let (y, pool) = self.conv_output(&mut out_name, [c_out, window.h_out, window.w_out]);
             let mut u = vec![0.0; 16 * c_out * window.c_in];
@@ -1599,7 +1647,7 @@ impl<'g> Builder<'g> {
         // A 2x2 max pool right after is fused too: into the direct kernel's registers
         // where it runs, or applied sample by sample while the output is in cache.
         let (y, pool) = self.conv_output(&mut out_name, [c_out, window.h_out, window.w_out]);
-        let weights = self.float_weights(&wname, &weights);
+        let weights = self.float_weights(&wname, &weights)?;
         let bias = bias.map(|b| self.blob_f32(&b));
         self.ops.push(Op::Conv {
             x,
@@ -1761,7 +1809,7 @@ impl<'g> Builder<'g> {
         };
         let mut packed = vec![0f32; student_kernels::packed_len_f32(kk, n)];
         student_kernels::pack_b_f32(&weights, kk, n, &mut packed).map_err(|e| e.to_string())?;
-        let weights = match self.float_weights(&wname, &weights) {
+        let weights = match self.float_weights(&wname, &weights)? {
             Weights::F16(_) => {
                 // `float_weights` stored the unpacked halves; store the packed ones instead.
                 self.blobs.pop();
@@ -1978,6 +2026,17 @@ impl<'g> Builder<'g> {
         // The quantized output is what QuantizeLinear produced: a u8 tensor.
         self.names.insert(name, Tensor::Value(y));
         Ok(())
+    }
+}
+
+/// Refuses NaN or infinite weights (after any folded BatchNormalization), naming them: the
+/// file would not open.
+fn finite_weights(name: &str, data: &[f32]) -> Result<(), String> {
+    match data.iter().find(|v| !v.is_finite()) {
+        Some(v) => Err(format!(
+            "the weights `{name}` hold {v}, not a finite number"
+        )),
+        None => Ok(()),
     }
 }
 
