@@ -28,7 +28,15 @@ pub fn demo(models: Option<PathBuf>) -> Result<()> {
     let dir = models.unwrap_or_else(default_models_dir);
     let student = StudentModel::open(dir.join("student.onnx"))?;
     let teacher = StudentModel::open(dir.join("teacher.onnx"))?;
-    let hook = CascadeHook::new(teacher, &student)?;
+    // The library names the option apps set (`escalate-to`); demo has none.
+    let hook = CascadeHook::new(teacher, &student).map_err(|e| match e {
+        student_runtime::Error::InvalidOption { reason, .. } => anyhow::anyhow!(
+            "{} cannot take {}'s escalations: {reason}",
+            dir.join("teacher.onnx").display(),
+            dir.join("student.onnx").display()
+        ),
+        other => other.into(),
+    })?;
     let samples_dir = dir.join("samples");
     let mut samples: Vec<PathBuf> = std::fs::read_dir(&samples_dir)
         .with_context(|| format!("cannot list {}", samples_dir.display()))?

@@ -472,6 +472,70 @@ fn unknown_data_set_and_missing_recipe() {
     assert_one_line_error(&o, "/nonexistent/recipe.toml");
 }
 
+/// A recipe distilling from `out/student.onnx` into `out`, beside the recipe in `dir`.
+fn recipe_in(dir: &Path) -> String {
+    let recipe = dir.join("recipe.toml");
+    std::fs::write(
+        &recipe,
+        "name = \"t\"\nseed = 1\n[data]\nsource = \"fashion-mnist\"\nvalidation = 1000\n\
+         mean = 0.286\nstd = 0.353\n[teacher]\nonnx = \"out/student.onnx\"\n\
+         [student.net]\nconvs = [4]\nhidden = 8\n[student.train]\nepochs = 1\nbatch = 128\n\
+         learning_rate = 0.004\n[student]\ntemperature = 2.0\nalpha = 0.5\n[calibration]\n\
+         score = \"max_probability\"\ntarget = { kind = \"cascade_within_teacher\", points = 0.25 }\n\
+         [output]\ndir = \"out\"\n",
+    )
+    .unwrap();
+    recipe.display().to_string()
+}
+
+#[test]
+fn distill_refuses_outputs_it_could_not_write_before_training() {
+    // The recipe's teacher is at the name the student would be written to: the run would
+    // replace the file it distils from.
+    let dir = scratch("distill-outputs");
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let teacher = std::fs::read(model("teacher.onnx")).unwrap();
+    std::fs::write(out.join("student.onnx"), &teacher).unwrap();
+    let recipe = recipe_in(&dir);
+    let o = student(&["distill", "--recipe", &recipe]);
+    assert_one_line_error(&o, "it is the recipe's teacher");
+    assert_eq!(std::fs::read(out.join("student.onnx")).unwrap(), teacher);
+    // A folder where the report goes is refused before training too, not after it.
+    std::fs::rename(out.join("student.onnx"), out.join("teacher-copy.onnx")).unwrap();
+    std::fs::write(
+        dir.join("recipe.toml"),
+        std::fs::read_to_string(&recipe)
+            .unwrap()
+            .replace("out/student.onnx", "out/teacher-copy.onnx"),
+    )
+    .unwrap();
+    std::fs::create_dir(out.join("report.md")).unwrap();
+    let o = student(&["distill", "--recipe", &recipe]);
+    assert_one_line_error(&o, "report.md");
+    assert!(!out.join("student.onnx").exists());
+}
+
+#[test]
+fn eval_refuses_a_model_whose_labels_are_not_the_data_sets() {
+    let dir = scratch("eval-labels");
+    let reversed = edited_copy("student.onnx", &dir, |proto| {
+        for entry in &mut proto.metadata_props {
+            if entry.key == "student.labels" {
+                let mut labels: Vec<String> = serde_json::from_str(&entry.value).unwrap();
+                labels.reverse();
+                entry.value = serde_json::to_string(&labels).unwrap();
+            }
+        }
+    });
+    let o = student(&["eval", &reversed.display().to_string(), "--limit", "10"]);
+    assert_one_line_error(&o, "would be scored against other classes");
+    // A model without labels counts classes by index and is evaluated.
+    let unlabelled = without_card("student.onnx", &dir);
+    let o = student(&["eval", &unlabelled.display().to_string(), "--limit", "10"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 #[test]
 fn closed_output_pipe_is_not_a_crash() {
     use std::process::Stdio;

@@ -55,6 +55,9 @@ pub fn evaluate(
     threshold: Option<f32>,
     progress: &mut dyn Progress,
 ) -> Result<EvalReport, Error> {
+    for model in std::iter::once(student).chain(teacher) {
+        check_labels(model, data)?;
+    }
     let student_logits = logits(student, data, progress)?;
     let teacher_logits = teacher.map(|t| logits(t, data, progress)).transpose()?;
     evaluate_logits(
@@ -65,6 +68,28 @@ pub fn evaluate(
         teacher_logits.as_deref(),
         threshold,
     )
+}
+
+/// Refuses a model whose card names its classes otherwise than the data set: answers are
+/// scored by class index, so it would be scored against other classes. A card without
+/// labels (classes by index) is taken as it is.
+pub(crate) fn check_labels(model: &StudentModel, data: &Dataset) -> Result<(), Error> {
+    let card = model.card();
+    let labelled = !card
+        .defaults_applied()
+        .iter()
+        .any(|d| d.starts_with("labels:"));
+    if labelled && card.labels != data.classes {
+        return Err(Error::Data(format!(
+            "{} has labels [{}], the data set {} [{}]: it would be scored against other \
+             classes",
+            model.origin(),
+            card.labels.join(", "),
+            data.name,
+            data.classes.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// As [`evaluate`], over logits already computed (`data.len()` rows each).

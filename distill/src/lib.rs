@@ -47,7 +47,7 @@ pub use error::Error;
 pub use eval::{EvalReport, evaluate, evaluate_logits};
 pub use idx::{IdxArray, read_idx, read_idx_dims};
 pub use loss::distillation_loss_reference;
-pub use output::replace_file;
+pub use output::{check_replaceable, replace_file, same_file};
 pub use pipeline::run_recipe;
 pub use plots::{
     CascadeCurve, ClassValues, Curve, Reliability, ReliabilityBin, cascade_plot,

@@ -22,6 +22,23 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
             source,
         }
     };
+    check_replaceable(path)?;
+    let mut file = temporary_file(&parent(path)).map_err(io("cannot write beside"))?;
+    file.write_all(bytes).map_err(io("cannot write"))?;
+    // The rename replaces the entry at `path` itself: a link put there since the check
+    // above is replaced, never followed.
+    file.persist(path)
+        .map_err(|e| io("cannot write")(e.error))?;
+    Ok(())
+}
+
+/// What [`replace_file`] checks before writing: nothing, or a regular file, at `path`.
+/// Run it on every output name before long work, so that a run is not lost at its end.
+///
+/// # Errors
+/// [`Error::Output`] when something other than a regular file is at `path`;
+/// [`Error::Io`] when `path` cannot be inspected.
+pub fn check_replaceable(path: &Path) -> Result<(), Error> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_file() => {
             let what = if meta.file_type().is_symlink() {
@@ -31,25 +48,37 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
             } else {
                 "something other than a regular file"
             };
-            return Err(Error::Output {
+            Err(Error::Output {
                 path: path.to_path_buf(),
                 reason: format!(
                     "{what} is at that name and only a regular file is replaced; remove it \
                      or write elsewhere"
                 ),
-            });
+            })
         }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(io("cannot inspect")(source)),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Io {
+            action: "cannot inspect",
+            path: path.to_path_buf(),
+            source,
+        }),
     }
-    let mut file = temporary_file(&parent(path)).map_err(io("cannot write beside"))?;
-    file.write_all(bytes).map_err(io("cannot write"))?;
-    // The rename replaces the entry at `path` itself: a link put there since the check
-    // above is replaced, never followed.
-    file.persist(path)
-        .map_err(|e| io("cannot write")(e.error))?;
-    Ok(())
+}
+
+/// Whether `a` and `b` name one file, through links of either kind. `false` when either
+/// cannot be read.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        #[cfg(unix)]
+        (Ok(x), Ok(y)) => {
+            use std::os::unix::fs::MetadataExt as _;
+            (x.dev(), x.ino()) == (y.dev(), y.ino())
+        }
+        #[cfg(not(unix))]
+        (Ok(_), Ok(_)) => matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y),
+        _ => false,
+    }
 }
 
 /// A fresh, empty temporary file in `dir`, removed when dropped unless persisted. It is

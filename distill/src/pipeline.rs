@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::eval::{evaluate_logits, logits};
 use crate::export::to_onnx;
 use crate::net::{NetShape, NetSpec};
-use crate::output::replace_file;
+use crate::output::{check_replaceable, replace_file, same_file};
 use crate::progress::Progress;
 use crate::progress::Silent;
 use crate::quantize::{QuantizeSettings, measure_on_test, quantize_student};
@@ -77,6 +77,7 @@ pub fn run_recipe(recipe: &Recipe, progress: &mut dyn Progress) -> Result<Distil
         path: out_dir.clone(),
         source,
     })?;
+    check_outputs(recipe)?;
     let mut history = Vec::new();
     let mut files = Vec::new();
 
@@ -521,6 +522,39 @@ fn base_card(name: &str, data: &Dataset, input: &InputSpec) -> ModelCard {
             chosen_by: "not chosen".to_string(),
         },
     )
+}
+
+/// Refuses, before any training, an output name that the run could not write at its end
+/// (a link, a folder), or that is the recipe's own teacher: its file would be replaced by
+/// the student the run makes from it.
+fn check_outputs(recipe: &Recipe) -> Result<(), Error> {
+    let mut names = vec!["student.onnx".to_string(), "baseline.onnx".to_string()];
+    if recipe.teacher.onnx.is_none() {
+        names.push("teacher.onnx".to_string());
+    }
+    if let Some(q) = &recipe.quantize {
+        names.extend(
+            q.precisions
+                .iter()
+                .map(|p| format!("student-{}.onnx", p.name())),
+        );
+    }
+    names.extend(["report.json".to_string(), "report.md".to_string()]);
+    for name in names {
+        let path = recipe.output.dir.join(&name);
+        check_replaceable(&path)?;
+        if let Some(teacher) = recipe.teacher.onnx.as_ref().filter(|t| same_file(t, &path)) {
+            return Err(Error::Output {
+                path,
+                reason: format!(
+                    "it is the recipe's teacher ({}), which the run would replace with its \
+                     {name}; choose another [output] dir or move the teacher",
+                    teacher.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn write(dir: &Path, file: &str, bytes: &[u8]) -> Result<PathBuf, Error> {

@@ -18,7 +18,7 @@ use crate::calibrate::{ECE_BINS, correct, expected_calibration_error};
 use crate::corrupt::Corruption;
 use crate::dataset::Dataset;
 use crate::error::Error;
-use crate::eval::{evaluate_logits, logits};
+use crate::eval::{check_labels, evaluate_logits, logits};
 use crate::plots::{CascadeCurve, Curve, Reliability};
 use crate::progress::Progress;
 use curves::{cascade_curve, confidence_order, reliability_bins, risk_coverage};
@@ -226,6 +226,9 @@ pub fn compare_models(
     progress: &mut dyn Progress,
 ) -> Result<Comparison, Error> {
     check_models(teacher, models)?;
+    for model in std::iter::once(teacher).chain(models.iter().map(|m| m.model)) {
+        check_labels(model, data)?;
+    }
     if data.is_empty() {
         return Err(Error::Data(format!("{} holds no image", data.name)));
     }
