@@ -38,6 +38,7 @@ mod limits;
 mod model;
 #[cfg(feature = "onnx")]
 mod onnx_attributes;
+#[cfg(feature = "onnx")]
 mod onnx_info;
 #[cfg(feature = "onnx")]
 mod onnx_wire;
