@@ -35,8 +35,31 @@ impl GraphInfo {
             .filter(|i| !initializers.contains(&i.name.as_str()))
             .collect();
         let [input] = inputs.as_slice() else {
+            // An input with an initializer of its name is a constant with a default: the
+            // runtime feeds only an input without one.
+            let with_initializers = if inputs.is_empty() && !graph.input.is_empty() {
+                let names: Vec<&str> = graph
+                    .input
+                    .iter()
+                    .take(4)
+                    .map(|i| i.name.as_str())
+                    .collect();
+                let more = graph.input.len() - names.len();
+                format!(
+                    " (the declared inputs [{}{}] each have an initializer of their name, so \
+                     they are constants here)",
+                    names.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                )
+            } else {
+                String::new()
+            };
             return Err(unsupported(format!(
-                "expected exactly one graph input, found {}",
+                "expected exactly one graph input, found {}{with_initializers}",
                 inputs.len()
             )));
         };

@@ -314,6 +314,12 @@ def onnx_cases(corpus, base, card):
     add("onnx/no-inputs.onnx", serialize(m), "a graph with no inputs", "Unsupported",
         "expected exactly one graph input, found 0")
     m = copy_of(base)
+    m.graph.initializer.append(numpy_helper.from_array(np.zeros((1, 1, 28, 28), np.float32),
+                                                       "input"))
+    add("onnx/input-with-initializer.onnx", serialize(m),
+        "a graph whose one input has an initializer of its name (a constant with a default)",
+        "Unsupported", "the declared inputs [input] each have an initializer of their name")
+    m = copy_of(base)
     m.graph.input.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, [1, 4]))
     add("onnx/two-inputs.onnx", serialize(m), "a graph with two inputs", "Unsupported",
         "expected exactly one graph input, found 2")
