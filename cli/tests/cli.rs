@@ -69,6 +69,35 @@ fn demo_prints_a_line_per_sample_and_a_summary() {
 }
 
 #[test]
+fn demo_scores_only_samples_whose_name_gives_a_class() {
+    // Samples without a class in their name, or with one the model does not have, show
+    // `?` and are not counted as wrong.
+    let dir = scratch("demo-unlabelled");
+    for name in ["student.onnx", "teacher.onnx"] {
+        std::fs::copy(model(name), dir.join(name)).unwrap();
+    }
+    let samples = dir.join("samples");
+    std::fs::create_dir(&samples).unwrap();
+    let image = sample("test-00000-label-9.png");
+    std::fs::copy(&image, samples.join("a-label-9.png")).unwrap();
+    std::fs::copy(&image, samples.join("b.png")).unwrap();
+    std::fs::copy(&image, samples.join("c-label-99.png")).unwrap();
+    let o = student(&["demo", "--models", &dir.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let unknown = out
+        .lines()
+        .filter(|l| l.starts_with("b.png") || l.starts_with("c-label-99.png"))
+        .filter(|l| l.split_whitespace().nth(1) == Some("?"))
+        .count();
+    assert_eq!(unknown, 2, "{out}");
+    assert!(
+        out.contains("/1 correct") && out.contains("2 of 3 images have no class"),
+        "{out}"
+    );
+}
+
+#[test]
 fn run_json_has_the_documented_fields() {
     let o = student(&[
         "run",
@@ -420,6 +449,19 @@ fn edited_copy(
     path
 }
 
+/// Writes a copy of a shipped model whose card lists its labels in reverse order into `dir`.
+fn with_labels_reversed(name: &str, dir: &Path) -> PathBuf {
+    edited_copy(name, dir, |proto| {
+        for entry in &mut proto.metadata_props {
+            if entry.key == "student.labels" {
+                let mut labels: Vec<String> = serde_json::from_str(&entry.value).unwrap();
+                labels.reverse();
+                entry.value = serde_json::to_string(&labels).unwrap();
+            }
+        }
+    })
+}
+
 /// Writes a copy of a shipped model without its model card into `dir`.
 fn without_card(name: &str, dir: &Path) -> PathBuf {
     edited_copy(name, dir, |proto| proto.metadata_props.clear())
@@ -519,15 +561,7 @@ fn distill_refuses_outputs_it_could_not_write_before_training() {
 #[test]
 fn eval_refuses_a_model_whose_labels_are_not_the_data_sets() {
     let dir = scratch("eval-labels");
-    let reversed = edited_copy("student.onnx", &dir, |proto| {
-        for entry in &mut proto.metadata_props {
-            if entry.key == "student.labels" {
-                let mut labels: Vec<String> = serde_json::from_str(&entry.value).unwrap();
-                labels.reverse();
-                entry.value = serde_json::to_string(&labels).unwrap();
-            }
-        }
-    });
+    let reversed = with_labels_reversed("student.onnx", &dir);
     let o = student(&["eval", &reversed.display().to_string(), "--limit", "10"]);
     assert_one_line_error(&o, "would be scored against other classes");
     // A model without labels counts classes by index and is evaluated.
@@ -616,15 +650,7 @@ fn gzipped_idx_of_other_sized_images_is_refused_from_its_header() {
 
 #[test]
 fn escalation_model_with_other_labels_is_refused() {
-    let path = edited_copy("teacher.onnx", &scratch("reversed"), |proto| {
-        for entry in &mut proto.metadata_props {
-            if entry.key == "student.labels" {
-                let mut labels: Vec<String> = serde_json::from_str(&entry.value).unwrap();
-                labels.reverse();
-                entry.value = serde_json::to_string(&labels).unwrap();
-            }
-        }
-    });
+    let path = with_labels_reversed("teacher.onnx", &scratch("reversed"));
     assert_one_line_error(&run_escalating_to(&path), "labels");
 }
 
@@ -815,15 +841,7 @@ fn eval_report_refuses_bad_requests_in_one_line() {
         ]),
         "NAME=MODEL",
     );
-    let reversed = edited_copy("baseline.onnx", &dir, |proto| {
-        for entry in &mut proto.metadata_props {
-            if entry.key == "student.labels" {
-                let mut labels: Vec<String> = serde_json::from_str(&entry.value).unwrap();
-                labels.reverse();
-                entry.value = serde_json::to_string(&labels).unwrap();
-            }
-        }
-    });
+    let reversed = with_labels_reversed("baseline.onnx", &dir);
     assert_one_line_error(
         &run(&[
             &student_model,
@@ -925,10 +943,10 @@ fn eval_report_never_writes_through_a_link_at_a_file_name() {
             .file_type()
             .is_symlink()
     );
-    // No temporary file is left beside the report files.
+    // Refused before anything was written: no other report file, and no temporary file.
     for entry in std::fs::read_dir(&out).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!name.starts_with('.'), "{name} left behind");
+        assert_eq!(name, "report.md", "{name} written");
     }
 }
 

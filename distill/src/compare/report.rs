@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::compare::{Comparison, ModelFigures};
 use crate::error::Error;
-use crate::output::{parent, replace_file, temporary_file};
+use crate::output::{check_replaceable, parent, replace_file, temporary_file};
 use crate::plots::{
     ClassValues, cascade_plot, per_class_accuracy, reliability_diagram, risk_coverage,
 };
@@ -32,11 +32,12 @@ pub enum ReportFolder {
 
 /// Makes `dir` ready for a report: creates it when missing, and only it (its parent must
 /// exist), then checks that a file can be created in it, so that a long comparison does
-/// not end on a folder it cannot write.
+/// not end on a folder it cannot write, nor half-way through the report on a link or a
+/// folder at one of its files' names.
 ///
 /// # Errors
-/// [`Error::Output`] when the parent of a missing `dir` is missing or not a folder, or
-/// `dir` is not a folder; [`Error::Io`] naming the folder when it cannot be created or
+/// [`Error::Output`] when the parent of a missing `dir` is missing or not a folder, `dir`
+/// is not a folder, or something other than a regular file is at a report file's name; [`Error::Io`] naming the folder when it cannot be created or
 /// written.
 pub fn prepare_report_dir(dir: &Path) -> Result<ReportFolder, Error> {
     use std::io::ErrorKind;
@@ -79,6 +80,19 @@ pub fn prepare_report_dir(dir: &Path) -> Result<ReportFolder, Error> {
             let _ = std::fs::remove_dir(dir);
         }
         return Err(io("cannot write in the report folder")(source));
+    }
+    // Something other than a regular file at a report file's name (a link, a folder)
+    // would stop the writing half-way, after the measurement.
+    let names = [
+        RELIABILITY_SVG,
+        RISK_COVERAGE_SVG,
+        CASCADE_SVG,
+        PER_CLASS_SVG,
+        "report.json",
+        "report.md",
+    ];
+    for name in names {
+        check_replaceable(&dir.join(name))?;
     }
     Ok(found)
 }
