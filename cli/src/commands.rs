@@ -66,8 +66,10 @@ pub fn demo(models: Option<PathBuf>) -> Result<()> {
         "final"
     );
     let (mut student_right, mut final_right, mut escalated) = (0, 0, 0);
+    let (mut total, mut labelled) = (0usize, 0usize);
     for path in &samples {
-        let truth = true_label(path);
+        // A class the model does not have is no truth to score against.
+        let truth = true_label(path).filter(|&t| t < card.labels.len());
         let spec = student.input_spec();
         for image in read_images(path, (spec.width, spec.height))? {
             let input =
@@ -79,7 +81,9 @@ pub fn demo(models: Option<PathBuf>) -> Result<()> {
                 .file_name()
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let truth_label = truth.map(|t| card.labels.get(t).cloned().unwrap_or_default());
+            let truth_label = truth.and_then(|t| card.labels.get(t).cloned());
+            total += 1;
+            labelled += usize::from(truth.is_some());
             student_right += usize::from(truth == Some(p.index));
             final_right += usize::from(truth == Some(p.final_index));
             escalated += usize::from(p.escalated());
@@ -97,11 +101,18 @@ pub fn demo(models: Option<PathBuf>) -> Result<()> {
             );
         }
     }
-    let n = samples.len();
+    let unscored = if labelled < total {
+        format!(
+            " ({} of {total} images have no class in their file name and are not scored)",
+            total - labelled
+        )
+    } else {
+        String::new()
+    };
     out!(
-        "\nstudent alone: {student_right}/{n} correct; escalated {escalated}/{n} ({:.0}%) to the \
-         teacher; final answers: {final_right}/{n} correct",
-        escalated as f64 / n as f64 * 100.0
+        "\nstudent alone: {student_right}/{labelled} correct; escalated {escalated}/{total} \
+         ({:.0}%) to the teacher; final answers: {final_right}/{labelled} correct{unscored}",
+        escalated as f64 / total.max(1) as f64 * 100.0
     );
     Ok(())
 }

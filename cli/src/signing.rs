@@ -11,6 +11,12 @@ use student_runtime::{OpenOptions, StudentModel};
 
 /// `NAME.key` (the secret key, readable by its owner only) and `NAME.pub`.
 pub fn keygen(name: &Path) -> Result<()> {
+    if name.file_name().is_some_and(|s| s.to_str().is_none()) {
+        bail!(
+            "the key name {} is not valid UTF-8; give NAME as text",
+            name.display()
+        );
+    }
     // `keys/` or `.` would name hidden files `keys/.key` and `./.key`.
     let stem = name.file_name().and_then(|s| s.to_str());
     if stem.is_none_or(|s| s.is_empty() || s == "." || s == "..")

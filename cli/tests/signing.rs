@@ -72,6 +72,19 @@ fn a_signed_model_verifies_and_opens_only_under_its_key() {
     let folder = format!("{}/", dir.display());
     refused(&student(&["keygen", &folder]), "names a folder, not a key");
     assert!(!dir.join(".key").exists() && !dir.join(".pub").exists());
+    // A name that is not UTF-8 is said to be so, not called a folder.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut name = dir.clone().into_os_string();
+        name.push(std::ffi::OsStr::from_bytes(b"/k\xff"));
+        let out = Command::new(env!("CARGO_BIN_EXE_student"))
+            .arg("keygen")
+            .arg(&name)
+            .output()
+            .unwrap();
+        refused(&out, "is not valid UTF-8");
+    }
 
     let out = student(&["sign", s(&model), "--key", s(&key)]);
     assert!(
