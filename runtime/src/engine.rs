@@ -189,11 +189,7 @@ fn check_axes(model: &InferenceModel, proto: &pb::ModelProto) -> Result<(), Stri
     let Some(graph) = &proto.graph else {
         return Ok(());
     };
-    let opset = proto
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map_or(1, |o| o.version);
+    let opset = crate::onnx_info::opset_version(&proto.opset_import, "").unwrap_or(1);
     for node in &graph.node {
         let (default_axis, splits) = match node.op_type.as_str() {
             "Softmax" | "LogSoftmax" | "Hardmax" => (if opset < 13 { 1 } else { -1 }, false),

@@ -298,11 +298,7 @@ fn check_attributes(
     imports: &[pb::OperatorSetIdProto],
 ) -> Result<(), String> {
     let domain = standard_domain(&node.domain);
-    let Some(version) = imports
-        .iter()
-        .find(|i| standard_domain(&i.domain) == domain)
-        .map(|i| i.version)
-    else {
+    let Some(version) = opset_version(imports, domain) else {
         return Ok(());
     };
     let op = node.op_type.as_str();
@@ -350,6 +346,16 @@ fn check_attributes(
 /// `ai.onnx` is another name of the default domain "".
 fn standard_domain(domain: &str) -> &str {
     if domain == "ai.onnx" { "" } else { domain }
+}
+
+/// The opset version a model imports for `domain` (`""` or `ai.onnx` for the default
+/// domain), if it imports one.
+pub(crate) fn opset_version(imports: &[pb::OperatorSetIdProto], domain: &str) -> Option<i64> {
+    let domain = standard_domain(domain);
+    imports
+        .iter()
+        .find(|i| standard_domain(&i.domain) == domain)
+        .map(|i| i.version)
 }
 
 /// An `AttributeProto.AttributeType` code by its name in the ONNX definition.

@@ -87,11 +87,7 @@ pub fn compile_onnx(bytes: &[u8], origin: &str) -> Result<Compiled, Error> {
     // reach a broken invariant, the panic becomes an error instead of reaching the caller.
     // The default domain's opset: it decides what some operators mean. A model that
     // imports none is read with today's meanings.
-    let opset = proto
-        .opset_import
-        .iter()
-        .find(|o| matches!(o.domain.as_str(), "" | "ai.onnx"))
-        .map_or(i64::MAX, |o| o.version);
+    let opset = crate::onnx_info::opset_version(&proto.opset_import, "").unwrap_or(i64::MAX);
     catch_unwind(AssertUnwindSafe(|| {
         compile_graph(bytes, graph, &info, origin, opset)
     }))
