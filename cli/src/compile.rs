@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
-use student_distill::replace_file;
+use student_distill::{replace_file, same_file};
 use student_runtime::{OpenOptions, StudentModel, compile_onnx, starts_like_compiled};
 
 /// How many inputs the compiled file is checked on.
@@ -206,11 +206,4 @@ pub fn is_compiled_file(path: &Path) -> std::io::Result<bool> {
     let mut head = Vec::with_capacity(8);
     std::fs::File::open(path)?.take(8).read_to_end(&mut head)?;
     Ok(starts_like_compiled(&head))
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use student_distill::{
     Dataset, QuantizeSettings, RangeMethod, ThresholdTarget, measure_on_test, quantize_student,
-    replace_file,
+    replace_file, same_file,
 };
 use student_runtime::{OpenOptions, Precision, ScoreKind, StudentModel};
 
@@ -290,11 +290,4 @@ fn is_quantized_student(path: &Path, len: u64) -> Result<bool> {
         student_runtime::decode_onnx(&bytes, &path.display().to_string(), &limits)
             .is_ok_and(|m| m.metadata_props.iter().any(|p| p.key == section)),
     )
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }

@@ -37,8 +37,8 @@ pub enum ReportFolder {
 ///
 /// # Errors
 /// [`Error::Output`] when the parent of a missing `dir` is missing or not a folder, `dir`
-/// is not a folder, or something other than a regular file is at a report file's name; [`Error::Io`] naming the folder when it cannot be created or
-/// written.
+/// is not a folder, or something other than a regular file is at a report file's name;
+/// [`Error::Io`] naming the folder when it cannot be created or written.
 pub fn prepare_report_dir(dir: &Path) -> Result<ReportFolder, Error> {
     use std::io::ErrorKind;
     let refuse = |reason: String| Error::Output {
