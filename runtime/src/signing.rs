@@ -17,7 +17,7 @@
 //! Keys are Ed25519 (RFC 8032) through the `ed25519-dalek` crate; a key file holds the key
 //! as 64 hex digits on one line.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
@@ -42,8 +42,9 @@ impl TrustedKey {
     /// Reads a public key written as 64 hex digits (surrounding whitespace is ignored).
     ///
     /// # Errors
-    /// [`Error::InvalidOption`] when the text is not 32 hex-encoded bytes or not a valid
-    /// Ed25519 point.
+    /// [`Error::InvalidOption`] when the text is not 32 hex-encoded bytes, not a valid
+    /// Ed25519 point, or a point of small order (a weak key: signatures that verify under it
+    /// can be made without any secret).
     pub fn from_hex(text: &str) -> Result<TrustedKey, Error> {
         let bad = |reason: String| Error::InvalidOption {
             name: "trusted key",
@@ -52,9 +53,16 @@ impl TrustedKey {
         let bytes: [u8; 32] = unhex(text.trim())
             .and_then(|v| v.try_into().ok())
             .ok_or_else(|| bad("expected 64 hex digits (an Ed25519 public key)".to_string()))?;
-        VerifyingKey::from_bytes(&bytes)
-            .map(TrustedKey)
-            .map_err(|_| bad("the 32 bytes are not a valid Ed25519 public key".to_string()))
+        let key = VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| bad("the 32 bytes are not a valid Ed25519 public key".to_string()))?;
+        if key.is_weak() {
+            return Err(bad(
+                "the key is a point of small order, for which anyone can make a signature \
+                 that verifies; it cannot be a key made by `student keygen`"
+                    .to_string(),
+            ));
+        }
+        Ok(TrustedKey(key))
     }
 
     /// The key as 64 lowercase hex digits.
@@ -142,8 +150,9 @@ pub fn verify<'k>(
             trusted.len()
         )));
     };
+    // `verify_strict` also refuses a signature whose R is of small order.
     key.0
-        .verify(&message(&digest), &Signature::from_bytes(&parsed.signature))
+        .verify_strict(&message(&digest), &Signature::from_bytes(&parsed.signature))
         .map_err(|_| fail("the signature does not verify with the key it names".to_string()))?;
     Ok(key)
 }
@@ -295,5 +304,17 @@ mod tests {
         );
         assert!(TrustedKey::from_hex("abc").is_err());
         assert!(SecretKey::from_hex(&"g".repeat(64)).is_err());
+    }
+
+    /// Under a key of small order a signature with R = the identity and s = 0 verifies for
+    /// any message, so trusting such a key would trust every model.
+    #[test]
+    fn keys_of_small_order_are_refused() {
+        let identity = format!("01{}", "00".repeat(31));
+        let order_two = format!("ec{}7f", "ff".repeat(30));
+        for weak in [identity, order_two] {
+            let e = TrustedKey::from_hex(&weak).unwrap_err();
+            assert!(e.to_string().contains("small order"), "{e}");
+        }
     }
 }
