@@ -245,6 +245,34 @@ fn a_nan_weight_is_a_compile_error_naming_the_weights() {
     );
 }
 
+#[test]
+fn a_bias_on_an_int8_channel_of_weight_scale_0_is_refused() {
+    // The bias is added to the int32 accumulator in steps of input scale x weight scale.
+    // With a weight scale of 0 no step count holds it: the compiler clamped it, and with a
+    // raised tolerance wrote a file that answered 2 of 32 images otherwise than onnxruntime.
+    use prost::Message;
+    let bytes = std::fs::read(models_dir().join("student-int8.onnx")).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    let scale = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == "conv1.weight_scale")
+        .expect("the second convolution's weight scales");
+    if scale.raw_data.is_empty() {
+        scale.float_data[3] = 0.0;
+    } else {
+        scale.raw_data[12..16].copy_from_slice(&0f32.to_le_bytes());
+    }
+    let err = compile_onnx(&proto.encode_to_vec(), "zero-scale.onnx").unwrap_err();
+    assert!(
+        matches!(&err, Error::Compile { reason, .. }
+            if reason.contains("of output channel 3 is beyond what the int8 layer carries")
+                && reason.contains("x weight scale 0")),
+        "{err}"
+    );
+}
+
 /// The number of values in initializer `name` of f32 data.
 fn scale_len(graph: &tract_onnx::pb::GraphProto, name: &str) -> usize {
     let t = graph.initializer.iter().find(|t| t.name == name).unwrap();

@@ -1902,14 +1902,28 @@ impl<'g> Builder<'g> {
             }
         };
         let acc_scale: Vec<f32> = (0..n).map(|j| x_scale * w_scale(j)).collect();
-        let bias_i32: Vec<i32> = (0..n)
-            .map(|j| {
-                let b = bias.as_ref().map_or(0.0, |b| b[j]);
-                let q = (b as f64 / acc_scale[j] as f64).round_ties_even();
-                (q.clamp(i32::MIN as f64 / 2.0, i32::MAX as f64 / 2.0) as i32)
-                    .saturating_sub(x_zero_point as i32 * sums[j])
-            })
-            .collect();
+        // The bias is added to the int32 accumulator, in steps of the accumulator's scale.
+        // A bias beyond half of int32's range in those steps (any bias at all when a
+        // channel's weight scale is 0) cannot be carried, and clamping it would change the
+        // channel's outputs.
+        let bound = i32::MAX as f64 / 2.0;
+        let mut bias_i32 = Vec::with_capacity(n);
+        for j in 0..n {
+            let b = bias.as_ref().map_or(0.0, |b| b[j]);
+            let q = if b == 0.0 {
+                0.0
+            } else {
+                (b as f64 / acc_scale[j] as f64).round_ties_even()
+            };
+            if !(q.abs() <= bound) {
+                return Err(format!(
+                    "the bias {b} of output channel {j} is beyond what the int8 layer carries: \
+                     its accumulator counts in steps of input scale {x_scale} x weight scale {}",
+                    w_scale(j)
+                ));
+            }
+            bias_i32.push((q as i32).saturating_sub(x_zero_point as i32 * sums[j]));
+        }
         let scale: Vec<f32> = match y {
             Some((s, _)) => acc_scale.iter().map(|a| a / s).collect(),
             None => acc_scale,
