@@ -56,13 +56,23 @@ def main():
         "#[rustfmt::skip]",
         "pub(crate) static SCHEMAS: &[Schema] = &[",
     ]
-    for domain, op, since, attributes in changes():
+    rows = changes()
+    for domain, op, since, attributes in rows:
         listed = ", ".join(f'("{name}", {code})' for name, code in attributes)
         lines.append(f'    Schema {{ domain: "{domain}", op: "{op}", since: {since}, '
                      f"attributes: &[{listed}] }},")
     lines.append("];")
+    # The newest opset of each domain these schemas define: at or below it, an operator
+    # without a row is not an ONNX operator.
+    _, _, latest, latest_ml, _ = onnx.helper.VERSION_TABLE[-1]
+    lines += [
+        "",
+        "/// The newest opset of each domain the table covers.",
+        f'pub(crate) static LATEST_OPSETS: &[(&str, i64)] = &[("", {latest}), '
+        f'("ai.onnx.ml", {latest_ml})];',
+    ]
     OUT.write_text("\n".join(lines) + "\n")
-    print(f"{OUT.relative_to(ROOT)}: {len(lines) - 18} rows")
+    print(f"{OUT.relative_to(ROOT)}: {len(rows)} rows")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ pub use limits::Limits;
 #[cfg(feature = "onnx")]
 pub use limits::decode_onnx;
 pub use model::{ClassifyOptions, OpenOptions, StudentModel};
+#[cfg(feature = "onnx")]
+pub use onnx_info::QUANTIZED_SOFTMAX_ADVICE;
 pub use prediction::{AnsweredBy, Decision, EscalationOutcome, Prediction, Ranked};
 pub use preprocess::PixelFormat;
 pub use score::{calibrated_probabilities, score_from_probabilities};

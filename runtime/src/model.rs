@@ -373,6 +373,7 @@ impl StudentModel {
         crate::limits::check_onnx(&proto, &check, options.batch as u64)?;
         let info = GraphInfo::read(&proto, origin)?;
         let card = info.card(origin)?;
+        crate::onnx_info::check_tract_forms(&proto, origin)?;
         // Shape annotations of intermediate tensors are hints that exporters and shape
         // inference write with their own batch symbol; tract would hold the plan to them and
         // refuse a fixed batch size. The graph determines the shapes without them.

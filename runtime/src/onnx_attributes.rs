@@ -350,3 +350,6 @@ pub(crate) static SCHEMAS: &[Schema] = &[
     Schema { domain: "ai.onnx.ml", op: "TreeEnsembleRegressor", since: 3, attributes: &[("aggregate_function", 3), ("base_values", 6), ("base_values_as_tensor", 4), ("n_targets", 2), ("nodes_falsenodeids", 7), ("nodes_featureids", 7), ("nodes_hitrates", 6), ("nodes_hitrates_as_tensor", 4), ("nodes_missing_value_tracks_true", 7), ("nodes_modes", 8), ("nodes_nodeids", 7), ("nodes_treeids", 7), ("nodes_truenodeids", 7), ("nodes_values", 6), ("nodes_values_as_tensor", 4), ("post_transform", 3), ("target_ids", 7), ("target_nodeids", 7), ("target_treeids", 7), ("target_weights", 6), ("target_weights_as_tensor", 4)] },
     Schema { domain: "ai.onnx.ml", op: "ZipMap", since: 1, attributes: &[("classlabels_int64s", 7), ("classlabels_strings", 8)] },
 ];
+
+/// The newest opset of each domain the table covers.
+pub(crate) static LATEST_OPSETS: &[(&str, i64)] = &[("", 26), ("ai.onnx.ml", 5)];

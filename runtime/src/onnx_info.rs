@@ -9,11 +9,16 @@ use tract_onnx::pb::type_proto::Value as TypeValue;
 
 use crate::error::Error;
 use crate::info::GraphInfo;
-use crate::onnx_attributes::SCHEMAS;
+use crate::onnx_attributes::{LATEST_OPSETS, SCHEMAS};
 
 /// The largest input sample accepted (2^28 values, 1 GiB of f32): a bound that refuses
 /// absurd declared shapes before anything is allocated for them.
 const MAX_SAMPLE_VALUES: usize = 1 << 28;
+
+/// Where a quantized Softmax leads instead of tract. `student compile` matches this to
+/// skip its comparison with tract, which cannot run the file.
+pub const QUANTIZED_SOFTMAX_ADVICE: &str =
+    "compile the file (`student compile`): the compiled form computes it as ONNX defines";
 
 /// The most classes a classifier may declare.
 const MAX_CLASSES: i64 = 1 << 20;
@@ -173,6 +178,23 @@ fn check_nodes(
         origin: origin.to_string(),
         reason,
     };
+    // tract runs any opset and only warns above 18; an operator's meaning may change in an
+    // opset the schemas below do not know.
+    for import in imports {
+        let domain = standard_domain(&import.domain);
+        if let Some(&(_, latest)) = LATEST_OPSETS.iter().find(|(d, _)| *d == domain)
+            && import.version > latest
+        {
+            return Err(Error::Unsupported {
+                origin: origin.to_string(),
+                reason: format!(
+                    "the model imports {} opset {}, newer than the {latest} the runtime knows",
+                    if domain.is_empty() { "ai.onnx" } else { domain },
+                    import.version
+                ),
+            });
+        }
+    }
     for node in &graph.node {
         let named = || describe_node(node);
         // tract runs an operator by its name alone: a `com.example` Relu ran as the
@@ -210,6 +232,8 @@ fn check_nodes(
             }
         }
         check_window(node, graph).map_err(|reason| malformed(format!("{}: {reason}", named())))?;
+        check_recurrent_sizes(node, graph)
+            .map_err(|reason| malformed(format!("{}: {reason}", named())))?;
         // A NaN or infinite quantization scale makes every value it touches NaN, 0 or
         // saturated. A scale that quantizes (divides) must also be above 0: tract ran a
         // negative one otherwise than onnxruntime (another class on 21 of 32 images).
@@ -303,12 +327,28 @@ fn check_attributes(
     };
     let op = node.op_type.as_str();
     let first = SCHEMAS.partition_point(|s| (s.domain, s.op) < (domain, op));
-    let Some(schema) = SCHEMAS[first..]
+    let rows = SCHEMAS[first..]
         .iter()
-        .take_while(|s| (s.domain, s.op) == (domain, op))
-        .take_while(|s| s.since <= version)
-        .last()
-    else {
+        .take_while(|s| (s.domain, s.op) == (domain, op));
+    let Some(schema) = rows.clone().take_while(|s| s.since <= version).last() else {
+        // tract also runs operators of its own under standard names (Rsqrt, FastGelu, ...),
+        // and operators from later opsets; onnxruntime refuses both. An opset newer than
+        // the table's is left to tract.
+        let latest = LATEST_OPSETS
+            .iter()
+            .find(|(d, _)| *d == domain)
+            .map(|l| l.1);
+        if latest.is_some_and(|latest| version <= latest) {
+            let shown = if domain.is_empty() { "ai.onnx" } else { domain };
+            return Err(match rows.clone().next() {
+                Some(row) => format!(
+                    "{op} is not an operator of {shown} opset {version}; it is defined from \
+                     opset {}",
+                    row.since
+                ),
+                None => format!("{op} is not an operator of {shown} (opset {version})"),
+            });
+        }
         return Ok(());
     };
     for attribute in &node.attribute {
@@ -474,11 +514,20 @@ fn check_window(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Stri
             ));
         }
     }
-    let kernel = ints("kernel_shape").or_else(|| {
-        let name = node.input.get(weight_input?)?;
-        let weights = graph.initializer.iter().find(|t| &t.name == name)?;
-        Some(weights.dims.get(2..)?.to_vec())
-    });
+    let weights_kernel = weight_input
+        .and_then(|i| node.input.get(i))
+        .and_then(|name| graph.initializer.iter().find(|t| &t.name == name))
+        .and_then(|weights| Some(weights.dims.get(2..)?.to_vec()));
+    // tract takes the kernel from the weights: a ConvTranspose whose `kernel_shape` said
+    // otherwise ran, where onnxruntime refuses the file.
+    if let (Some(given), Some(weights)) = (ints("kernel_shape"), &weights_kernel)
+        && &given != weights
+    {
+        return Err(format!(
+            "attribute `kernel_shape` is {given:?}, but its weights hold a kernel of {weights:?}"
+        ));
+    }
+    let kernel = ints("kernel_shape").or(weights_kernel);
     if let Some(bad) = kernel
         .iter()
         .flatten()
@@ -527,6 +576,207 @@ fn check_window(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Stri
                  kernel's extent less one)"
             ));
         }
+    }
+    Ok(())
+}
+
+/// Refuses an LSTM, GRU or RNN whose `hidden_size` or `direction` disagrees with its
+/// constant recurrence weights (`[directions, gates x units, units]`). tract sizes the
+/// layer by the weights alone and ran such files; onnxruntime refuses them.
+fn check_recurrent_sizes(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), String> {
+    if !matches!(node.op_type.as_str(), "LSTM" | "GRU" | "RNN") {
+        return Ok(());
+    }
+    let Some(r) = node
+        .input
+        .get(2)
+        .and_then(|name| graph.initializer.iter().find(|t| &t.name == name))
+        .map(|t| &t.dims)
+        .filter(|dims| dims.len() == 3)
+    else {
+        return Ok(());
+    };
+    let attribute = |name: &str| node.attribute.iter().find(|a| a.name == name);
+    let direction = attribute("direction").map_or("forward".into(), |a| {
+        String::from_utf8_lossy(&a.s).into_owned()
+    });
+    let directions = if direction == "bidirectional" { 2 } else { 1 };
+    if r[0] != directions {
+        return Err(format!(
+            "its recurrence weights hold {} direction(s), where `direction` `{direction}` \
+             takes {directions}",
+            r[0]
+        ));
+    }
+    if let Some(hidden) = attribute("hidden_size").map(|a| a.i)
+        && hidden != r[2]
+    {
+        return Err(format!(
+            "`hidden_size` is {hidden}, but its recurrence weights hold {} units",
+            r[2]
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses the forms tract computes otherwise than ONNX defines (`check_meaning`), for a
+/// model about to run through tract. The compiler computes them itself, so it does not ask.
+pub(crate) fn check_tract_forms(model: &pb::ModelProto, origin: &str) -> Result<(), Error> {
+    let Some(graph) = &model.graph else {
+        return Ok(());
+    };
+    for node in &graph.node {
+        check_meaning(node, graph).map_err(|reason| Error::Unsupported {
+            origin: origin.to_string(),
+            reason: format!("{}: {reason}", describe_node(node)),
+        })?;
+    }
+    Ok(())
+}
+
+/// Refuses attribute values that tract reads otherwise than the ONNX definition. Each of
+/// these ran and answered, exit 0, with another class than onnxruntime's:
+/// - LSTM, GRU and RNN: tract runs every direction with the default activations and no
+///   clipping. `direction = "reverse"`, `clip`, `activations`, `activation_alpha`,
+///   `activation_beta` and LSTM's `input_forget` were ignored (another class on 8 to 32 of
+///   32 images).
+/// - Celu: tract leaves out the factor `alpha` of `alpha * (exp(x / alpha) - 1)`.
+/// - Pad: tract pads with the `constant_value` input whatever the mode, so an `edge` or
+///   `reflect` Pad given one ran as a constant Pad. Negative pads (cropping) passed the
+///   open and panicked in tract at the first run.
+fn check_meaning(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), String> {
+    let attribute = |name: &str| node.attribute.iter().find(|a| a.name == name);
+    let text = |name: &str| attribute(name).map(|a| String::from_utf8_lossy(&a.s).into_owned());
+    match node.op_type.as_str() {
+        op @ ("LSTM" | "GRU" | "RNN") => {
+            let direction = text("direction").unwrap_or_else(|| "forward".to_string());
+            let directions = match direction.as_str() {
+                "forward" => 1,
+                "bidirectional" => 2,
+                _ => {
+                    return Err(format!(
+                        "direction `{direction}` is not supported (tract runs it forward); \
+                         `forward` and `bidirectional` are"
+                    ));
+                }
+            };
+            for ignored in ["clip", "activation_alpha", "activation_beta"] {
+                if attribute(ignored).is_some() {
+                    return Err(format!(
+                        "attribute `{ignored}` is not supported (tract ignores it); remove it \
+                         or run the model with another runtime"
+                    ));
+                }
+            }
+            if op == "LSTM" && attribute("input_forget").is_some_and(|a| a.i != 0) {
+                return Err(
+                    "`input_forget` other than 0 is not supported (tract ignores it)".to_string(),
+                );
+            }
+            let defaults: &[&str] = match op {
+                "LSTM" => &["Sigmoid", "Tanh", "Tanh"],
+                "GRU" => &["Sigmoid", "Tanh"],
+                _ => &["Tanh"],
+            };
+            if let Some(a) = attribute("activations") {
+                let given: Vec<String> = a
+                    .strings
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect();
+                let expected = defaults.repeat(directions);
+                if given != expected {
+                    return Err(format!(
+                        "activations {given:?} are not supported (tract runs {op} with its \
+                         default activations); only {expected:?} are"
+                    ));
+                }
+            }
+        }
+        // tract reads only the list forms of these attributes.
+        "TreeEnsembleClassifier" | "TreeEnsembleRegressor" => {
+            if let Some(a) = node
+                .attribute
+                .iter()
+                .find(|a| a.name.ends_with("_as_tensor"))
+            {
+                return Err(format!(
+                    "attribute `{}` is not supported (tract ignores it); give `{}` instead",
+                    a.name,
+                    a.name.trim_end_matches("_as_tensor")
+                ));
+            }
+        }
+        "GlobalLpPool" => {
+            return Err(
+                "GlobalLpPool is not supported (tract takes the mean of |x|^p where \
+                        ONNX sums them)"
+                    .to_string(),
+            );
+        }
+        "Einsum" => {
+            if let Some(equation) = text("equation").filter(|e| e.contains("...")) {
+                return Err(format!(
+                    "equation `{equation}`: equations with `...` are not supported (tract \
+                     drops a dimension of them); name every axis"
+                ));
+            }
+        }
+        "Resize" => {
+            let given = |i: usize| node.input.get(i).is_some_and(|name| !name.is_empty());
+            if text("coordinate_transformation_mode").as_deref() == Some("align_corners")
+                && given(2)
+                && !given(3)
+            {
+                return Err(
+                    "`align_corners` with `scales` is not supported (tract places \
+                            the samples otherwise than onnxruntime); give `sizes` instead"
+                        .to_string(),
+                );
+            }
+        }
+        // tract computed the quantized probabilities of onnxruntime's `quantize_static`
+        // files wrongly: 0.1 for every class of every input on one such file.
+        "Softmax" => {
+            let quantized = graph
+                .node
+                .iter()
+                .any(|n| n.op_type == "QuantizeLinear" && n.input.first() == node.output.first());
+            if quantized {
+                return Err(format!(
+                    "a Softmax whose output is quantized is not supported on the ONNX path \
+                     (tract computes it wrongly); {QUANTIZED_SOFTMAX_ADVICE}"
+                ));
+            }
+        }
+        "Celu" => {
+            if let Some(alpha) = attribute("alpha").map(|a| a.f).filter(|&a| a != 1.0) {
+                return Err(format!(
+                    "alpha {alpha} is not supported (tract computes Celu without its factor \
+                     alpha); only alpha 1 is"
+                ));
+            }
+        }
+        "Pad" => {
+            let mode = text("mode").unwrap_or_else(|| "constant".to_string());
+            let value_input = node.input.get(2).is_some_and(|name| !name.is_empty());
+            if mode != "constant" && value_input {
+                return Err(format!(
+                    "a Pad in mode `{mode}` with a constant_value input is not supported (tract \
+                     pads with the constant); leave the input out for `{mode}` padding"
+                ));
+            }
+            let pads = match node.input.get(1).filter(|name| !name.is_empty()) {
+                Some(name) => constant_ints(graph, name),
+                None => attr_ints(node, "pads"),
+            };
+            if let Some(pads) = pads.filter(|p| p.iter().any(|&v| v < 0)) {
+                return Err(format!(
+                    "pads {pads:?}: negative pads (cropping) are not supported; use a Slice"
+                ));
+            }
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -708,7 +958,7 @@ mod tests {
         }]
     }
 
-    use pb::attribute_proto::AttributeType::{Float, Int, Ints};
+    use pb::attribute_proto::AttributeType::{Float, Floats, Int, Ints, Tensor};
 
     #[test]
     fn the_schema_table_is_sorted_for_its_binary_search() {
@@ -784,16 +1034,52 @@ mod tests {
     }
 
     #[test]
-    fn what_the_table_does_not_know_is_left_to_tract() {
-        let typo = || vec![attribute("alph", Float)];
-        // An operator no schema defines, an opset before the operator existed, and a
-        // model that imports no opset for the node's domain.
+    fn operators_onnx_does_not_define_at_the_opset_are_refused() {
+        // tract runs some operators of its own under standard names; onnxruntime refuses.
+        let e = check_attributes(&node("Rsqrt", "", vec![]), &opset("", 13)).unwrap_err();
+        assert_eq!(e, "Rsqrt is not an operator of ai.onnx (opset 13)");
+        let e = check_attributes(&node("Gelu", "", vec![]), &opset("", 13)).unwrap_err();
         assert_eq!(
-            check_attributes(&node("NoSuchOp", "", typo()), &opset("", 13)),
-            Ok(())
+            e,
+            "Gelu is not an operator of ai.onnx opset 13; it is defined from opset 20"
         );
         assert_eq!(
-            check_attributes(&node("Gelu", "", typo()), &opset("", 13)),
+            check_attributes(&node("Gelu", "ai.onnx", vec![]), &opset("", 20)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn tree_ensemble_tensor_attributes_tract_ignores_are_refused() {
+        // tract read `base_values` and ignored `base_values_as_tensor`: another class
+        // than onnxruntime's on 12 of 16 images.
+        let graph = pb::GraphProto::default();
+        let tree = node(
+            "TreeEnsembleClassifier",
+            "ai.onnx.ml",
+            vec![attribute("base_values_as_tensor", Tensor)],
+        );
+        let e = check_meaning(&tree, &graph).unwrap_err();
+        assert!(
+            e.contains("`base_values_as_tensor` is not supported"),
+            "{e}"
+        );
+        assert!(e.contains("give `base_values` instead"), "{e}");
+        let listed = node(
+            "TreeEnsembleClassifier",
+            "ai.onnx.ml",
+            vec![attribute("base_values", Floats)],
+        );
+        assert_eq!(check_meaning(&listed, &graph), Ok(()));
+    }
+
+    #[test]
+    fn what_the_table_does_not_know_is_left_to_tract() {
+        let typo = || vec![attribute("alph", Float)];
+        // An opset newer than the table's, and a model that imports no opset for the
+        // node's domain.
+        assert_eq!(
+            check_attributes(&node("NoSuchOp", "", typo()), &opset("", 27)),
             Ok(())
         );
         assert_eq!(

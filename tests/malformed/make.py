@@ -475,7 +475,11 @@ def onnx_cases(corpus, base, card):
     m = copy_of(base)
     node(m, "relu").op_type = "NoSuchOperator"
     add("onnx/unknown-operator.onnx", serialize(m), "an operator ONNX does not define",
-        "Plan", "NoSuchOperator")
+        "Malformed", "NoSuchOperator is not an operator of ai.onnx (opset 13)")
+    m = copy_of(base)
+    m.opset_import[0].version = 100
+    add("onnx/opset-100.onnx", serialize(m), "a model importing ONNX opset 100 (tract ran it)",
+        "Unsupported", "imports ai.onnx opset 100, newer than the 26 the runtime knows")
     attribute_edits = [
         ("pool-stride-0", "pool", {"strides": [0, 0]}, "a MaxPool with stride 0",
          "Malformed", "attribute `strides` must be positive"),
@@ -598,6 +602,100 @@ def onnx_cases(corpus, base, card):
     # convolution: a wrong answer with no error, so strided slices are refused.
     add("onnx/slice-step-2.onnx", serialize(sliced(1, 3, 2)), "a Slice with step 2",
         "Unsupported", "slice steps [2]: only steps of 1 are supported")
+    # Attribute values tract reads otherwise than ONNX: each ran, exit 0, with another class
+    # than onnxruntime's.
+    m = before_pool([helper.make_node("Celu", ["relu"], ["mid"], name="celu", alpha=2.0)], {})
+    add("onnx/celu-alpha-2.onnx", serialize(m),
+        "a Celu of alpha 2 (tract leaves out the factor alpha)", "Unsupported",
+        "node `celu` (Celu): alpha 2 is not supported")
+    m = before_pool([helper.make_node("Pad", ["relu", "pads", "value"], ["mid"], name="pad",
+                                      mode="edge")],
+                    {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64),
+                     "value": np.array(0.0, np.float32)})
+    add("onnx/pad-edge-with-value.onnx", serialize(m),
+        "an edge Pad given a constant_value input (tract padded with the constant)",
+        "Unsupported", "node `pad` (Pad): a Pad in mode `edge` with a constant_value input")
+    corpus.control("controls/pad-edge.onnx",
+                   serialize(before_pool([helper.make_node("Pad", ["relu", "pads"], ["mid"],
+                                                           name="pad", mode="edge")],
+                                         {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)})),
+                   "the float base with an edge Pad without a constant_value input")
+    m = before_pool([helper.make_node("ConvTranspose", ["relu", "deconv.weight"], ["mid"],
+                                      name="deconv", kernel_shape=[2, 2], pads=[1, 1, 1, 1])],
+                    {"deconv.weight": np.full((2, 2, 3, 3), 0.1, np.float32)})
+    add("onnx/conv-transpose-kernel-shape.onnx", serialize(m),
+        "a ConvTranspose whose kernel_shape [2, 2] contradicts its 3x3 weights (tract ran it)",
+        "Malformed", "attribute `kernel_shape` is [2, 2], but its weights hold a kernel of [3, 3]")
+    m = before_pool([helper.make_node("Einsum", ["relu", "square"], ["mid"], name="einsum",
+                                      equation="...hw,wk->...hk")],
+                    {"square": np.eye(28, dtype=np.float32)})
+    add("onnx/einsum-ellipsis.onnx", serialize(m),
+        "an Einsum with `...` (tract dropped a dimension of it)", "Unsupported",
+        "equations with `...` are not supported")
+    m = before_pool([helper.make_node("GlobalLpPool", ["relu"], ["lp"], name="lp", p=2),
+                     helper.make_node("Add", ["relu", "lp"], ["mid"], name="add")], {})
+    add("onnx/global-lp-pool.onnx", serialize(m),
+        "a GlobalLpPool (tract took the mean of |x|^p, not the sum)", "Unsupported",
+        "GlobalLpPool is not supported")
+    m = before_pool([helper.make_node("Resize", ["relu", "", "scales"], ["mid"], name="resize",
+                                      mode="linear",
+                                      coordinate_transformation_mode="align_corners")],
+                    {"scales": np.array([1, 1, 1, 1], np.float32)})
+    add("onnx/resize-align-corners-scales.onnx", serialize(m),
+        "a Resize with align_corners given scales (tract placed samples otherwise than "
+        "onnxruntime)", "Unsupported", "`align_corners` with `scales` is not supported")
+    m = before_pool([helper.make_node("Rsqrt", ["relu"], ["mid"], name="rsqrt")], {})
+    add("onnx/rsqrt-not-onnx.onnx", serialize(m),
+        "an Rsqrt node: an operator of tract's, not of ONNX (tract ran it)", "Malformed",
+        "node `rsqrt` (Rsqrt): Rsqrt is not an operator of ai.onnx (opset 13)")
+    m = before_pool([helper.make_node("Pad", ["relu", "pads"], ["mid"], name="pad")],
+                    {"pads": np.array([0, 0, 2, 2, 0, 0, -2, -2], np.int64)})
+    add("onnx/pad-negative.onnx", serialize(m),
+        "a Pad of negative pads (tract panicked at the first run)", "Unsupported",
+        "negative pads (cropping) are not supported")
+
+    def lstm(**attributes):
+        """A classifier reading the image's rows as a sequence: an LSTM of 4 units, its
+        last state to a Gemm of 10 classes."""
+        rng = np.random.default_rng(11)
+        hidden = 4
+        weights = {
+            "W": rng.normal(0, 0.3, (1, 4 * hidden, 28)),
+            "R": rng.normal(0, 0.3, (1, 4 * hidden, hidden)),
+            "B": np.zeros((1, 8 * hidden)),
+            "dense.weight": rng.normal(0, 0.3, (hidden, 10)),
+            "dense.bias": np.zeros(10),
+        }
+        return make_model(
+            [helper.make_node("Squeeze", ["input", "axis1"], ["rows"], name="squeeze"),
+             helper.make_node("Transpose", ["rows"], ["seq"], name="time_major",
+                              perm=[1, 0, 2]),
+             helper.make_node("LSTM", ["seq", "W", "R", "B"], ["", "h"], name="lstm",
+                              **{"hidden_size": hidden, **attributes}),
+             helper.make_node("Squeeze", ["h", "axis0"], ["last"], name="last"),
+             helper.make_node("Gemm", ["last", "dense.weight", "dense.bias"], ["logits"],
+                              name="dense")],
+            [numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.array([0], np.int64), "axis0")]
+            + [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
+            card)
+
+    corpus.control("controls/lstm.onnx",
+                   serialize(lstm(activations=["Sigmoid", "Tanh", "Tanh"])),
+                   "an LSTM classifier, its default activations written out")
+    add("onnx/lstm-reverse.onnx", serialize(lstm(direction="reverse")),
+        "an LSTM run in reverse (tract ran it forward)", "Unsupported",
+        "node `lstm` (LSTM): direction `reverse` is not supported")
+    add("onnx/lstm-hidden-size.onnx", serialize(lstm(hidden_size=8)),
+        "an LSTM declaring 8 units with weights for 4 (tract ran it by its weights)",
+        "Malformed", "`hidden_size` is 8, but its recurrence weights hold 4 units")
+    add("onnx/lstm-clip.onnx", serialize(lstm(clip=0.5)),
+        "an LSTM whose cell is clipped at 0.5 (tract ignored the clip)", "Unsupported",
+        "attribute `clip` is not supported")
+    add("onnx/lstm-activations.onnx",
+        serialize(lstm(activations=["Sigmoid", "Relu", "Tanh"])),
+        "an LSTM whose cell activation is Relu (tract ran Tanh)", "Unsupported",
+        "activations [\"Sigmoid\", \"Relu\", \"Tanh\"] are not supported")
     m = before_pool([helper.make_node("Gather", ["table", "index"], ["row"], name="gather"),
                      helper.make_node("Add", ["relu", "row"], ["mid"], name="add")],
                     {"table": np.array([1.0, 2.0], np.float32),
