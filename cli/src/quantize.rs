@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use student_distill::{
-    Dataset, QuantizeSettings, RangeMethod, ThresholdTarget, measure_on_test, quantize_student,
-    replace_file, same_file,
+    Dataset, QuantizeSettings, RangeMethod, ThresholdTarget, check_quantizable, measure_on_test,
+    quantize_student, replace_file, same_file,
 };
 use student_runtime::{OpenOptions, Precision, ScoreKind, StudentModel};
 
@@ -96,6 +96,7 @@ pub fn quantize(args: &Args) -> Result<()> {
     let source = std::fs::read(args.model)
         .with_context(|| format!("cannot read {}", args.model.display()))?;
     let origin = args.model.display().to_string();
+    check_quantizable(&source, &origin)?;
     let float = StudentModel::from_bytes_named(&source, &origin, &OpenOptions::default())?;
     let data = match (args.images, args.labels) {
         (Some(images), Some(labels)) => {
@@ -251,6 +252,18 @@ fn parse_target(text: &str) -> Result<ThresholdTarget> {
 /// ONNX file whose model card has a `quantization` section): a teacher, a float student, a
 /// compiled file or a note at that name would be lost.
 fn check_output(path: &Path) -> Result<()> {
+    // Calibration takes a while: a folder that is not there is said before it, not after.
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        bail!(
+            "--output {}: the folder {} does not exist; create it or write elsewhere",
+            path.display(),
+            folder.display()
+        );
+    }
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
     };

@@ -1115,6 +1115,11 @@ fn quantize_never_replaces_what_is_not_a_regular_file_or_is_an_input() {
     std::fs::write(&note, "keep me").unwrap();
     assert_one_line_error(&quantize_into(&note, &[]), "not a quantized student");
     assert_eq!(std::fs::read_to_string(&note).unwrap(), "keep me");
+    // A folder that is not there: said before calibrating, not after.
+    assert_one_line_error(
+        &quantize_into(&dir.join("missing/int8.onnx"), &[]),
+        "does not exist; create it or write elsewhere",
+    );
     // A compiled student as the input: named as one.
     let compiled = dir.join("s.student");
     let c = student(&[

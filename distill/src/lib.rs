@@ -56,7 +56,8 @@ pub use plots::{
 pub use progress::{Progress, Silent};
 pub use quantize::{
     Fp16Summary, Int8Summary, MIN_CALIBRATION_SAMPLES, QuantizeSettings, QuantizedStudent,
-    RangeMethod, SUPPORTED_OPS, convert_fp16, measure_on_test, quantize_int8, quantize_student,
+    RangeMethod, SUPPORTED_OPS, check_quantizable, convert_fp16, measure_on_test, quantize_int8,
+    quantize_student,
 };
 pub use recipe::{QuantizeSection, Recipe};
 pub use report::{DistillReport, Params, QuantizedReport};

@@ -97,6 +97,16 @@ pub fn convert_fp16(onnx: &[u8], origin: &str) -> Result<(Vec<u8>, Fp16Summary),
     Ok((editor.model.encode_to_vec(), summary))
 }
 
+/// Checks what quantizing needs of the graph before anything else reads it: one float
+/// input, opset 13 or newer, supported operators, and no quantization yet. A file that is
+/// already quantized is told so here, before the runtime refuses a form of it.
+///
+/// # Errors
+/// As [`quantize_int8`], for the graph alone.
+pub fn check_quantizable(onnx: &[u8], origin: &str) -> Result<(), Error> {
+    editor(onnx, origin).map(|_| ())
+}
+
 /// Decodes the model to rewrite within the runtime's default limits, checked before
 /// decoding as opening checks it: the file may come from anywhere.
 fn editor(onnx: &[u8], origin: &str) -> Result<Editor, Error> {
@@ -188,6 +198,7 @@ pub fn quantize_student(
     settings: &QuantizeSettings,
     progress: &mut dyn Progress,
 ) -> Result<QuantizedStudent, Error> {
+    check_quantizable(source, origin)?;
     let batch = OpenOptions::with_batch(256);
     let float = StudentModel::from_bytes_named(source, origin, &batch)?;
     let fail = |reason: String| Error::Quantize {
