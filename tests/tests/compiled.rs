@@ -219,25 +219,32 @@ fn int8_convolutions_take_in_their_max_pools_only_when_every_scale_is_positive()
     }
 }
 
+/// The shipped model `file` with value `index` of its f32 initializer `name` set to
+/// `value`, encoded again.
+fn shipped_with_value(file: &str, name: &str, index: usize, value: f32) -> Vec<u8> {
+    use prost::Message;
+    let bytes = std::fs::read(models_dir().join(file)).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    let t = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("{file} has no initializer `{name}`"));
+    if t.raw_data.is_empty() {
+        t.float_data[index] = value;
+    } else {
+        t.raw_data[4 * index..4 * index + 4].copy_from_slice(&value.to_le_bytes());
+    }
+    proto.encode_to_vec()
+}
+
 #[test]
 fn a_nan_weight_is_a_compile_error_naming_the_weights() {
     // A NaN weight in the ONNX graph: tract runs it to NaN logits; the compiled file
     // would be refused at open, so the compiler refuses it, naming the weights.
-    use prost::Message;
-    let bytes = std::fs::read(models_dir().join("student.onnx")).unwrap();
-    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
-    let graph = proto.graph.as_mut().unwrap();
-    let weights = graph
-        .initializer
-        .iter_mut()
-        .find(|t| t.name == "conv1.weight")
-        .expect("the second convolution's weights");
-    if weights.raw_data.is_empty() {
-        weights.float_data[0] = f32::NAN;
-    } else {
-        weights.raw_data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
-    }
-    let err = compile_onnx(&proto.encode_to_vec(), "nan.onnx").unwrap_err();
+    let bytes = shipped_with_value("student.onnx", "conv1.weight", 0, f32::NAN);
+    let err = compile_onnx(&bytes, "nan.onnx").unwrap_err();
     assert!(
         matches!(&err, Error::Compile { reason, .. }
             if reason.contains("the weights `conv1.weight` hold NaN, not a finite number")),
@@ -250,21 +257,8 @@ fn a_bias_on_an_int8_channel_of_weight_scale_0_is_refused() {
     // The bias is added to the int32 accumulator in steps of input scale x weight scale.
     // With a weight scale of 0 no step count holds it: the compiler clamped it, and with a
     // raised tolerance wrote a file that answered 2 of 32 images otherwise than onnxruntime.
-    use prost::Message;
-    let bytes = std::fs::read(models_dir().join("student-int8.onnx")).unwrap();
-    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
-    let graph = proto.graph.as_mut().unwrap();
-    let scale = graph
-        .initializer
-        .iter_mut()
-        .find(|t| t.name == "conv1.weight_scale")
-        .expect("the second convolution's weight scales");
-    if scale.raw_data.is_empty() {
-        scale.float_data[3] = 0.0;
-    } else {
-        scale.raw_data[12..16].copy_from_slice(&0f32.to_le_bytes());
-    }
-    let err = compile_onnx(&proto.encode_to_vec(), "zero-scale.onnx").unwrap_err();
+    let bytes = shipped_with_value("student-int8.onnx", "conv1.weight_scale", 3, 0.0);
+    let err = compile_onnx(&bytes, "zero-scale.onnx").unwrap_err();
     assert!(
         matches!(&err, Error::Compile { reason, .. }
             if reason.contains("of output channel 3 is beyond what the int8 layer carries")
