@@ -182,14 +182,14 @@ fn check_nodes(
     // opset the schemas below do not know.
     for import in imports {
         let domain = standard_domain(&import.domain);
-        if let Some(&(_, latest)) = LATEST_OPSETS.iter().find(|(d, _)| *d == domain)
+        if let Some(latest) = latest_opset(domain)
             && import.version > latest
         {
             return Err(Error::Unsupported {
                 origin: origin.to_string(),
                 reason: format!(
                     "the model imports {} opset {}, newer than the {latest} the runtime knows",
-                    if domain.is_empty() { "ai.onnx" } else { domain },
+                    shown_domain(domain),
                     import.version
                 ),
             });
@@ -334,12 +334,8 @@ fn check_attributes(
         // tract also runs operators of its own under standard names (Rsqrt, FastGelu, ...),
         // and operators from later opsets; onnxruntime refuses both. An opset newer than
         // the table's is left to tract.
-        let latest = LATEST_OPSETS
-            .iter()
-            .find(|(d, _)| *d == domain)
-            .map(|l| l.1);
-        if latest.is_some_and(|latest| version <= latest) {
-            let shown = if domain.is_empty() { "ai.onnx" } else { domain };
+        if latest_opset(domain).is_some_and(|latest| version <= latest) {
+            let shown = shown_domain(domain);
             return Err(match rows.clone().next() {
                 Some(row) => format!(
                     "{op} is not an operator of {shown} opset {version}; it is defined from \
@@ -386,6 +382,20 @@ fn check_attributes(
 /// `ai.onnx` is another name of the default domain "".
 fn standard_domain(domain: &str) -> &str {
     if domain == "ai.onnx" { "" } else { domain }
+}
+
+/// A standard domain for messages: the default domain as `ai.onnx`.
+fn shown_domain(domain: &str) -> &str {
+    if domain.is_empty() { "ai.onnx" } else { domain }
+}
+
+/// The newest opset of a standard domain (`""` for the default) that the schema table
+/// covers.
+fn latest_opset(domain: &str) -> Option<i64> {
+    LATEST_OPSETS
+        .iter()
+        .find(|(d, _)| *d == domain)
+        .map(|&(_, latest)| latest)
 }
 
 /// The opset version a model imports for `domain` (`""` or `ai.onnx` for the default
@@ -497,14 +507,8 @@ fn check_window(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Stri
         "MaxPool" | "AveragePool" | "LpPool" | "MaxUnpool" => None,
         _ => return Ok(()),
     };
-    let ints = |name: &str| {
-        node.attribute
-            .iter()
-            .find(|a| a.name == name)
-            .map(|a| a.ints.clone())
-    };
     for name in ["kernel_shape", "strides", "dilations"] {
-        if let Some(bad) = ints(name)
+        if let Some(bad) = attr_ints(node, name)
             .unwrap_or_default()
             .into_iter()
             .find(|v| !(1..=MAX_WINDOW).contains(v))
@@ -520,14 +524,15 @@ fn check_window(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Stri
         .and_then(|weights| Some(weights.dims.get(2..)?.to_vec()));
     // tract takes the kernel from the weights: a ConvTranspose whose `kernel_shape` said
     // otherwise ran, where onnxruntime refuses the file.
-    if let (Some(given), Some(weights)) = (ints("kernel_shape"), &weights_kernel)
-        && &given != weights
+    let kernel_shape = attr_ints(node, "kernel_shape");
+    if let (Some(given), Some(weights)) = (&kernel_shape, &weights_kernel)
+        && given != weights
     {
         return Err(format!(
             "attribute `kernel_shape` is {given:?}, but its weights hold a kernel of {weights:?}"
         ));
     }
-    let kernel = ints("kernel_shape").or(weights_kernel);
+    let kernel = kernel_shape.or(weights_kernel);
     if let Some(bad) = kernel
         .iter()
         .flatten()
@@ -549,9 +554,9 @@ fn check_window(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Stri
             kernel.unwrap_or_default()
         ));
     }
-    let dilations = ints("dilations").unwrap_or_default();
+    let dilations = attr_ints(node, "dilations").unwrap_or_default();
     // Two pads (begin and end) per spatial axis: tract indexes them by axis.
-    if let (Some(pads), Some(k)) = (ints("pads"), kernel.as_deref()) {
+    if let (Some(pads), Some(k)) = (attr_ints(node, "pads"), kernel.as_deref()) {
         if pads.len() != 2 * k.len() {
             return Err(format!(
                 "attribute `pads` holds {} values, expected {} (a begin and an end for each \
@@ -562,7 +567,11 @@ fn check_window(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Stri
             ));
         }
     }
-    for (i, &pad) in ints("pads").unwrap_or_default().iter().enumerate() {
+    for (i, &pad) in attr_ints(node, "pads")
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         let extent = match kernel.as_deref() {
             Some(k) if !k.is_empty() => {
                 let axis = i % k.len();
@@ -596,10 +605,7 @@ fn check_recurrent_sizes(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result
     else {
         return Ok(());
     };
-    let attribute = |name: &str| node.attribute.iter().find(|a| a.name == name);
-    let direction = attribute("direction").map_or("forward".into(), |a| {
-        String::from_utf8_lossy(&a.s).into_owned()
-    });
+    let direction = attr_text(node, "direction").unwrap_or_else(|| "forward".to_string());
     let directions = if direction == "bidirectional" { 2 } else { 1 };
     if r[0] != directions {
         return Err(format!(
@@ -608,7 +614,7 @@ fn check_recurrent_sizes(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result
             r[0]
         ));
     }
-    if let Some(hidden) = attribute("hidden_size").map(|a| a.i)
+    if let Some(hidden) = attr_i(node, "hidden_size")
         && hidden != r[2]
     {
         return Err(format!(
@@ -645,11 +651,9 @@ pub(crate) fn check_tract_forms(model: &pb::ModelProto, origin: &str) -> Result<
 ///   `reflect` Pad given one ran as a constant Pad. Negative pads (cropping) passed the
 ///   open and panicked in tract at the first run.
 fn check_meaning(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), String> {
-    let attribute = |name: &str| node.attribute.iter().find(|a| a.name == name);
-    let text = |name: &str| attribute(name).map(|a| String::from_utf8_lossy(&a.s).into_owned());
     match node.op_type.as_str() {
         op @ ("LSTM" | "GRU" | "RNN") => {
-            let direction = text("direction").unwrap_or_else(|| "forward".to_string());
+            let direction = attr_text(node, "direction").unwrap_or_else(|| "forward".to_string());
             let directions = match direction.as_str() {
                 "forward" => 1,
                 "bidirectional" => 2,
@@ -661,14 +665,14 @@ fn check_meaning(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Str
                 }
             };
             for ignored in ["clip", "activation_alpha", "activation_beta"] {
-                if attribute(ignored).is_some() {
+                if attr(node, ignored).is_some() {
                     return Err(format!(
                         "attribute `{ignored}` is not supported (tract ignores it); remove it \
                          or run the model with another runtime"
                     ));
                 }
             }
-            if op == "LSTM" && attribute("input_forget").is_some_and(|a| a.i != 0) {
+            if op == "LSTM" && attr(node, "input_forget").is_some_and(|a| a.i != 0) {
                 return Err(
                     "`input_forget` other than 0 is not supported (tract ignores it)".to_string(),
                 );
@@ -678,7 +682,7 @@ fn check_meaning(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Str
                 "GRU" => &["Sigmoid", "Tanh"],
                 _ => &["Tanh"],
             };
-            if let Some(a) = attribute("activations") {
+            if let Some(a) = attr(node, "activations") {
                 let given: Vec<String> = a
                     .strings
                     .iter()
@@ -715,7 +719,7 @@ fn check_meaning(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Str
             );
         }
         "Einsum" => {
-            if let Some(equation) = text("equation").filter(|e| e.contains("...")) {
+            if let Some(equation) = attr_text(node, "equation").filter(|e| e.contains("...")) {
                 return Err(format!(
                     "equation `{equation}`: equations with `...` are not supported (tract \
                      drops a dimension of them); name every axis"
@@ -724,7 +728,7 @@ fn check_meaning(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Str
         }
         "Resize" => {
             let given = |i: usize| node.input.get(i).is_some_and(|name| !name.is_empty());
-            if text("coordinate_transformation_mode").as_deref() == Some("align_corners")
+            if attr_text(node, "coordinate_transformation_mode").as_deref() == Some("align_corners")
                 && given(2)
                 && !given(3)
             {
@@ -750,7 +754,7 @@ fn check_meaning(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Str
             }
         }
         "Celu" => {
-            if let Some(alpha) = attribute("alpha").map(|a| a.f).filter(|&a| a != 1.0) {
+            if let Some(alpha) = attr(node, "alpha").map(|a| a.f).filter(|&a| a != 1.0) {
                 return Err(format!(
                     "alpha {alpha} is not supported (tract computes Celu without its factor \
                      alpha); only alpha 1 is"
@@ -758,7 +762,7 @@ fn check_meaning(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Str
             }
         }
         "Pad" => {
-            let mode = text("mode").unwrap_or_else(|| "constant".to_string());
+            let mode = attr_text(node, "mode").unwrap_or_else(|| "constant".to_string());
             let value_input = node.input.get(2).is_some_and(|name| !name.is_empty());
             if mode != "constant" && value_input {
                 return Err(format!(
@@ -863,17 +867,24 @@ pub(crate) fn describe_node(node: &pb::NodeProto) -> String {
     }
 }
 
+/// The attribute `name` of `node`, if it has one.
+fn attr<'n>(node: &'n pb::NodeProto, name: &str) -> Option<&'n pb::AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
 /// The integer attribute `name` of `node`, if it has one.
 pub(crate) fn attr_i(node: &pb::NodeProto, name: &str) -> Option<i64> {
-    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+    attr(node, name).map(|a| a.i)
 }
 
 /// The integer-list attribute `name` of `node`, if it has one.
 pub(crate) fn attr_ints(node: &pb::NodeProto, name: &str) -> Option<Vec<i64>> {
-    node.attribute
-        .iter()
-        .find(|a| a.name == name)
-        .map(|a| a.ints.clone())
+    attr(node, name).map(|a| a.ints.clone())
+}
+
+/// The string attribute `name` of `node`, if it has one (not UTF-8 shown lossily).
+fn attr_text(node: &pb::NodeProto, name: &str) -> Option<String> {
+    attr(node, name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
 }
 
 /// The values of an int64 tensor stored inline, `None` when it is not one.
