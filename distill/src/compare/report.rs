@@ -19,6 +19,9 @@ pub const RISK_COVERAGE_SVG: &str = "risk-coverage.svg";
 pub const CASCADE_SVG: &str = "cascade.svg";
 /// Per-class accuracy, teacher and models.
 pub const PER_CLASS_SVG: &str = "per-class.svg";
+/// The figures, as JSON and as a markdown report.
+const REPORT_JSON: &str = "report.json";
+const REPORT_MD: &str = "report.md";
 
 /// What [`prepare_report_dir`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +91,8 @@ pub fn prepare_report_dir(dir: &Path) -> Result<ReportFolder, Error> {
         RISK_COVERAGE_SVG,
         CASCADE_SVG,
         PER_CLASS_SVG,
-        "report.json",
-        "report.md",
+        REPORT_JSON,
+        REPORT_MD,
     ];
     for name in names {
         check_replaceable(&dir.join(name))?;
@@ -148,13 +151,13 @@ pub fn write_comparison_report(comparison: &Comparison, dir: &Path) -> Result<Ve
     per_class_accuracy(&path, &title, &c.classes, &series)?;
     files.push(path);
 
-    let path = dir.join("report.json");
+    let path = dir.join(REPORT_JSON);
     let json = serde_json::to_string_pretty(c)
         .map_err(|e| Error::Data(format!("cannot serialize the comparison: {e}")))?;
     write(&path, json)?;
     files.push(path);
 
-    let path = dir.join("report.md");
+    let path = dir.join(REPORT_MD);
     write(&path, markdown(c))?;
     files.push(path);
     Ok(files)
