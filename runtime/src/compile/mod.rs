@@ -1915,7 +1915,7 @@ impl<'g> Builder<'g> {
             } else {
                 (b as f64 / acc_scale[j] as f64).round_ties_even()
             };
-            if !(q.abs() <= bound) {
+            if q.is_nan() || q.abs() > bound {
                 return Err(format!(
                     "the bias {b} of output channel {j} is beyond what the int8 layer carries: \
                      its accumulator counts in steps of input scale {x_scale} x weight scale {}",
