@@ -21,7 +21,7 @@ if [ ! -x target/py/bin/python ]; then
   python3 -m venv target/py
 fi
 target/py/bin/python -m pip install --quiet --disable-pip-version-check \
-  "onnxruntime==1.23.2" "onnx==1.21.0" "numpy>=2,<3"
+  "onnxruntime==1.23.2" "onnx==1.21.0" "numpy>=2,<3" "pillow>=11,<13"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -50,6 +50,11 @@ echo "== runtime vs onnxruntime"
 # tract (about 8 minutes on two cores).
 test -x target/release/student
 target/py/bin/python tests/ort_crosscheck.py | tee -a "$log"
+
+# The forms the tract path runs by default, each against onnxruntime: fails when a form in
+# runtime/src/tract_checked.rs disagrees, lacks its case, or a form out of it still runs.
+echo "== tract forms vs onnxruntime"
+target/py/bin/python tests/tract_forms.py | tee -a "$log"
 
 # The kernels' NEON and dotprod paths, and compiled students end to end, on aarch64 under
 # qemu (installs the cross toolchain and qemu-user when missing).

@@ -428,6 +428,12 @@ pub struct OpenOptions {
     /// signature kept elsewhere.
     #[uniffi(default = None)]
     pub signature: Option<Vec<u8>>,
+    /// Run an `.onnx` file through tract even where it uses an operator or attribute
+    /// value that has not been checked against onnxruntime (by default, `false`, such a
+    /// file is refused as `Unsupported`). Check the model's answers yourself before
+    /// shipping it. Compiled `.student` files ignore it.
+    #[uniffi(default = false)]
+    pub unchecked_operators: bool,
 }
 
 impl OpenOptions {
@@ -469,6 +475,7 @@ impl OpenOptions {
             memory_map: self.memory_map,
             trusted_keys,
             signature: self.signature.clone(),
+            unchecked_operators: self.unchecked_operators,
             ..rt::OpenOptions::default()
         })
     }
@@ -501,11 +508,13 @@ mod tests {
             kernels: None,
             trusted_keys: Vec::new(),
             signature: None,
+            unchecked_operators: false,
         };
         let runtime = options.to_runtime().unwrap();
         assert_eq!(runtime.limits, rt::Limits::default());
         assert_eq!(runtime.kernels, None);
         assert!(!runtime.memory_map && runtime.trusted_keys.is_empty());
+        assert!(!runtime.unchecked_operators);
         assert_eq!(crate::default_limits(), Limits::from(rt::Limits::default()));
     }
 
@@ -517,6 +526,7 @@ mod tests {
             kernels: None,
             trusted_keys: Vec::new(),
             signature: None,
+            unchecked_operators: false,
         };
         let unknown = OpenOptions {
             kernels: Some("sse9".into()),

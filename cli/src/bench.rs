@@ -16,6 +16,7 @@ pub struct Args<'a> {
     pub kernels: Option<&'a str>,
     pub memory_map: bool,
     pub json: bool,
+    pub unchecked_operators: bool,
 }
 
 pub fn bench(args: &Args) -> Result<()> {
@@ -46,6 +47,7 @@ pub fn bench(args: &Args) -> Result<()> {
         batch: args.batch,
         kernels,
         memory_map: args.memory_map,
+        unchecked_operators: args.unchecked_operators,
         ..OpenOptions::default()
     };
     let rss_before = peak_rss_mb();

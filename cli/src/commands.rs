@@ -331,16 +331,16 @@ pub fn eval(
     threshold: Option<f32>,
     as_json: bool,
     limit: Option<usize>,
+    open: &OpenOptions,
 ) -> Result<()> {
     if let Some(t) = threshold {
         if !(0.0..=1.0).contains(&t) {
             bail!("--threshold {t} is outside [0, 1]");
         }
     }
-    let options = OpenOptions::with_batch(256);
-    let student = StudentModel::open_with(model, &options)?;
+    let student = StudentModel::open_with(model, open)?;
     let teacher = teacher
-        .map(|t| StudentModel::open_with(t, &options))
+        .map(|t| StudentModel::open_with(t, open))
         .transpose()?;
     let dataset = load_data(data, limit)?;
     let mut bars = Bars::default();

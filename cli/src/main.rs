@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use student_runtime::OpenOptions;
 
 /// Distilled student models: run them with calibrated confidence and escalation, inspect
 /// their model cards, evaluate them, and make them.
@@ -70,6 +71,8 @@ enum Command {
         /// their signatures in MODEL.sig. Repeatable.
         #[arg(long, value_name = "KEY.pub")]
         trust: Vec<PathBuf>,
+        #[command(flatten)]
+        unchecked: Unchecked,
     },
     /// Show a model's card, input, parameters, size and operators.
     Inspect {
@@ -81,6 +84,8 @@ enum Command {
         /// Open the model only if it is signed by this public key (MODEL.sig). Repeatable.
         #[arg(long, value_name = "KEY.pub")]
         trust: Vec<PathBuf>,
+        #[command(flatten)]
+        unchecked: Unchecked,
     },
     /// Make an Ed25519 key pair for signing models: NAME.key (secret) and NAME.pub.
     Keygen {
@@ -136,6 +141,8 @@ enum Command {
         /// plots (calibration, risk-coverage, cascade, per class). Needs --teacher.
         #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
+        #[command(flatten)]
+        unchecked: Unchecked,
     },
     /// Quantize a float student to int8 (QDQ) or fp16, re-fit its temperature and threshold
     /// on labelled held-out data, and write it with an updated model card.
@@ -228,6 +235,8 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        unchecked: Unchecked,
     },
     /// Train a teacher, distil a student, calibrate, export and evaluate, from a recipe.
     Distill {
@@ -235,6 +244,25 @@ enum Command {
         #[arg(long)]
         recipe: PathBuf,
     },
+}
+
+/// `--unchecked-operators`, for the commands that open models to run them.
+#[derive(clap::Args, Clone, Copy)]
+struct Unchecked {
+    /// Run an ONNX file through tract even where it uses an operator or attribute value
+    /// that has not been checked against onnxruntime (such files are refused by default);
+    /// check its answers yourself. Compiled files ignore it.
+    #[arg(long)]
+    unchecked_operators: bool,
+}
+
+impl Unchecked {
+    fn apply(self, options: OpenOptions) -> OpenOptions {
+        OpenOptions {
+            unchecked_operators: self.unchecked_operators,
+            ..options
+        }
+    }
 }
 
 /// Warnings, except tract's ONNX reader's: it warned that any opset above 18 is untested
@@ -303,6 +331,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             top_k,
             trust,
+            unchecked,
         } => signing::open_options(&trust).and_then(|options| {
             commands::run(
                 &model,
@@ -311,11 +340,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 escalate_to.as_deref(),
                 json,
                 usize::try_from(top_k).unwrap_or(usize::MAX),
-                &options,
+                &unchecked.apply(options),
             )
         }),
-        Command::Inspect { model, json, trust } => signing::open_options(&trust)
-            .and_then(|options| commands::inspect(&model, json, &options)),
+        Command::Inspect {
+            model,
+            json,
+            trust,
+            unchecked,
+        } => signing::open_options(&trust)
+            .and_then(|options| commands::inspect(&model, json, &unchecked.apply(options))),
         Command::Keygen { name } => signing::keygen(&name),
         Command::Sign { model, key, output } => signing::sign(&model, &key, output.as_deref()),
         Command::Verify {
@@ -332,8 +366,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             limit,
             compare,
             report,
+            unchecked,
         } => {
             let limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+            let open = unchecked.apply(OpenOptions::with_batch(256));
             if report.is_some() || !compare.is_empty() {
                 report::eval_report(&report::Args {
                     model: &model,
@@ -344,9 +380,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     limit,
                     compare: &compare,
                     report: report.as_deref(),
+                    open: &open,
                 })
             } else {
-                commands::eval(&model, &data, teacher.as_deref(), threshold, json, limit)
+                commands::eval(
+                    &model,
+                    &data,
+                    teacher.as_deref(),
+                    threshold,
+                    json,
+                    limit,
+                    &open,
+                )
             }
         }
         Command::Distill { recipe } => commands::distill(&recipe),
@@ -364,6 +409,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             kernels,
             memory_map,
             json,
+            unchecked,
         } => bench::bench(&bench::Args {
             model: &model,
             batch: batch as usize,
@@ -372,6 +418,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             kernels: kernels.as_deref(),
             memory_map,
             json,
+            unchecked_operators: unchecked.unchecked_operators,
         }),
         Command::Quantize {
             model,

@@ -23,6 +23,8 @@ pub struct Args<'a> {
     pub limit: Option<usize>,
     pub compare: &'a [String],
     pub report: Option<&'a Path>,
+    /// How the models are opened.
+    pub open: &'a OpenOptions,
 }
 
 pub fn eval_report(args: &Args) -> Result<()> {
@@ -44,11 +46,11 @@ pub fn eval_report(args: &Args) -> Result<()> {
     for spec in args.compare {
         specs.push(parse_compare(spec)?);
     }
-    let options = OpenOptions::with_batch(256);
-    let teacher = StudentModel::open_with(teacher_path, &options)?;
+    let options = args.open;
+    let teacher = StudentModel::open_with(teacher_path, options)?;
     let models: Vec<StudentModel> = specs
         .iter()
-        .map(|(_, path)| StudentModel::open_with(path, &options))
+        .map(|(_, path)| StudentModel::open_with(path, options))
         .collect::<Result<_, _>>()?;
     let named: Vec<NamedModel<'_>> = specs
         .iter()

@@ -372,6 +372,31 @@ fn eval_json_has_the_documented_fields() {
     assert_eq!(v["samples"], 10000);
 }
 
+/// The malformed corpus's two files of forms outside the checked table: refused by
+/// default (tests/malformed checks the message), run with `--unchecked-operators` by the
+/// commands that take it.
+#[test]
+fn unchecked_operators_run_only_when_asked_for() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/malformed/onnx");
+    let image = sample("test-00000-label-9.png");
+    for name in ["unchecked-operator.onnx", "unchecked-attribute.onnx"] {
+        let path = corpus.join(name).display().to_string();
+        assert_one_line_error(
+            &student(&["run", &path, &image]),
+            "has not been checked against onnxruntime",
+        );
+        for args in [
+            vec!["run", "--unchecked-operators", &path, &image],
+            vec!["inspect", "--unchecked-operators", &path],
+            vec!["eval", "--unchecked-operators", &path, "--limit", "20"],
+            vec!["bench", "--unchecked-operators", &path, "--seconds", "0.1"],
+        ] {
+            let o = student(&args);
+            assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        }
+    }
+}
+
 #[test]
 fn missing_model_file() {
     let o = student(&[

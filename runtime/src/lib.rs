@@ -47,6 +47,8 @@ mod preprocess;
 mod score;
 pub mod signing;
 mod source;
+#[cfg(feature = "onnx")]
+mod tract_checked;
 
 pub use card::{
     CARD_KEY_PREFIX, CalibrationInfo, EscalationPolicy, InputSpec, ModelCard, NonFinite, Precision,

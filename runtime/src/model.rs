@@ -51,6 +51,12 @@ pub struct OpenOptions {
     /// The text of the model's signature file, for bytes opened from memory or a signature
     /// kept elsewhere than `MODEL.sig`.
     pub signature: Option<Vec<u8>>,
+    /// Run an ONNX file through tract even where it uses an operator, or an attribute
+    /// value, that the project has not compared with onnxruntime (by default such a file is
+    /// refused as [`Error::Unsupported`]). tract departs from ONNX on some forms and then
+    /// answers all the same, so check the model's answers yourself before shipping it.
+    /// Forms known to be computed wrongly are refused either way. Compiled files ignore it.
+    pub unchecked_operators: bool,
 }
 
 impl Default for OpenOptions {
@@ -62,6 +68,7 @@ impl Default for OpenOptions {
             memory_map: false,
             trusted_keys: Vec::new(),
             signature: None,
+            unchecked_operators: false,
         }
     }
 }
@@ -373,7 +380,7 @@ impl StudentModel {
         crate::limits::check_onnx(&proto, &check, options.batch as u64)?;
         let info = GraphInfo::read(&proto, origin)?;
         let card = info.card(origin)?;
-        crate::onnx_info::check_tract_forms(&proto, origin)?;
+        crate::onnx_info::check_tract_forms(&proto, origin, options.unchecked_operators)?;
         // Shape annotations of intermediate tensors are hints that exporters and shape
         // inference write with their own batch symbol; tract would hold the plan to them and
         // refuse a fixed batch size. The graph determines the shapes without them.

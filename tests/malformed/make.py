@@ -602,6 +602,20 @@ def onnx_cases(corpus, base, card):
     # convolution: a wrong answer with no error, so strided slices are refused.
     add("onnx/slice-step-2.onnx", serialize(sliced(1, 3, 2)), "a Slice with step 2",
         "Unsupported", "slice steps [2]: only steps of 1 are supported")
+    # Forms outside the table of those checked against onnxruntime on the tract path
+    # (runtime/src/tract_checked.rs): tract runs both; `--unchecked-operators` lets them
+    # through (cli/tests/cli.rs).
+    m = before_pool([helper.make_node("ScatterND", ["relu", "where", "what"], ["mid"],
+                                      name="scatter")],
+                    {"where": np.array([[0, 0, 0, 0]], np.int64),
+                     "what": np.array([1.0], np.float32)})
+    add("onnx/unchecked-operator.onnx", serialize(m),
+        "a ScatterND, an operator not checked against onnxruntime on the tract path",
+        "Unsupported", "node `scatter` (ScatterND): ScatterND (ai.onnx) has not been checked")
+    m = before_pool([helper.make_node("Dropout", ["relu"], ["mid"], name="dropout", seed=7)], {})
+    add("onnx/unchecked-attribute.onnx", serialize(m),
+        "a Dropout with a seed, an attribute not checked on the tract path", "Unsupported",
+        "node `dropout` (Dropout): attribute `seed` = 7 has not been checked")
     # Attribute values tract reads otherwise than ONNX: each ran, exit 0, with another class
     # than onnxruntime's.
     m = before_pool([helper.make_node("Celu", ["relu"], ["mid"], name="celu", alpha=2.0)], {})
@@ -703,7 +717,9 @@ def onnx_cases(corpus, base, card):
     add("onnx/gather-index-out-of-range.onnx", serialize(m),
         "a Gather of index 1000 from a constant of 2 elements", "Plan",
         "cannot prepare the model")
-    m = before_pool([helper.make_node("ConstantOfShape", ["shape"], ["zeros"], name="zeros"),
+    m = before_pool([helper.make_node("ConstantOfShape", ["shape"], ["zeros"], name="zeros",
+                                      value=helper.make_tensor("value", TensorProto.FLOAT,
+                                                               [1], [0.0])),
                      helper.make_node("Add", ["relu", "zeros"], ["mid"], name="add")],
                     {"shape": np.array([-1, 5], np.int64)})
     add("onnx/constant-of-shape-negative.onnx", serialize(m),
