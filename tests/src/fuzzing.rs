@@ -59,16 +59,27 @@ pub fn run(target: &str, data: &[u8]) -> Option<Outcome> {
 pub const MODELS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/fashion-mnist");
 
 /// `StudentModel::from_bytes` on arbitrary bytes (seeded with ONNX files); a model that
-/// opens classifies one all-zero input.
+/// opens classifies one all-zero input. A file refused for an operator or attribute value
+/// the tract path has not been checked on is opened again with `unchecked_operators`,
+/// which apps may set: what tract does with it is fuzzed too.
 pub fn open_onnx(data: &[u8]) -> Outcome {
-    open_and_run(data, 1)
+    match open_and_run(data, &OpenOptions::default()) {
+        Err(e) if e.contains("has not been checked against onnxruntime") => {
+            let unchecked = OpenOptions {
+                unchecked_operators: true,
+                ..OpenOptions::default()
+            };
+            open_and_run(data, &unchecked)
+        }
+        outcome => outcome,
+    }
 }
 
 /// The same on compiled `.student` bytes, opened with a batch of 2 so that
 /// `logits_batch` runs its batched path too. Random changes mostly stop at the
 /// checksum; [`open_compiled_rehashed`] and [`open_compiled_parts`] get past it.
 pub fn open_compiled(data: &[u8]) -> Outcome {
-    open_and_run(data, 2)
+    open_and_run(data, &OpenOptions::with_batch(2))
 }
 
 /// [`open_compiled`] after making the header agree with the bytes: the magic, the file
@@ -655,11 +666,11 @@ impl EscalationHook for FuzzHook {
     }
 }
 
-/// Opens `data` with batch size `batch`; a model that opens classifies one all-zero input
-/// and runs a batch of `batch + 1` zero samples.
-fn open_and_run(data: &[u8], batch: usize) -> Outcome {
-    let model = StudentModel::from_bytes(data, &OpenOptions::with_batch(batch))
-        .map_err(|e| e.with_causes())?;
+/// Opens `data` with `options`; a model that opens classifies one all-zero input and runs
+/// a batch of one more zero sample than its batch size.
+fn open_and_run(data: &[u8], options: &OpenOptions) -> Outcome {
+    let batch = options.batch;
+    let model = StudentModel::from_bytes(data, options).map_err(|e| e.with_causes())?;
     let per = model.input_spec().len();
     let classes = model.classes();
     assert!(
