@@ -8,7 +8,8 @@ path runs only the values its battery checked, runtime/src/tract_checked.rs).
 
     target/py/bin/python scripts/onnx-attributes.py
 
-Only the versions where an operator's attributes change are written.
+Every version of every operator is written: the tract path checks which version a node
+is (runtime/src/tract_checked.rs holds the oldest checked).
 """
 
 import pathlib
@@ -55,15 +56,14 @@ def default(attribute):
 
 
 def changes():
-    """(domain, op, since, [(name, type code)], [(name, default)]) where an operator's
-    attributes or their defaults change."""
+    """(domain, op, since, [(name, type code)], [(name, default)]) for every version of
+    every operator."""
     versions = {}
     for schema in onnx.defs.get_all_schemas_with_history():
         if schema.domain in DOMAINS:
             versions.setdefault((schema.domain, schema.name), []).append(schema)
     rows = []
     for (domain, op), schemas in sorted(versions.items()):
-        before = None
         for schema in sorted(schemas, key=lambda s: s.since_version):
             attributes = sorted((name, int(a.type)) for name, a in schema.attributes.items())
             defaults = sorted(
@@ -71,19 +71,18 @@ def changes():
                 for name, a in schema.attributes.items()
                 if default(a) is not None
             )
-            if (attributes, defaults) != before:
-                rows.append((domain, op, schema.since_version, attributes, defaults))
-                before = (attributes, defaults)
+            rows.append((domain, op, schema.since_version, attributes, defaults))
     return rows
 
 
 def main():
     lines = [
         "//! The attributes each operator of the standard ONNX domains takes, with their",
-        "//! types, from the opset version where they last changed. Written by",
+        "//! types and defaults, for every version of each. Written by",
         f"//! `scripts/onnx-attributes.py` from the schemas of onnx {onnx.__version__}; do not edit.",
         "",
-        "/// An operator's attributes from opset `since` until the next row for the same operator.",
+        "/// An operator's version `since`: in force from that opset until the next row for the",
+        "/// same operator.",
         "pub(crate) struct Schema {",
         "    /// `\"\"` (the default domain, also written `ai.onnx`) or `ai.onnx.ml`.",
         "    pub domain: &'static str,",
