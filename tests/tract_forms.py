@@ -2,9 +2,9 @@
 """Compares `student run` (the tract path) with onnxruntime, operator by operator, and
 writes the table of the forms that agree (`runtime/src/tract_checked.rs`).
 
-Each case (tests/tract_cases/) builds one small classifier around the operator under test: the shipped
-student's input ([N, 1, 28, 28] float) and model card (calibration temperature 1), the
-operator somewhere in the middle, then Flatten and a Gemm to 10 logits with fixed random
+Each case (tests/tract_cases/) builds one small classifier around the operator under
+test: the shipped student's input ([N, 1, 28, 28] float) and model card (calibration
+temperature 1), the operator somewhere in the middle, then Flatten and a Gemm to 10 logits with fixed random
 weights. Both runtimes classify the same 16 images (8 shipped samples, 8 generated PGMs).
 A case declares its operator, opset, the attributes it sets to values other than their
 ONNX schema defaults, and what it expects:
@@ -18,13 +18,19 @@ exactly the declared ones.
 
     python tests/tract_forms.py [--student PATH] [--write PATH] [--only OP,OP] [-v]
 
+A form is an operator with the attributes its nodes set to values other than their
+defaults. An attribute counts by its name, except where the value names a choice rather
+than a quantity: a text (`mode`, `equation`, `post_transform`), each element of a list of
+texts (`nodes_modes`, `activations`), and the target type of a `Cast`. These count by
+value (`mode=edge`), so that only the choices a case checked are in the table.
+
 With `--write PATH`, every `agree` case runs (with `--unchecked-operators` when the binary
 has it) and PATH receives the table: each operator with a case that agreed, with the
-attributes such cases set. A form that a case showed to disagree, or that student refused,
+forms such cases set. A form that a case showed to disagree, or that student refused,
 is taken out even where other cases agreed: the whole operator for a default form, else
-the attributes that case set (the table names attributes, not their values). A case
-enters only if every other node of its model (the Conv before it, the Flatten and Gemm
-after it) is in the table too. What stays out is printed.
+the attributes (or values) that case set. A case enters only if every other node of its
+model (the Conv before it, the Flatten and Gemm after it) is in the table too. What
+stays out is printed.
 
 Without it (check mode, run by CI), the table is read from runtime/src/tract_checked.rs
 and every case runs. It fails when a case whose forms are all in the table disagrees or
@@ -128,11 +134,33 @@ def ort_session(model):
                                 providers=["CPUExecutionProvider"])
 
 
+# Integer attributes whose value is a choice (a type code), counted by value.
+CHOICES = {("", "Cast", "to")}
+
+
+def form_keys(node, attribute):
+    """How an attribute set away from its default enters a form: its name, or
+    `name=value` for each value of a choice."""
+    value = helper.get_attribute_value(attribute)
+    if attribute.type == onnx.AttributeProto.STRING:
+        values = [value]
+    elif attribute.type == onnx.AttributeProto.STRINGS:
+        values = value
+    elif (node.domain, node.op_type, attribute.name) in CHOICES:
+        values = [str(value).encode()]
+    else:
+        return {attribute.name}
+    texts = [v.decode() for v in values]
+    if any('"' in t or "\\" in t for t in texts):
+        raise ValueError(f"{attribute.name}: a value with a quote or backslash")
+    return {f"{attribute.name}={t}" for t in texts}
+
+
 def non_default(node, opset):
-    """The names of `node`'s attributes whose values differ from the schema default, or
-    that have no default."""
+    """The form keys of `node`'s attributes whose values differ from the schema default,
+    or that have no default (see `form_keys`)."""
     schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
-    names = set()
+    keys = set()
     for attribute in node.attribute:
         spec = schema.attributes.get(attribute.name)
         if spec is None:
@@ -141,19 +169,33 @@ def non_default(node, opset):
         default = spec.default_value
         if (default.type == onnx.AttributeProto.UNDEFINED
                 or helper.get_attribute_value(attribute) != helper.get_attribute_value(default)):
-            names.add(attribute.name)
-    return names
+            keys |= form_keys(node, attribute)
+    return keys
+
+
+def names(keys):
+    """The attribute names of form keys."""
+    return {key.split("=", 1)[0] for key in keys}
 
 
 def forms(model):
-    """{(domain, op): attributes set to non-default values} over every node."""
+    """{(domain, op): form keys} over every node: the keys of the attributes set to
+    non-default values, and `@N` for the operator's version N (the opset its schema dates
+    from at the model's opset)."""
     opsets = {i.domain: i.version for i in model.opset_import}
     found = {}
     for node in model.graph.node:
         key = (node.domain, node.op_type)
-        names = non_default(node, opsets[node.domain])
-        found[key] = found.get(key, set()) | names
+        opset = opsets[node.domain]
+        since = onnx.defs.get_schema(node.op_type, opset, node.domain).since_version
+        found[key] = found.get(key, set()) | non_default(node, opset) | {f"@{since}"}
     return found
+
+
+def split(keys):
+    """Form keys as (attribute keys, operator versions)."""
+    return ({k for k in keys if not k.startswith("@")},
+            {int(k[1:]) for k in keys if k.startswith("@")})
 
 
 def check_declaration(case, model):
@@ -163,9 +205,10 @@ def check_declaration(case, model):
     key = (case.domain, case.op)
     if key not in found:
         raise ValueError(f"the model holds no {case.op}")
-    if found[key] != set(case.attributes):
-        raise ValueError(f"{case.op} sets {sorted(found[key])} to non-default values, the case "
-                         f"declares {sorted(case.attributes)}")
+    attrs, _ = split(found[key])
+    if names(attrs) != set(case.attributes):
+        raise ValueError(f"{case.op} sets {sorted(names(attrs))} to non-default values, the "
+                         f"case declares {sorted(case.attributes)}")
 
 
 def images(folder):
@@ -243,7 +286,11 @@ pub(crate) struct Checked {
     /// `""` (the default domain) or `ai.onnx.ml`.
     pub domain: &'static str,
     pub op: &'static str,
-    /// Sorted by name.
+    /// The oldest version of the operator checked (the opset its schema dates from at the
+    /// case's opset): older versions, which may mean something else, are refused.
+    pub since: i64,
+    /// Sorted. A name passes at any value; `name=value` passes that value of an attribute
+    /// that names a choice (a text, each text of a list, a `Cast` target type code).
     pub attributes: &'static [&'static str],
 }
 
@@ -251,35 +298,46 @@ pub(crate) struct Checked {
 #[rustfmt::skip]
 pub(crate) static CHECKED: &[Checked] = &[
 '''
-ROW = re.compile(r'^\s*Checked \{ domain: "([^"]*)", op: "([^"]+)", attributes: &\[(.*)\] \},$')
+ROW = re.compile(r'^\s*Checked \{ domain: "([^"]*)", op: "([^"]+)", since: (\d+), '
+                 r'attributes: &\[(.*)\] \},$')
 
 
 def render_table(table):
+    """The Rust file. A table row holds its operator's form keys; its `since` is the
+    oldest version of the operator that agreed."""
     rows = []
-    for (domain, op), attrs in sorted(table.items()):
-        names = ", ".join(f'"{a}"' for a in sorted(attrs))
-        rows.append(f'    Checked {{ domain: "{domain}", op: "{op}", attributes: &[{names}] }},\n')
+    for (domain, op), keys in sorted(table.items()):
+        attrs, versions = split(keys)
+        listed = ", ".join(f'"{a}"' for a in sorted(attrs))
+        rows.append(f'    Checked {{ domain: "{domain}", op: "{op}", since: {min(versions)}, '
+                    f'attributes: &[{listed}] }},\n')
     return TABLE_HEAD + "".join(rows) + "];\n"
 
 
 def parse_table(text):
-    """{(domain, op): attributes} from the generated Rust file."""
+    """{(domain, op): form keys, with `@since`} from the generated Rust file."""
     table = {}
     for line in text.splitlines():
         m = ROW.match(line)
         if m:
-            table[(m[1], m[2])] = set(re.findall(r'"([^"]+)"', m[3]))
+            table[(m[1], m[2])] = set(re.findall(r'"([^"]+)"', m[4])) | {f"@{m[3]}"}
     return table
 
 
 def covered(model_forms, table):
-    """The forms of a model that the table lacks, as text ([] when all are in it)."""
+    """The forms of a model that the table lacks, as text ([] when all are in it): an
+    operator, attribute keys, or a version older than the oldest that agreed."""
     missing = []
-    for (domain, op), attrs in sorted(model_forms.items()):
+    for (domain, op), keys in sorted(model_forms.items()):
         if (domain, op) not in table:
             missing.append(op)
-        elif attrs - table[(domain, op)]:
-            missing.append(f"{op}[{','.join(sorted(attrs - table[(domain, op)]))}]")
+            continue
+        attrs, versions = split(keys)
+        listed, agreed = split(table[(domain, op)])
+        if attrs - listed:
+            missing.append(f"{op}[{','.join(sorted(attrs - listed))}]")
+        if min(versions) < min(agreed):
+            missing.append(f"{op} version {min(versions)} (checked from {min(agreed)})")
     return missing
 
 
@@ -352,22 +410,37 @@ def write(args, results, started):
                if not why and outcome.status == "error"]
     agreeing = [(case, f) for case, f, outcome, why in results
                 if not why and outcome.status == "agree"]
-    disagreeing = [case for case, _, outcome, why in results
+    disagreeing = [(case, f) for case, f, outcome, why in results
                    if not why and outcome.status in ("disagree", "refused")]
     taken_out = {}
     while True:
         table = {}
-        for case, _ in agreeing:
+        for case, f in agreeing:
             key = (case.domain, case.op)
-            table[key] = table.get(key, set()) | set(case.attributes)
-        for case in disagreeing:
+            table[key] = table.get(key, set()) | f[key]
+        # Every node of a model that agreed checks its operator's version (the Flatten and
+        # Gemm after an opset-11 case check their opset-11 versions).
+        for case, f in agreeing:
+            for key, keys in f.items():
+                if key in table:
+                    table[key] |= {k for k in keys if k.startswith("@")}
+        for case, f in disagreeing:
             key = (case.domain, case.op)
-            if key in table and set(case.attributes) <= table[key]:
-                taken_out[case.name] = sorted(case.attributes) or ["the operator"]
-                if case.attributes:
-                    table[key] -= set(case.attributes)
-                else:
-                    del table[key]
+            attrs, (version,) = split(f[key])
+            if key not in table or not f[key] <= table[key]:
+                continue
+            # A form that disagrees at an older version than some that agreed takes that
+            # version and older ones out; at the newest, the attributes or the operator.
+            checked = split(table[key])[1]
+            if version < max(checked):
+                taken_out[case.name] = [f"version {version} and older"]
+                table[key] -= {f"@{v}" for v in checked if v <= version}
+            elif attrs:
+                taken_out[case.name] = sorted(attrs)
+                table[key] -= attrs
+            else:
+                taken_out[case.name] = ["the operator"]
+                del table[key]
         kept = [(case, f) for case, f in agreeing if not covered(f, table)]
         if len(kept) == len(agreeing):
             break
@@ -398,7 +471,7 @@ def write(args, results, started):
 def check(args, results, table, checking, only, started):
     """Check mode: one line per failure, then `N passed, M failed`."""
     passed, failures, outside = 0, [], []
-    agreed = {}  # (domain, op) -> attributes of covered cases that agreed
+    agreed = {}  # (domain, op) -> form keys of covered cases that agreed
     for case, model_forms, outcome, why in results:
         if why:
             failures.append(f"FAIL: {case.name}: {why}")
@@ -412,7 +485,9 @@ def check(args, results, table, checking, only, started):
             ok = outcome.status == "agree"
             key = (case.domain, case.op)
             if ok:
-                agreed[key] = agreed.get(key, set()) | set(case.attributes)
+                agreed[key] = agreed.get(key, set()) | model_forms[key]
+                for other, keys in model_forms.items():
+                    agreed[other] = agreed.get(other, set()) | {k for k in keys if k[0] == "@"}
             text = f"in the table but {outcome.status}: {outcome.detail}  ({rebuild(case)})"
         elif checking:
             ok = refused
@@ -436,7 +511,9 @@ def check(args, results, table, checking, only, started):
         if (domain, op) not in agreed:
             failures.append(f"FAIL: table entry {shown}: no case in the table agreed")
         for name in sorted(attrs - agreed.get((domain, op), set())):
-            failures.append(f"FAIL: table entry {shown}.{name}: no agreeing case sets it")
+            what = (f"version {name[1:]}: no agreeing case at it" if name.startswith("@")
+                    else f"{name}: no agreeing case sets it")
+            failures.append(f"FAIL: table entry {shown} {what}")
     for line in failures:
         print(line)
     print(f"{len(results)} cases in {time.monotonic() - started:.0f} s; {len(outside)} outside "

@@ -174,6 +174,20 @@ def cast_half(net):
     return net.to_float(net.add("Cast", f, to=TensorProto.FLOAT16))
 
 
+def cast_to(kind, name, scale=2.5, positive=False):
+    """float -> `kind` -> float of features times `scale` (made positive first for the
+    unsigned types: a negative float cast to one is left undefined by ONNX)."""
+
+    def build(net):
+        f = net.features()
+        if positive:
+            f = net.add("Abs", f)
+        f = net.add("Mul", f, net.const(scale))
+        return net.to_float(net.add("Cast", f, to=kind))
+
+    return Case("Cast", ("to",), build, tag=name)
+
+
 @custom("Not", ())
 def not_case(net):
     f = net.features()
@@ -221,6 +235,13 @@ def mod_float(net):
 def mod_int(net):
     f = net.add("Cast", net.add("Mul", net.features(), net.const(10.0)), to=TensorProto.INT32)
     return net.to_float(net.add("Mod", f, net.const(7, np.int32)))
+
+
+@custom("Mod", (), tag="signs")
+def mod_int_signs(net):
+    # Integer Mod takes the divisor's sign in ONNX (-8 mod 3 is 1, 8 mod -3 is -1).
+    f = net.add("Cast", net.add("Mul", net.features(), net.const(10.0)), to=TensorProto.INT64)
+    return net.to_float(net.add("Mod", f, net.const(-3, np.int64)))
 
 
 @custom("CumSum", (), opset=14)
@@ -331,9 +352,8 @@ def array_feature_extractor(net):
 def gather_elements(net):
     # Indices made from the data, so that they follow the batch.
     f = net.features()
-    scaled = net.add("Cast", net.add("Mul", net.add("Abs", f), net.const(7.0)),
-                     to=TensorProto.INT32)
-    index = net.add("Cast", net.add("Mod", scaled, net.const(26, np.int32)),
+    scaled = net.add("Mul", net.add("Abs", f), net.const(7.0))
+    index = net.add("Cast", net.add("Clip", scaled, net.const(0.0), net.const(25.0)),
                     to=TensorProto.INT64)
     return net.add("GatherElements", f, index, axis=3)
 
@@ -351,8 +371,8 @@ def gather_nd_batch(net):
     # Per image, 4 channels picked by indices made from its data: [N, 4, 26, 26].
     f = net.features()
     means = net.add("ReduceMean", f, axes=[3], keepdims=0)
-    picked = net.add("ArgMax", means, axis=2)  # [N, 4, 1], 0 to 25
-    index = net.add("Mod", picked, net.const(4, np.int64))
+    first = net.add("Slice", means, net.ints(0), net.ints(4), net.ints(2))  # [N, 4, 4]
+    index = net.add("ArgMax", first, axis=2)  # [N, 4, 1], 0 to 3
     return net.add("GatherND", f, index, batch_dims=1)
 
 
