@@ -216,7 +216,7 @@ def arg(op, **attrs):
 
 
 def recurrent(op, expect=AGREE, dirs=1, state=False, initial=False, peepholes=False, tag="",
-              **attrs):
+              opset=14, **attrs):
     """An LSTM, GRU or RNN over the image's 28 rows, hidden size 8; Y (or with `state`,
     the last hidden state Y_h) feeds the classifier, batch first again. `initial` adds
     initial states made from the image's first row (they follow the batch); `peepholes`
@@ -246,7 +246,7 @@ def recurrent(op, expect=AGREE, dirs=1, state=False, initial=False, peepholes=Fa
     declared = ["hidden_size", *attrs]
     extras = [("state", state), ("initial", initial), ("peepholes", peepholes)]
     tag = "-".join(t for t in [value_tag(attrs), tag] + [t for t, on in extras if on] if t)
-    return Case(op, tuple(sorted(declared)), build, 14, expect, tag=tag)
+    return Case(op, tuple(sorted(declared)), build, opset, expect, tag=tag)
 
 
 def quantize_pair(op, axis=None, signed=False):

@@ -361,6 +361,12 @@ CASES = [
     dynamic_quantize,
     # 5. Recurrent layers and ai.onnx.ml.
     recurrent("LSTM"),
+    # Version 7 (opsets 7 to 13), which exporters still write.
+    recurrent("LSTM", opset=13),
+    recurrent("LSTM", dirs=2, direction="bidirectional", opset=13),
+    recurrent("GRU", opset=13),
+    recurrent("GRU", opset=13, linear_before_reset=1),
+    recurrent("RNN", opset=13),
     recurrent("LSTM", dirs=2, direction="bidirectional"),
     recurrent("LSTM", dirs=2, state=True, direction="bidirectional"),
     recurrent("LSTM", initial=True),
