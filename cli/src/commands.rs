@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
-use student_distill::{Dataset, Recipe, evaluate, run_recipe};
+use student_distill::{Dataset, Recipe, evaluate, output_files, run_recipe, same_file};
 use student_runtime::{
     CascadeHook, ClassifyOptions, Decision, EscalationHook, EscalationOutcome, OpenOptions,
     Prediction, StudentModel,
@@ -387,6 +387,16 @@ pub fn eval(
 
 pub fn distill(recipe_path: &Path) -> Result<()> {
     let recipe = Recipe::load(recipe_path)?;
+    if let Some(out) = output_files(&recipe)
+        .into_iter()
+        .find(|out| same_file(recipe_path, out))
+    {
+        bail!(
+            "{}: it is the recipe itself, which the run would replace; choose another \
+             [output] dir or move the recipe",
+            out.display()
+        );
+    }
     let mut bars = Bars::default();
     let report = run_recipe(&recipe, &mut bars)?;
     let s = &report.student_test;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use student_distill::{
     CompareOptions, Comparison, MAX_MODEL_NAME_LEN, MODEL_NAME_RULE, ModelFigures, NamedModel,
-    ReportFolder, compare_models, is_valid_model_name, prepare_report_dir, write_comparison_report,
+    REPORT_FILES, ReportFolder, compare_models, is_valid_model_name, prepare_report_dir, same_file,
+    write_comparison_report,
 };
 use student_runtime::{OpenOptions, StudentModel};
 
@@ -45,6 +46,21 @@ pub fn eval_report(args: &Args) -> Result<()> {
     let mut specs = vec![(stem(args.model)?, args.model.to_path_buf())];
     for spec in args.compare {
         specs.push(parse_compare(spec)?);
+    }
+    // The report replaces its files in DIR: a model among them would be lost.
+    let inputs = specs.iter().map(|(_, path)| path.as_path());
+    for input in inputs.chain([teacher_path]) {
+        if let Some(name) = REPORT_FILES
+            .iter()
+            .find(|name| same_file(input, &dir.join(name)))
+        {
+            bail!(
+                "--report {}: its {name} is the model {}, which the report would replace; \
+                 choose another report folder or move the model",
+                dir.display(),
+                input.display()
+            );
+        }
     }
     let options = args.open;
     let teacher = StudentModel::open_with(teacher_path, options)?;

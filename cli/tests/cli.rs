@@ -836,6 +836,44 @@ fn eval_report_writes_tables_json_and_plots() {
     assert!(stdout(&o).contains("wrote"), "{}", stdout(&o));
 }
 
+/// A model kept in the report folder under a report file's name, or a recipe under an
+/// output's name, is refused before anything is written, and stays as it was.
+#[test]
+fn reports_and_runs_do_not_replace_their_own_inputs() {
+    let dir = scratch("own-inputs");
+    let student_bytes = std::fs::read(model("student.onnx")).unwrap();
+    let kept = dir.join("report.json");
+    std::fs::write(&kept, &student_bytes).unwrap();
+    let (kept_text, dir_text) = (kept.display().to_string(), dir.display().to_string());
+    for args in [
+        vec![
+            "eval",
+            &kept_text,
+            "--teacher",
+            &model("teacher.onnx"),
+            "--report",
+            &dir_text,
+        ],
+        vec![
+            "eval",
+            &model("student.onnx"),
+            "--teacher",
+            &kept_text,
+            "--report",
+            &dir_text,
+        ],
+    ] {
+        assert_one_line_error(&student(&args), "which the report would replace");
+    }
+    assert_eq!(std::fs::read(&kept).unwrap(), student_bytes);
+    let recipe = std::fs::read_to_string(models().join("recipe.toml")).unwrap();
+    let named = dir.join("report.md");
+    std::fs::write(&named, &recipe).unwrap();
+    let o = student(&["distill", "--recipe", &named.display().to_string()]);
+    assert_one_line_error(&o, "it is the recipe itself");
+    assert_eq!(std::fs::read_to_string(&named).unwrap(), recipe);
+}
+
 #[test]
 fn eval_report_refuses_bad_requests_in_one_line() {
     let dir = scratch("report-errors");

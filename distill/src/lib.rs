@@ -38,8 +38,8 @@ pub use calibrate::{
 pub use compare::{
     CASCADE_SVG, CascadeFigures, ClassFigures, CompareOptions, Comparison, Curves, Latency,
     MAX_MODEL_NAME_LEN, MODEL_NAME_RULE, ModelFigures, NamedModel, PER_CLASS_SVG, RELIABILITY_SVG,
-    RISK_COVERAGE_SVG, ReportFolder, Robustness, TEACHER_NAME, compare_models, is_valid_model_name,
-    prepare_report_dir, write_comparison_report,
+    REPORT_FILES, RISK_COVERAGE_SVG, ReportFolder, Robustness, TEACHER_NAME, compare_models,
+    is_valid_model_name, prepare_report_dir, write_comparison_report,
 };
 pub use corrupt::{Corruption, MAX_BLUR_SIGMA};
 pub use dataset::{Dataset, FASHION_MNIST_LABELS, Split};
@@ -48,7 +48,7 @@ pub use eval::{EvalReport, evaluate, evaluate_logits};
 pub use idx::{IdxArray, read_idx, read_idx_dims};
 pub use loss::distillation_loss_reference;
 pub use output::{check_replaceable, replace_file, same_file};
-pub use pipeline::run_recipe;
+pub use pipeline::{output_files, run_recipe};
 pub use plots::{
     CascadeCurve, ClassValues, Curve, Reliability, ReliabilityBin, cascade_plot,
     per_class_accuracy, reliability_diagram, risk_coverage,

@@ -528,20 +528,12 @@ fn base_card(name: &str, data: &Dataset, input: &InputSpec) -> ModelCard {
 /// (a link, a folder), or that is the recipe's own teacher: its file would be replaced by
 /// the student the run makes from it.
 fn check_outputs(recipe: &Recipe) -> Result<(), Error> {
-    let mut names = vec!["student.onnx".to_string(), "baseline.onnx".to_string()];
-    if recipe.teacher.onnx.is_none() {
-        names.push("teacher.onnx".to_string());
-    }
-    if let Some(q) = &recipe.quantize {
-        names.extend(
-            q.precisions
-                .iter()
-                .map(|p| format!("student-{}.onnx", p.name())),
-        );
-    }
-    names.extend(["report.json".to_string(), "report.md".to_string()]);
-    for name in names {
-        let path = recipe.output.dir.join(&name);
+    for path in output_files(recipe) {
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         check_replaceable(&path)?;
         if let Some(teacher) = recipe.teacher.onnx.as_ref().filter(|t| same_file(t, &path)) {
             return Err(Error::Output {
@@ -555,6 +547,26 @@ fn check_outputs(recipe: &Recipe) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The files a run of `recipe` writes into its output folder.
+pub fn output_files(recipe: &Recipe) -> Vec<PathBuf> {
+    let mut names = vec!["student.onnx".to_string(), "baseline.onnx".to_string()];
+    if recipe.teacher.onnx.is_none() {
+        names.push("teacher.onnx".to_string());
+    }
+    if let Some(q) = &recipe.quantize {
+        names.extend(
+            q.precisions
+                .iter()
+                .map(|p| format!("student-{}.onnx", p.name())),
+        );
+    }
+    names.extend(["report.json".to_string(), "report.md".to_string()]);
+    names
+        .iter()
+        .map(|name| recipe.output.dir.join(name))
+        .collect()
 }
 
 fn write(dir: &Path, file: &str, bytes: &[u8]) -> Result<PathBuf, Error> {

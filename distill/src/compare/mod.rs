@@ -25,7 +25,7 @@ use curves::{cascade_curve, confidence_order, reliability_bins, risk_coverage};
 use latency::latency;
 
 pub use report::{
-    CASCADE_SVG, PER_CLASS_SVG, RELIABILITY_SVG, RISK_COVERAGE_SVG, ReportFolder,
+    CASCADE_SVG, PER_CLASS_SVG, RELIABILITY_SVG, REPORT_FILES, RISK_COVERAGE_SVG, ReportFolder,
     prepare_report_dir, write_comparison_report,
 };
 

@@ -23,6 +23,16 @@ pub const PER_CLASS_SVG: &str = "per-class.svg";
 const REPORT_JSON: &str = "report.json";
 const REPORT_MD: &str = "report.md";
 
+/// Every file a report writes into its folder.
+pub const REPORT_FILES: [&str; 6] = [
+    RELIABILITY_SVG,
+    RISK_COVERAGE_SVG,
+    CASCADE_SVG,
+    PER_CLASS_SVG,
+    REPORT_JSON,
+    REPORT_MD,
+];
+
 /// What [`prepare_report_dir`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportFolder {
@@ -86,15 +96,7 @@ pub fn prepare_report_dir(dir: &Path) -> Result<ReportFolder, Error> {
     }
     // Something other than a regular file at a report file's name (a link, a folder)
     // would stop the writing half-way, after the measurement.
-    let names = [
-        RELIABILITY_SVG,
-        RISK_COVERAGE_SVG,
-        CASCADE_SVG,
-        PER_CLASS_SVG,
-        REPORT_JSON,
-        REPORT_MD,
-    ];
-    for name in names {
+    for name in REPORT_FILES {
         check_replaceable(&dir.join(name))?;
     }
     Ok(found)
