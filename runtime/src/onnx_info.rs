@@ -181,8 +181,24 @@ fn check_nodes(
     };
     // tract runs any opset and only warns above 18; an operator's meaning may change in an
     // opset the schemas below do not know.
-    for import in imports {
+    for (i, import) in imports.iter().enumerate() {
         let domain = standard_domain(&import.domain);
+        // tract binds to the first import of a domain, onnxruntime to the last, the ONNX
+        // reference evaluator to the highest: a Softmax's axis meant another thing to each.
+        if let Some(again) = imports[i + 1..]
+            .iter()
+            .find(|other| standard_domain(&other.domain) == domain)
+        {
+            return Err(Error::Unsupported {
+                origin: origin.to_string(),
+                reason: format!(
+                    "the model imports {} twice (opsets {} and {}); import each domain once",
+                    shown_domain(domain),
+                    import.version,
+                    again.version
+                ),
+            });
+        }
         if let Some(latest) = latest_opset(domain)
             && import.version > latest
         {
@@ -210,6 +226,17 @@ fn check_nodes(
                     node.domain
                 ),
             });
+        }
+        // tract and the compiler read the first of two attributes of one name, the ONNX
+        // reference evaluator the second; onnxruntime refuses the node.
+        for (i, attribute) in node.attribute.iter().enumerate() {
+            if node.attribute[..i].iter().any(|a| a.name == attribute.name) {
+                return Err(malformed(format!(
+                    "{}: attribute `{}` is given twice",
+                    named(),
+                    attribute.name
+                )));
+            }
         }
         check_attributes(node, imports)
             .map_err(|reason| malformed(format!("{}: {reason}", named())))?;

@@ -480,6 +480,16 @@ def onnx_cases(corpus, base, card):
     m.opset_import[0].version = 100
     add("onnx/opset-100.onnx", serialize(m), "a model importing ONNX opset 100 (tract ran it)",
         "Unsupported", "imports ai.onnx opset 100, newer than the 26 the runtime knows")
+    # Runtimes bind two imports of one domain differently (tract the first, onnxruntime the
+    # last); a Softmax's axis means another thing at opset 11 and 13.
+    m = copy_of(base)
+    m.opset_import.insert(0, helper.make_opsetid("ai.onnx", 11))
+    add("onnx/opset-imported-twice.onnx", serialize(m), "the default domain imported twice",
+        "Unsupported", "imports ai.onnx twice (opsets 11 and 13)")
+    m = copy_of(base)
+    node(m, "pool").attribute.append(helper.make_attribute("strides", [1, 1]))
+    add("onnx/attribute-twice.onnx", serialize(m), "a MaxPool with `strides` given twice",
+        "Malformed", "attribute `strides` is given twice")
     attribute_edits = [
         ("pool-stride-0", "pool", {"strides": [0, 0]}, "a MaxPool with stride 0",
          "Malformed", "attribute `strides` must be positive"),
