@@ -27,10 +27,11 @@ value (`mode=edge`), so that only the choices a case checked are in the table.
 With `--write PATH`, every `agree` case runs (with `--unchecked-operators` when the binary
 has it) and PATH receives the table: each operator with a case that agreed, with the
 forms such cases set. A form that a case showed to disagree, or that student refused,
-is taken out even where other cases agreed: the whole operator for a default form, else
-the attributes (or values) that case set. A case enters only if every other node of its
-model (the Conv before it, the Flatten and Gemm after it) is in the table too. What
-stays out is printed.
+is taken out even where other cases agreed: its version and older ones when a newer
+version agreed, else the whole operator for a default form, else the attributes (or
+values) that case set, less those that agreed in a case setting fewer. A case enters
+only if every other node of its model (the Conv before it, the Flatten and Gemm after
+it) is in the table too. What stays out is printed.
 
 Without it (check mode, run by CI), the table is read from runtime/src/tract_checked.rs
 and every case runs. It fails when a case whose forms are all in the table disagrees or
@@ -436,8 +437,13 @@ def write(args, results, started):
                 taken_out[case.name] = [f"version {version} and older"]
                 table[key] -= {f"@{v}" for v in checked if v <= version}
             elif attrs:
-                taken_out[case.name] = sorted(attrs)
-                table[key] -= attrs
+                # Attributes that agreed in a case setting fewer of them stay, unless that
+                # leaves nothing to take out.
+                smaller = [split(g[key])[0] for c, g in agreeing
+                           if (c.domain, c.op) == key and split(g[key])[0] < attrs]
+                out = attrs - set().union(*smaller) or attrs
+                taken_out[case.name] = sorted(out)
+                table[key] -= out
             else:
                 taken_out[case.name] = ["the operator"]
                 del table[key]

@@ -46,7 +46,7 @@ pub(crate) static CHECKED: &[Checked] = &[
     Checked { domain: "", op: "ConstantOfShape", since: 9, attributes: &["value"] },
     Checked { domain: "", op: "Conv", since: 1, attributes: &["auto_pad=SAME_LOWER", "auto_pad=SAME_UPPER", "dilations", "group", "kernel_shape", "pads", "strides"] },
     Checked { domain: "", op: "ConvInteger", since: 10, attributes: &[] },
-    Checked { domain: "", op: "ConvTranspose", since: 11, attributes: &["auto_pad=SAME_LOWER", "auto_pad=SAME_UPPER", "dilations", "group", "kernel_shape", "output_padding", "output_shape", "pads", "strides"] },
+    Checked { domain: "", op: "ConvTranspose", since: 11, attributes: &["auto_pad=SAME_LOWER", "auto_pad=SAME_UPPER", "dilations", "group", "kernel_shape", "output_padding", "pads", "strides"] },
     Checked { domain: "", op: "Cos", since: 7, attributes: &[] },
     Checked { domain: "", op: "Cosh", since: 9, attributes: &[] },
     Checked { domain: "", op: "CumSum", since: 14, attributes: &["exclusive", "reverse"] },

@@ -61,7 +61,7 @@ def conv(**attrs):
     return Case("Conv", tuple(sorted(attrs)), build, tag=value_tag(attrs))
 
 
-def conv_transpose(**attrs):
+def conv_transpose(tag="", **attrs):
     """ConvTranspose of the image to 2 channels, or of the 4 features when grouped."""
 
     def build(net):
@@ -69,7 +69,8 @@ def conv_transpose(**attrs):
             return net.add("ConvTranspose", net.features(), net.normal(4, 1, 3, 3), **attrs)
         return net.add("ConvTranspose", "x", net.normal(1, 2, 3, 3), net.normal(2), **attrs)
 
-    return Case("ConvTranspose", tuple(sorted(attrs)), build, tag=value_tag(attrs))
+    tag = "-".join(t for t in [value_tag(attrs), tag] if t)
+    return Case("ConvTranspose", tuple(sorted(attrs)), build, tag=tag)
 
 
 def gemm(**attrs):

@@ -24,10 +24,13 @@ CASES = [
     conv_transpose(),
     conv_transpose(kernel_shape=[3, 3]),
     conv_transpose(strides=[2, 2], pads=[1, 0, 1, 2]),
+    conv_transpose(strides=[2, 2]),
     conv_transpose(strides=[2, 2], output_padding=[1, 0]),
     conv_transpose(dilations=[2, 2]),
     conv_transpose(group=2),
     conv_transpose(strides=[2, 2], output_shape=[58, 57]),
+    # An odd total padding goes at the start (auto_pad NOTSET): tract cropped the end.
+    conv_transpose(strides=[2, 2], output_shape=[57, 56], tag="odd"),
     conv_transpose(strides=[2, 2], auto_pad="SAME_UPPER"),
     conv_transpose(strides=[2, 2], auto_pad="SAME_LOWER", kernel_shape=[3, 3]),
     conv_transpose(group=2, strides=[2, 3], dilations=[2, 1], pads=[1, 0, 2, 1],
