@@ -360,11 +360,7 @@ fn check_attributes(
         // the table's is left to tract.
         if latest_opset(domain).is_some_and(|latest| version <= latest) {
             let shown = shown_domain(domain);
-            let first = SCHEMAS.partition_point(|s| (s.domain, s.op) < (domain, op));
-            let defined = SCHEMAS
-                .get(first)
-                .filter(|s| (s.domain, s.op) == (domain, op));
-            return Err(match defined {
+            return Err(match schema_rows(domain, op).first() {
                 Some(row) => format!(
                     "{op} is not an operator of {shown} opset {version}; it is defined from \
                      opset {}",
@@ -784,11 +780,17 @@ fn choice_values(a: &pb::AttributeProto) -> Option<Vec<String>> {
 
 /// The schema row of `op` in force at `version`.
 fn schema_at(domain: &str, op: &str, version: i64) -> Option<&'static Schema> {
-    let first = SCHEMAS.partition_point(|s| (s.domain, s.op) < (domain, op));
-    SCHEMAS[first..]
+    schema_rows(domain, op)
         .iter()
-        .take_while(|s| (s.domain, s.op) == (domain, op) && s.since <= version)
+        .take_while(|s| s.since <= version)
         .last()
+}
+
+/// Every version of `op`, oldest first; empty for an operator the table does not know.
+fn schema_rows(domain: &str, op: &str) -> &'static [Schema] {
+    let first = SCHEMAS.partition_point(|s| (s.domain, s.op) < (domain, op));
+    let end = first + SCHEMAS[first..].partition_point(|s| (s.domain, s.op) == (domain, op));
+    &SCHEMAS[first..end]
 }
 
 /// Whether an attribute holds `value` (compared as the attribute's own type says).
@@ -1384,9 +1386,8 @@ mod tests {
         }
         for c in CHECKED {
             let takes = |name: &str| {
-                SCHEMAS
+                schema_rows(c.domain, c.op)
                     .iter()
-                    .filter(|s| (s.domain, s.op) == (c.domain, c.op))
                     .any(|s| s.attributes.iter().any(|(a, _)| *a == name))
             };
             for key in c.attributes {
