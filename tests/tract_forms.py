@@ -21,8 +21,10 @@ exactly the declared ones.
 A form is an operator with the attributes its nodes set to values other than their
 defaults. An attribute counts by its name, except where the value names a choice rather
 than a quantity: a text (`mode`, `equation`, `post_transform`), each element of a list of
-texts (`nodes_modes`, `activations`), and the target type of a `Cast`. These count by
-value (`mode=edge`), so that only the choices a case checked are in the table.
+texts (`nodes_modes`, `activations`), the target type of a `Cast`, and an integer flag
+(`keepdims`, `ceil_mode`, `transA`). These count by value (`mode=edge`, `keepdims=0`), so
+that only the choices a case checked are in the table. Quantities (`pads`, `axis`,
+`alpha`) count by name: tests/tract_sweep.py varies their values.
 
 With `--write PATH`, every `agree` case runs (with `--unchecked-operators` when the binary
 has it) and PATH receives the table: each operator with a case that agreed, with the
@@ -75,11 +77,12 @@ FLAG = "--unchecked-operators"
 @dataclasses.dataclass
 class Outcome:
     """What one case did: `status` is agree, disagree, refused (student exited non-zero)
-    or error (onnxruntime failed)."""
+    or error (onnxruntime failed); `code` is student's exit status (negative: a signal)."""
 
     status: str
     detail: str = ""
     refused_unsupported: bool = False
+    code: int = 0
 
 
 def card():
@@ -135,8 +138,22 @@ def ort_session(model):
                                 providers=["CPUExecutionProvider"])
 
 
-# Integer attributes whose value is a choice (a type code), counted by value.
-CHOICES = {("", "Cast", "to")}
+# Integer attributes whose value is a choice, counted by value: a type code, an order
+# that only 1 or 2 may take, and the flags that ONNX means as 0 or 1. Other values of a
+# flag are read as "true" by some runtimes and as invalid or "false" by others (the sweep,
+# tests/tract_sweep.py, found Trilu `upper=-1` to disagree), so only the checked ones run.
+CHOICES = {("", "Cast", "to"), ("", "LpNormalization", "p")}
+FLAGS = {"allowzero", "antialias", "ceil_mode", "count_include_pad", "detect_negative",
+         "detect_positive", "exclude_outside", "exclusive", "input_forget", "keepdims",
+         "largest", "layout", "linear_before_reset", "noop_with_empty_axes", "reverse",
+         "saturate", "select_last_index", "sorted", "storage_order", "training_mode", "transA",
+         "transB", "upper"}
+
+
+def is_choice(node, attribute):
+    """Whether an integer attribute names a choice (see CHOICES and FLAGS)."""
+    return ((node.domain, node.op_type, attribute.name) in CHOICES
+            or attribute.name in FLAGS)
 
 
 def form_keys(node, attribute):
@@ -147,7 +164,7 @@ def form_keys(node, attribute):
         values = [value]
     elif attribute.type == onnx.AttributeProto.STRINGS:
         values = value
-    elif (node.domain, node.op_type, attribute.name) in CHOICES:
+    elif attribute.type == onnx.AttributeProto.INT and is_choice(node, attribute):
         values = [str(value).encode()]
     else:
         return {attribute.name}
@@ -234,44 +251,64 @@ def images(folder):
 
 
 def ort_probabilities(model, pixels, props):
-    """softmax(logits) from onnxruntime, one image at a time, the pixels scaled as the
-    card says."""
+    """softmax(logits) from onnxruntime, one row per image."""
+    z = ort_outputs(model, pixels, props)[0][:, 0].astype(np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def ort_outputs(model, pixels, props):
+    """The model's outputs from onnxruntime, one image at a time (the pixels scaled as the
+    card says), each stacked over the images: [images, *shape]."""
     spec = json.loads(props["student.input"])
     session = ort_session(model)
-    probs = []
+    runs = []
     for p in pixels:
         x = p.astype(np.float32)[None, None] * np.float32(spec["scale"])
         x = (x - np.float32(spec["mean"][0])) / np.float32(spec["std"][0])
-        z = session.run(None, {"x": x})[0][0].astype(np.float64)
-        e = np.exp(z - z.max())
-        probs.append(e / e.sum())
-    return np.array(probs)
+        runs.append(session.run(None, {"x": x}))
+    return [np.stack([run[i] for run in runs]) for i in range(len(runs[0]))]
 
 
 def run_case(case, model, path, imgs, props, student, flags):
     """Runs `student run` on the saved model and compares it with onnxruntime."""
+    refused, lines = run_student(path, imgs, student, flags)
+    if refused:
+        return refused
+    if case.expect == REFUSE:
+        return Outcome("ran", "exit 0")
+    try:
+        expected = ort_probabilities(model, [p for _, p in imgs], props)
+    except Exception as e:  # onnxruntime raises several types
+        return Outcome("error", f"onnxruntime: {str(e).splitlines()[0][:200]}")
+    return compare(case, lines, expected)
+
+
+def run_student(path, imgs, student, flags):
+    """`student run` on the saved model and the images: (an Outcome when it exited
+    non-zero, else None; its JSON lines)."""
     proc = subprocess.run([student, "run", str(path), *[str(p) for p, _ in imgs], "--json",
                            "--top-k", "10", "--threshold", "0", *flags],
                           capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-        return Outcome("refused", last[:300], "unsupported model" in proc.stderr)
-    if case.expect == REFUSE:
-        return Outcome("ran", "exit 0")
-    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    try:
-        expected = ort_probabilities(model, [p for _, p in imgs], props)
-    except Exception as e:  # onnxruntime raises several types
-        return Outcome("error", f"onnxruntime: {str(e).splitlines()[0][:200]}")
-    if len(lines) != len(imgs):
-        return Outcome("disagree", f"{len(lines)} results for {len(imgs)} images")
+        return Outcome("refused", last[:300], "unsupported model" in proc.stderr,
+                       proc.returncode), []
+    return None, [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def compare(case, lines, expected):
+    """agree or disagree: student's JSON lines against onnxruntime's probabilities, one
+    row per image."""
+    if len(lines) != len(expected):
+        return Outcome("disagree", f"{len(lines)} results for {len(expected)} images")
     ours = np.zeros_like(expected)
     for i, line in enumerate(lines):
         for ranked in line["top_k"]:
             ours[i, ranked["index"]] = ranked["probability"]
     top1 = sum(int(line["index"] != int(np.argmax(e))) for line, e in zip(lines, expected))
     worst = float(np.abs(ours - expected).max())
-    detail = f"top-1 differs on {top1}/{len(imgs)} images, max |dp| {worst:.2e}"
+    detail = f"top-1 differs on {top1}/{len(expected)} images, max |dp| {worst:.2e}"
     if top1 == 0 and worst <= case.tolerance:
         return Outcome("agree", detail)
     return Outcome("disagree", detail)
@@ -291,7 +328,8 @@ pub(crate) struct Checked {
     /// case's opset): older versions, which may mean something else, are refused.
     pub since: i64,
     /// Sorted. A name passes at any value; `name=value` passes that value of an attribute
-    /// that names a choice (a text, each text of a list, a `Cast` target type code).
+    /// that names a choice (a text, each text of a list, a `Cast` target type code, an
+    /// integer flag).
     pub attributes: &'static [&'static str],
 }
 

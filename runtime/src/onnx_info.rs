@@ -861,6 +861,8 @@ fn shown_default(value: Value) -> String {
 /// - Pad: tract pads with the `constant_value` input whatever the mode, so an `edge` or
 ///   `reflect` Pad given one ran as a constant Pad. Negative pads (cropping) passed the
 ///   open and panicked in tract at the first run.
+/// - ConvTranspose: an `output_padding` not below its stride (ONNX requires it below).
+/// - QLinearConv and QLinearMatMul: a constant scale of zero, below zero or not finite.
 ///
 /// Two forms tract cannot plan are refused here too, so that they stay out of the way of
 /// the table of checked forms (which names attributes, not values): a Pad in mode `wrap`
@@ -989,6 +991,38 @@ fn check_meaning(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Str
                         instead of ceil_mode"
                     .to_string(),
             );
+        }
+        // ONNX requires each output_padding below its stride; past it, onnxruntime and
+        // tract place the added rows differently (found by tests/tract_sweep.py).
+        "ConvTranspose" => {
+            if let Some(padding) = attr_ints(node, "output_padding") {
+                let strides = attr_ints(node, "strides").unwrap_or_else(|| vec![1; padding.len()]);
+                let below =
+                    |(i, &p): (usize, &i64)| p >= 0 && strides.get(i).is_some_and(|&s| p < s);
+                if !padding.iter().enumerate().all(below) {
+                    return Err(format!(
+                        "output_padding {padding:?} with strides {strides:?} is not supported: \
+                         ONNX requires each output_padding to be at least 0 and below its stride"
+                    ));
+                }
+            }
+        }
+        // A scale of zero, below zero or not finite: tract requantized such products
+        // otherwise than onnxruntime (every class changed; tests/tract_sweep.py).
+        "QLinearConv" | "QLinearMatMul" => {
+            for (i, role) in [(1, "x_scale"), (4, "w_scale"), (6, "y_scale")] {
+                let tensor = node
+                    .input
+                    .get(i)
+                    .and_then(|name| constant_tensor(graph, name));
+                let bad = tensor.and_then(|t| first_float(t, |v| !(v > 0.0 && v.is_finite())));
+                if let Some(bad) = bad {
+                    return Err(format!(
+                        "{role} {bad} is not supported: quantization scales must be above 0 \
+                         and finite"
+                    ));
+                }
+            }
         }
         "Celu" => {
             if let Some(alpha) = attr(node, "alpha").map(|a| a.f).filter(|&a| a != 1.0) {

@@ -626,6 +626,13 @@ def onnx_cases(corpus, base, card):
     add("onnx/unchecked-attribute.onnx", serialize(m),
         "a Dropout with a seed, an attribute not checked on the tract path", "Unsupported",
         "node `dropout` (Dropout): attribute `seed` = 7 has not been checked")
+    # A flag counts by value: only 0 and 1, as checked, pass (tests/tract_sweep.py found
+    # Trilu `upper=-1` read as true by onnxruntime and not by tract).
+    m = before_pool([helper.make_node("ReduceMean", ["relu"], ["mid"], name="mean", axes=[1],
+                                      keepdims=2)], {})
+    add("onnx/flag-keepdims-2.onnx", serialize(m),
+        "a ReduceMean with keepdims 2, a flag value not checked on the tract path",
+        "Unsupported", "node `mean` (ReduceMean): attribute `keepdims` = 2 (default 1) has not been checked")
     # Attribute values tract reads otherwise than ONNX: each ran, exit 0, with another class
     # than onnxruntime's.
     m = before_pool([helper.make_node("Celu", ["relu"], ["mid"], name="celu", alpha=2.0)], {})

@@ -292,15 +292,18 @@ def qlinear_conv(**attrs):
     return Case("QLinearConv", tuple(sorted(attrs)), build)
 
 
-@custom("QLinearMatMul", ())
-def qlinear_matmul(net):
+def qlinear_matmul(w_scale=0.004, expect=AGREE, tag=""):
     """QLinearMatMul of the quantized image rows with int8 weights, back to float."""
-    xq, xs, xz = quantized_input(net)
-    w = net.const(net.rng.integers(-100, 100, (28, 16)), np.int8)
-    ws, wz = net.const(0.004), net.const(0, np.int8)
-    ys, yz = net.const(0.05), net.const(128, np.uint8)
-    y = net.add("QLinearMatMul", xq, xs, xz, w, ws, wz, ys, yz)
-    return net.add("DequantizeLinear", y, ys, yz)
+
+    def build(net):
+        xq, xs, xz = quantized_input(net)
+        w = net.const(net.rng.integers(-100, 100, (28, 16)), np.int8)
+        ws, wz = net.const(w_scale), net.const(0, np.int8)
+        ys, yz = net.const(0.05), net.const(128, np.uint8)
+        y = net.add("QLinearMatMul", xq, xs, xz, w, ws, wz, ys, yz)
+        return net.add("DequantizeLinear", y, ys, yz)
+
+    return Case("QLinearMatMul", (), build, expect=expect, tag=tag)
 
 
 def integer_op(op):
