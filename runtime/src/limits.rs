@@ -484,7 +484,32 @@ mod onnx {
                 t.dims
             )));
         }
+        // Narrow types kept in `int32_data` take one element per entry; an entry out of
+        // the type's range is an invalid file (onnxruntime refuses it; tract kept the low
+        // bits of a float16's).
+        if let Some((low, high, kind)) = int32_data_range(t.data_type)
+            && let Some(v) = t.int32_data.iter().find(|&&v| !(low..=high).contains(&v))
+        {
+            return Err(malformed(format!(
+                "{label} holds {v} in int32_data, out of the range of {kind} ({low} to {high})"
+            )));
+        }
         Ok(bytes)
+    }
+
+    /// The values an `int32_data` entry may take for a type narrower than 32 bits, and
+    /// what they are; `None` for other types.
+    fn int32_data_range(data_type: i32) -> Option<(i32, i32, &'static str)> {
+        Some(match DataType::try_from(data_type).ok()? {
+            DataType::Float16 => (0, 0xffff, "float16 bit patterns"),
+            DataType::Bfloat16 => (0, 0xffff, "bfloat16 bit patterns"),
+            DataType::Int16 => (i16::MIN.into(), i16::MAX.into(), "int16"),
+            DataType::Uint16 => (0, u16::MAX.into(), "uint16"),
+            DataType::Int8 => (i8::MIN.into(), i8::MAX.into(), "int8"),
+            DataType::Uint8 => (0, u8::MAX.into(), "uint8"),
+            DataType::Bool => (0, 1, "bool"),
+            _ => return None,
+        })
     }
 
     /// Follows constant values through the graph and checks what each node would make.

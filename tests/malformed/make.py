@@ -407,6 +407,17 @@ def onnx_cases(corpus, base, card):
     w.CopyFrom(numpy_helper.from_array(half, "conv.weight"))
     add("onnx/initializer-float16.onnx", serialize(m),
         "a float16 initializer feeding a Conv whose input is float", "Plan", "conv")
+    # float16 values kept in int32_data, one 16-bit pattern per entry: tract kept the low
+    # 16 bits of 0x103C00 (1.0); onnxruntime refuses the file.
+    m = copy_of(base)
+    w = initializer(m, "conv.bias")
+    values = numpy_helper.to_array(w).astype(np.float16).view(np.uint16).astype(np.int64)
+    values[0] |= 0x100000
+    w.CopyFrom(helper.make_tensor("conv.bias", TensorProto.FLOAT16, w.dims, []))
+    w.int32_data.extend(int(v) for v in values)
+    add("onnx/initializer-float16-high-bits.onnx", serialize(m),
+        "a float16 initializer whose int32_data entry has bits above 16", "Malformed",
+        f"initializer `conv.bias` holds {values[0]} in int32_data, out of the range of float16")
     m = copy_of(base)
     w = initializer(m, "conv.bias")
     w.data_location = TensorProto.EXTERNAL
