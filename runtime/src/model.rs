@@ -386,6 +386,7 @@ impl StudentModel {
         // refuse a fixed batch size. The graph determines the shapes without them.
         if let Some(graph) = proto.graph.as_mut() {
             graph.value_info.clear();
+            crate::onnx_info::name_nodes_apart(graph);
         }
         // The card is read: tract need not copy the entries into each plan (a million tiny
         // entries took 3.2 s and 710 MB to open through it, 0.3 s and 250 MB without).

@@ -1063,6 +1063,30 @@ fn check_meaning(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Str
     Ok(())
 }
 
+/// Renames the nodes that tract would name alike. tract names a node by its name, or by
+/// its first output when it has none, and refuses a graph where two nodes come out the same
+/// ("Duplicate node name"); ONNX does not require node names to be unique, and onnxruntime
+/// runs such graphs. A node that would repeat an earlier one's name gets `name#index`
+/// (its position in the graph), made unique.
+pub(crate) fn name_nodes_apart(graph: &mut pb::GraphProto) {
+    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for (index, node) in graph.node.iter_mut().enumerate() {
+        let shown = match (node.name.is_empty(), node.output.first()) {
+            (false, _) => node.name.clone(),
+            (true, Some(output)) if !output.is_empty() => output.clone(),
+            _ => continue,
+        };
+        if taken.insert(shown.clone()) {
+            continue;
+        }
+        let mut fresh = format!("{shown}#{index}");
+        while !taken.insert(fresh.clone()) {
+            fresh.push('#');
+        }
+        node.name = fresh;
+    }
+}
+
 /// The attribute holding the value of the `Constant` node that makes `name`.
 fn constant_attribute<'g>(graph: &'g pb::GraphProto, name: &str) -> Option<&'g pb::AttributeProto> {
     graph
@@ -1248,6 +1272,29 @@ mod tests {
     }
 
     use pb::attribute_proto::AttributeType::{Float, Floats, Int, Ints, Tensor};
+
+    #[test]
+    fn nodes_tract_would_name_alike_are_renamed_apart() {
+        let named = |name: &str, output: &str| pb::NodeProto {
+            name: name.to_string(),
+            output: vec![output.to_string()],
+            ..Default::default()
+        };
+        let mut graph = pb::GraphProto {
+            node: vec![
+                named("logits", "gemm_out"),
+                named("", "logits"),
+                named("a", "a_out"),
+                named("a", "a_out2"),
+                named("a#3", "x"),
+                named("", ""),
+            ],
+            ..Default::default()
+        };
+        name_nodes_apart(&mut graph);
+        let names: Vec<&str> = graph.node.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["logits", "logits#1", "a", "a#3", "a#3#4", ""]);
+    }
 
     #[test]
     fn the_schema_table_is_sorted_for_its_binary_search() {

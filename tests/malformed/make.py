@@ -657,6 +657,17 @@ def onnx_cases(corpus, base, card):
     add("onnx/pad-edge-with-value.onnx", serialize(m),
         "an edge Pad given a constant_value input (tract padded with the constant)",
         "Unsupported", "node `pad` (Pad): a Pad in mode `edge` with a constant_value input")
+    # An unnamed node whose output has the name of another node, which tract names the
+    # node by: ONNX allows it and onnxruntime runs it; tract refused it ("Duplicate node
+    # name: logits") until the runtime renamed such nodes apart.
+    m = copy_of(base)
+    node(m, "dense").name = "logits"
+    node(m, "logits").output[0] = "dense_out"
+    m.graph.node.append(helper.make_node("Mul", ["dense_out", "one"], ["logits"]))
+    m.graph.initializer.append(numpy_helper.from_array(np.array(1.0, np.float32), "one"))
+    corpus.control("controls/node-names-repeated.onnx", serialize(m),
+                   "the float base with an unnamed Mul making `logits` after a node named "
+                   "`logits`")
     corpus.control("controls/pad-edge.onnx",
                    serialize(before_pool([helper.make_node("Pad", ["relu", "pads"], ["mid"],
                                                            name="pad", mode="edge")],
