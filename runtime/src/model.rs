@@ -398,7 +398,15 @@ impl StudentModel {
         let batched = match options.batch {
             1 => None,
             n => match Engine::plan(&proto, n, sample_dims, info.classes, &check) {
-                Ok(engine) => Some(engine),
+                Ok(engine) if engine.answers_as(&single) => Some(engine),
+                Ok(_) => {
+                    log::warn!(
+                        "{origin}: the graph answers a sample otherwise in a batch of {n} than \
+                         alone (it reads the batch size or mixes samples); running one sample \
+                         at a time, so that each answer is the sample's own"
+                    );
+                    None
+                }
                 // Over a limit the caller set: said, not worked around.
                 Err(e @ Error::TooLarge { .. }) => return Err(e),
                 Err(e) => {

@@ -500,3 +500,60 @@ fn shape_annotations_with_their_own_batch_symbol_do_not_stop_a_fixed_batch() {
     let (_, _, x) = &samples(&plain)[0];
     assert_eq!(annotated.logits(x).unwrap(), plain.logits(x).unwrap());
 }
+
+#[test]
+fn a_graph_that_mixes_the_batch_answers_each_sample_as_alone() {
+    // The shipped student with the batch mean of its logits added: alone, a sample's
+    // logits double; in a batch, they would move with the samples beside them. The
+    // batched plan is dropped at open, so a batch answers as its samples do one by one.
+    use prost::Message;
+    use tract_onnx::pb;
+    let bytes = std::fs::read(models_dir().join("student.onnx")).unwrap();
+    let mut m = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let output = g.output[0].name.clone();
+    let raw = format!("{output}_raw");
+    for n in g.node.iter_mut() {
+        for o in n.output.iter_mut().filter(|o| **o == output) {
+            *o = raw.clone();
+        }
+    }
+    let node =
+        |op: &str, inputs: &[&str], out: &str, attribute: Vec<pb::AttributeProto>| pb::NodeProto {
+            op_type: op.to_string(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.to_string()],
+            attribute,
+            ..Default::default()
+        };
+    let axes = pb::AttributeProto {
+        name: "axes".to_string(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints: vec![0],
+        ..Default::default()
+    };
+    g.node
+        .push(node("ReduceMean", &[&raw], "batch_mean", vec![axes]));
+    g.node
+        .push(node("Add", &[&raw, "batch_mean"], &output, vec![]));
+    let mixed = StudentModel::from_bytes(&m.encode_to_vec(), &OpenOptions::with_batch(4))
+        .expect("the mixing model opens");
+    let plain = student();
+    let samples = samples(&plain);
+    let input: Vec<f32> = samples.iter().take(8).flat_map(|s| s.2.clone()).collect();
+    let together = mixed.logits_batch(&input).unwrap();
+    for (i, (_, _, x)) in samples.iter().take(8).enumerate() {
+        let alone = mixed.logits(x).unwrap();
+        let own = plain.logits(x).unwrap();
+        for ((a, b), p) in alone.iter().zip(&together[i * 10..(i + 1) * 10]).zip(&own) {
+            assert!(
+                (a - b).abs() < 1e-4,
+                "sample {i}: {a} alone, {b} in the batch"
+            );
+            assert!(
+                (a - 2.0 * p).abs() < 1e-3,
+                "sample {i}: {a} is not twice {p}"
+            );
+        }
+    }
+}
