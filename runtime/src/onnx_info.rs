@@ -134,17 +134,15 @@ impl GraphInfo {
                     .fold(1u64, |acc, d| acc.saturating_mul((*d).max(0) as u64))
             })
             .fold(0u64, u64::saturating_add);
-        if let Some(last) = graph.node.iter().find(|n| n.output.contains(&output.name)) {
-            // (A LogSoftmax output is fine: the softmax of log-probabilities is the
-            // probabilities.)
-            if last.op_type == "Softmax" {
-                log::warn!(
-                    "{origin}: the output `{}` is made by Softmax: the runtime takes outputs \
-                     as logits, so confidences will be the softmax of probabilities; export \
-                     the model without its final Softmax",
-                    output.name
-                );
-            }
+        // (A LogSoftmax output is fine: the softmax of log-probabilities is the
+        // probabilities.)
+        if let Some(maker) = squashing_output(graph, &output.name) {
+            log::warn!(
+                "{origin}: the output `{}` is made by {maker}: the runtime takes outputs \
+                 as logits, so confidences will be the softmax of probabilities; export \
+                 the model without its final {maker}",
+                output.name
+            );
         }
         let mut operators = BTreeMap::new();
         for node in &graph.node {
@@ -1063,6 +1061,39 @@ fn check_meaning(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Str
     Ok(())
 }
 
+/// The operator that squashes the graph's output into probabilities, if one does: a
+/// Softmax or Sigmoid, or a softmax written out (a Div of an Exp), seen through the nodes
+/// that only move or relabel values after it (Identity, Reshape, Flatten, Squeeze,
+/// Unsqueeze, Dropout, a Cast to float).
+fn squashing_output(graph: &pb::GraphProto, output: &str) -> Option<&'static str> {
+    let maker = |name: &str| {
+        graph
+            .node
+            .iter()
+            .find(|n| n.output.iter().any(|o| o == name))
+    };
+    let mut name = output;
+    // Each step moves to an earlier node; the bound stops a cycle the checks refuse later.
+    for _ in 0..=graph.node.len() {
+        let node = maker(name)?;
+        match node.op_type.as_str() {
+            "Softmax" => return Some("Softmax"),
+            "Sigmoid" => return Some("Sigmoid"),
+            "Div" => {
+                let numerator = node.input.first().and_then(|i| maker(i));
+                return numerator
+                    .filter(|n| n.op_type == "Exp")
+                    .map(|_| "a softmax written out (Exp, then Div)");
+            }
+            "Identity" | "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" | "Dropout" | "Cast" => {
+                name = node.input.first()?;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// Renames the nodes that tract would name alike. tract names a node by its name, or by
 /// its first output when it has none, and refuses a graph where two nodes come out the same
 /// ("Duplicate node name"); ONNX does not require node names to be unique, and onnxruntime
@@ -1272,6 +1303,46 @@ mod tests {
     }
 
     use pb::attribute_proto::AttributeType::{Float, Floats, Int, Ints, Tensor};
+
+    #[test]
+    fn an_output_squashed_into_probabilities_is_seen_through_reshapes() {
+        let step = |op: &str, inputs: &[&str], output: &str| pb::NodeProto {
+            op_type: op.to_string(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.to_string()],
+            ..Default::default()
+        };
+        let graph = |nodes: Vec<pb::NodeProto>| pb::GraphProto {
+            node: nodes,
+            ..Default::default()
+        };
+        let softmax_then = graph(vec![
+            step("Gemm", &["x", "w"], "z"),
+            step("Softmax", &["z"], "p"),
+            step("Identity", &["p"], "q"),
+            step("Reshape", &["q", "shape"], "y"),
+        ]);
+        assert_eq!(squashing_output(&softmax_then, "y"), Some("Softmax"));
+        let by_hand = graph(vec![
+            step("Exp", &["z"], "e"),
+            step("ReduceSum", &["e"], "s"),
+            step("Div", &["e", "s"], "y"),
+        ]);
+        assert!(squashing_output(&by_hand, "y").is_some_and(|m| m.contains("Exp, then Div")));
+        let logits = graph(vec![
+            step("Gemm", &["x", "w"], "z"),
+            step("Identity", &["z"], "y"),
+        ]);
+        assert_eq!(squashing_output(&logits, "y"), None);
+        let log_softmax = graph(vec![step("LogSoftmax", &["z"], "y")]);
+        assert_eq!(squashing_output(&log_softmax, "y"), None);
+        // A cycle of pass-through nodes ends the walk.
+        let cycle = graph(vec![
+            step("Identity", &["b"], "a"),
+            step("Identity", &["a"], "b"),
+        ]);
+        assert_eq!(squashing_output(&cycle, "a"), None);
+    }
 
     #[test]
     fn nodes_tract_would_name_alike_are_renamed_apart() {
