@@ -56,6 +56,12 @@ target/py/bin/python tests/ort_crosscheck.py | tee -a "$log"
 echo "== tract forms vs onnxruntime"
 target/py/bin/python tests/tract_forms.py | tee -a "$log"
 
+# The quantities the table admits by name (pads, axes, scales), varied: 3000 variants of
+# the battery's cases, the same ones every run (about a minute). Fails when student answers
+# one otherwise than onnxruntime with exit 0, or crashes; counts each variant compared.
+echo "== tract quantities varied, vs onnxruntime"
+target/py/bin/python tests/tract_sweep.py --count 3000 --seed 1 | tee -a "$log"
+
 # The kernels' NEON and dotprod paths, and compiled students end to end, on aarch64 under
 # qemu (installs the cross toolchain and qemu-user when missing).
 echo "== aarch64 under qemu"

@@ -252,22 +252,28 @@ def images(folder):
 
 def ort_probabilities(model, pixels, props):
     """softmax(logits) from onnxruntime, one row per image."""
-    z = ort_outputs(model, pixels, props)[0][:, 0].astype(np.float64)
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    return softmax_rows(ort_outputs(model, pixels, props)[0][:, 0].astype(np.float64))
 
 
 def ort_outputs(model, pixels, props):
     """The model's outputs from onnxruntime, one image at a time (the pixels scaled as the
     card says), each stacked over the images: [images, *shape]."""
-    spec = json.loads(props["student.input"])
     session = ort_session(model)
-    runs = []
+    runs = [session.run(None, {"x": x}) for x in inputs(pixels, props)]
+    return [np.stack([run[i] for run in runs]) for i in range(len(runs[0]))]
+
+
+def inputs(pixels, props):
+    """Each image as the model's input [1, 1, 28, 28], scaled as the card says."""
+    spec = json.loads(props["student.input"])
     for p in pixels:
         x = p.astype(np.float32)[None, None] * np.float32(spec["scale"])
-        x = (x - np.float32(spec["mean"][0])) / np.float32(spec["std"][0])
-        runs.append(session.run(None, {"x": x}))
-    return [np.stack([run[i] for run in runs]) for i in range(len(runs[0]))]
+        yield (x - np.float32(spec["mean"][0])) / np.float32(spec["std"][0])
+
+
+def softmax_rows(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def run_case(case, model, path, imgs, props, student, flags):
