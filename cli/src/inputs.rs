@@ -87,7 +87,7 @@ pub fn read_images(
         if arr.dims != dims {
             bail!("{} changed while it was being read", path.display());
         }
-        let name = path.display().to_string();
+        let name = shown_path(path);
         let data = arr.data;
         return Ok(Box::new((0..n).map(move |i| GrayImage {
             name: format!("{name}#{i}"),
@@ -140,7 +140,7 @@ pub fn read_images(
         .map_err(|_| not_readable(&"the image decoder failed on it"))??
         .to_luma8();
     Ok(Box::new(std::iter::once(GrayImage {
-        name: path.display().to_string(),
+        name: shown_path(path),
         width: image.width() as usize,
         height: image.height() as usize,
         pixels: image.into_raw(),
@@ -148,6 +148,16 @@ pub fn read_images(
 }
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// An input's name in the output: the path as it is when it is UTF-8, else its escaped,
+/// quoted form (`"a\xFF.pgm"`), so that names differing only in bytes that are not UTF-8
+/// stay apart (shown lossily, both would read `a\u{FFFD}.pgm`).
+fn shown_path(path: &Path) -> String {
+    match path.to_str() {
+        Some(text) => text.to_string(),
+        None => format!("{:?}", path.as_os_str()),
+    }
+}
 
 /// Refuses a PNG with bytes after its `IEND` chunk (a second PNG appended, or a damaged
 /// file): the decoder stops at `IEND` and would answer for the first image. Only chunk

@@ -1472,3 +1472,31 @@ fn card_text_cannot_send_control_characters_to_the_terminal() {
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json["card"]["teacher"]["name"], "t\u{9b}x");
 }
+
+#[test]
+fn input_names_that_are_not_utf8_stay_apart_in_the_output() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = scratch("non-utf8");
+    let png = std::fs::read(model("samples/test-00000-label-9.png")).unwrap();
+    let names = [b"a\xff.png".as_slice(), b"a\xfe.png".as_slice()];
+    let paths: Vec<PathBuf> = names
+        .iter()
+        .map(|n| dir.join(std::ffi::OsStr::from_bytes(n)))
+        .collect();
+    for p in &paths {
+        std::fs::write(p, &png).unwrap();
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_student"))
+        .args(["run", &model("student.onnx"), "--json"])
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let inputs: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["input"].to_string())
+        .collect();
+    assert_eq!(inputs.len(), 2, "{inputs:?}");
+    assert_ne!(inputs[0], inputs[1]);
+    assert!(inputs[0].contains(r"a\\xFF.png"), "{inputs:?}");
+}
