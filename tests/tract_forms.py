@@ -134,6 +134,9 @@ def ort_session(model):
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
+    # One thread: the machine is shared, and the graphs are small.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
     return ort.InferenceSession(model.SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
 

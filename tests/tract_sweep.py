@@ -19,7 +19,8 @@ A variant onnxruntime cannot build or run is invalid and skipped, as is one wher
 onnxruntime's answer is not finite (its LayerNormalization and MeanVarianceNormalization
 give NaN on large values), or where a Cast meets a value out of its target's range, which
 ONNX leaves undefined. onnxruntime builds and runs the variants in a worker process,
-since some kill it (an integer division by a stride of zero), and a new worker takes over.
+since some kill it (an integer division by a stride of zero) or run for minutes; a new
+worker takes over, and the variant is skipped.
 
 A variant student refuses (non-zero exit, a one-line error) passes: the table does not
 list its form, or the runtime's checks refuse it. One it runs with exit 0 passes when its
@@ -63,6 +64,9 @@ from tract_forms import (CHOICES, ROOT, build_model, card, compare, images, inpu
 ROUNDING = 5e-3
 QUANTIZED = {"QuantizeLinear", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear",
              "MatMulInteger", "ConvInteger"}
+# A variant onnxruntime has not built and run in this time (a Resize to a huge size, say)
+# is skipped, and its worker replaced.
+WORKER_SECONDS = 60
 # Constants this small are quantities (bounds, amounts, shapes, axes), not weights.
 SMALL = 8
 # Attributes that are not quantities though numeric: the choices tract_forms counts by
@@ -289,6 +293,13 @@ def reference_probabilities(model, pixels, props):
     return softmax_rows(np.array(z, np.float64))
 
 
+def stop(worker):
+    """Ends the worker process, also in the middle of a variant."""
+    for process in list(getattr(worker, "_processes", {}).values()):
+        process.kill()
+    worker.shutdown(wait=True, cancel_futures=True)
+
+
 def crashed(outcome):
     """student died of a signal or a panic rather than refusing."""
     return outcome.status == "refused" and (outcome.code < 0 or outcome.code == 101)
@@ -312,8 +323,8 @@ def main():
     if keep:
         keep.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    counts = {"invalid": 0, "onnxruntime crashed": 0, "refused": 0, "agree": 0,
-              "onnxruntime departs": 0}
+    counts = {"invalid": 0, "onnxruntime crashed": 0, "onnxruntime took too long": 0,
+              "refused": 0, "agree": 0, "onnxruntime departs": 0}
     failures = []
     rng = np.random.default_rng(args.seed)
     spawn = multiprocessing.get_context("spawn")
@@ -329,11 +340,15 @@ def main():
             index = int(rng.integers(len(cases)))
             case, seed = cases[index], int(rng.integers(2**31))
             try:
-                serialized, changes, expected = worker.submit(reference, index, seed).result()
-            except concurrent.futures.process.BrokenProcessPool:
-                counts["onnxruntime crashed"] += 1
+                job = worker.submit(reference, index, seed)
+                serialized, changes, expected = job.result(timeout=WORKER_SECONDS)
+            except (concurrent.futures.process.BrokenProcessPool, TimeoutError) as e:
+                what = "crashed" if isinstance(e, concurrent.futures.process.BrokenProcessPool) \
+                    else "took too long"
+                counts[f"onnxruntime {what}"] += 1
                 if args.verbose:
-                    print(f"onnxruntime crashed: #{i} {case.name} (seed {seed})", flush=True)
+                    print(f"onnxruntime {what}: #{i} {case.name} (seed {seed})", flush=True)
+                stop(worker)
                 worker = new_worker()
                 continue
             label = f"#{i} {case.name} (seed {seed}): {'; '.join(changes) or 'no change'}"
@@ -371,11 +386,12 @@ def main():
             counts[outcome.status] += 1
             if args.verbose:
                 print(f"{outcome.status}: {label}: {outcome.detail}", flush=True)
-        worker.shutdown()
+        stop(worker)
     ran = counts["agree"] + counts["refused"] + counts["onnxruntime departs"] + len(failures)
     print(f"{args.count} variants in {time.monotonic() - started:.0f} s: {counts['invalid']} "
           f"invalid (onnxruntime refused them), {counts['onnxruntime crashed']} that crashed "
-          f"onnxruntime, {counts['refused']} refused by student, "
+          f"onnxruntime, {counts['onnxruntime took too long']} that onnxruntime did not finish "
+          f"in {WORKER_SECONDS} s, {counts['refused']} refused by student, "
           f"{counts['agree']} agreed, {counts['onnxruntime departs']} where student agrees with "
           f"the ONNX reference evaluator and onnxruntime does not, {len(failures)} failed")
     print(f"{ran - len(failures)} passed, {len(failures)} failed")
