@@ -71,11 +71,8 @@ pub fn demo(models: Option<PathBuf>) -> Result<()> {
         // A class the model does not have is no truth to score against.
         let truth = true_label(path).filter(|&t| t < card.labels.len());
         let spec = student.input_spec();
-        for image in read_images(path, (spec.width, spec.height))? {
-            let input =
-                student
-                    .input_spec()
-                    .tensor_from_gray8(&image.pixels, image.width, image.height)?;
+        for image in read_images(path, (spec.width, spec.height), spec.channels == 3)? {
+            let input = image.tensor(spec)?;
             let p = student.classify(&input, &ClassifyOptions::default(), Some(&hook))?;
             let file = path
                 .file_name()
@@ -150,11 +147,8 @@ pub fn run(
     let hook_ref = hook.as_ref().map(|h| h as &dyn EscalationHook);
     for path in inputs {
         let spec = student.input_spec();
-        for image in read_images(path, (spec.width, spec.height))? {
-            let input = student
-                .input_spec()
-                .tensor_from_gray8(&image.pixels, image.width, image.height)
-                .with_context(|| image.name.clone())?;
+        for image in read_images(path, (spec.width, spec.height), spec.channels == 3)? {
+            let input = image.tensor(spec).with_context(|| image.name.clone())?;
             let p = student.classify(&input, &options, hook_ref)?;
             if as_json {
                 out!("{}", prediction_json(&image.name, &p));

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use image::ImageDecoder;
 use image::codecs::pnm::{PnmDecoder, SampleEncoding};
 use student_distill::{read_idx, read_idx_dims};
+use student_runtime::{InputSpec, PixelFormat};
 
 use crate::netpbm;
 
@@ -16,15 +17,38 @@ const MAX_SIDE: u32 = 4096;
 /// The most bytes the decoder may allocate for one image.
 const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// One grayscale image and a name for it.
-pub struct GrayImage {
+/// One decoded image and a name for it: 8-bit gray, or RGBA when a colour file was read
+/// for a model that takes 3 channels.
+pub struct Image {
     pub name: String,
     pub pixels: Vec<u8>,
     pub width: usize,
     pub height: usize,
+    pub format: PixelFormat,
+}
+
+impl Image {
+    /// The model's input for this image. Its size must be the card's (the runtime would
+    /// resize colour pixels; `run` says so instead, as for gray ones).
+    pub fn tensor(&self, spec: &InputSpec) -> Result<Vec<f32>, student_runtime::Error> {
+        match self.format {
+            PixelFormat::Gray8 => spec.tensor_from_gray8(&self.pixels, self.width, self.height),
+            PixelFormat::Rgba8 if (self.width, self.height) != (spec.width, spec.height) => {
+                Err(student_runtime::Error::InvalidInput(format!(
+                    "image is {}x{}, the model expects {}x{}",
+                    self.width, self.height, spec.width, spec.height
+                )))
+            }
+            PixelFormat::Rgba8 => {
+                spec.tensor_from_pixels(&self.pixels, self.width, self.height, self.format)
+            }
+        }
+    }
 }
 
 /// Reads every image in `path`: one for PNG or PGM, all of them for an IDX image file.
+/// Images are read as 8-bit gray, except a colour PNG or PPM when `colour` is set (the
+/// model takes 3 channels): that is read as RGBA, and its red, green and blue fill them.
 ///
 /// `expected` is the model's (width, height): an IDX file of other-sized images is refused
 /// before it is split into images, so a tiny file of many tiny images costs no memory. An
@@ -33,7 +57,8 @@ pub struct GrayImage {
 pub fn read_images(
     path: &Path,
     expected: (usize, usize),
-) -> Result<Box<dyn Iterator<Item = GrayImage>>> {
+    colour: bool,
+) -> Result<Box<dyn Iterator<Item = Image>>> {
     // Opening a FIFO or a device would block or read forever: only regular files.
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -89,11 +114,12 @@ pub fn read_images(
         }
         let name = shown_path(path);
         let data = arr.data;
-        return Ok(Box::new((0..n).map(move |i| GrayImage {
+        return Ok(Box::new((0..n).map(move |i| Image {
             name: format!("{name}#{i}"),
             pixels: data[i * h * w..(i + 1) * h * w].to_vec(),
             width: w,
             height: h,
+            format: PixelFormat::Gray8,
         })));
     }
     // Students take small images: refuse huge ones before decoding them.
@@ -136,14 +162,20 @@ pub fn read_images(
             reader.decode().map_err(|e| not_readable(&e))
         }
     };
-    let image = std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
-        .map_err(|_| not_readable(&"the image decoder failed on it"))??
-        .to_luma8();
-    Ok(Box::new(std::iter::once(GrayImage {
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
+        .map_err(|_| not_readable(&"the image decoder failed on it"))??;
+    let (width, height) = (decoded.width() as usize, decoded.height() as usize);
+    let (pixels, format) = if colour && decoded.color().has_color() {
+        (decoded.to_rgba8().into_raw(), PixelFormat::Rgba8)
+    } else {
+        (decoded.to_luma8().into_raw(), PixelFormat::Gray8)
+    };
+    Ok(Box::new(std::iter::once(Image {
         name: shown_path(path),
-        width: image.width() as usize,
-        height: image.height() as usize,
-        pixels: image.into_raw(),
+        pixels,
+        width,
+        height,
+        format,
     })))
 }
 

@@ -1500,3 +1500,86 @@ fn input_names_that_are_not_utf8_stay_apart_in_the_output() {
     assert_ne!(inputs[0], inputs[1]);
     assert!(inputs[0].contains(r"a\\xFF.png"), "{inputs:?}");
 }
+
+#[test]
+fn a_three_channel_model_reads_colour_images_in_colour() {
+    // A model whose three logits are the means of its three input channels: a red image
+    // is class 0, green 1, blue 2. Read as gray, all three would tie.
+    use tract_onnx::pb;
+    let dir = scratch("colour");
+    let dim = |v: pb::tensor_shape_proto::dimension::Value| pb::tensor_shape_proto::Dimension {
+        value: Some(v),
+        ..Default::default()
+    };
+    let value = |name: &str, dims: Vec<pb::tensor_shape_proto::Dimension>| pb::ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(pb::TensorShapeProto { dim: dims }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    use pb::tensor_shape_proto::dimension::Value::{DimParam, DimValue};
+    let batch = || dim(DimParam("N".to_string()));
+    let node = |op: &str, input: &str, output: &str| pb::NodeProto {
+        op_type: op.to_string(),
+        input: vec![input.to_string()],
+        output: vec![output.to_string()],
+        ..Default::default()
+    };
+    let model = pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "colour".to_string(),
+            node: vec![
+                node("GlobalAveragePool", "x", "pooled"),
+                node("Flatten", "pooled", "y"),
+            ],
+            input: vec![value(
+                "x",
+                vec![
+                    batch(),
+                    dim(DimValue(3)),
+                    dim(DimValue(28)),
+                    dim(DimValue(28)),
+                ],
+            )],
+            output: vec![value("y", vec![batch(), dim(DimValue(3))])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let path = dir.join("colour.onnx");
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    let mut args = vec![
+        "run".to_string(),
+        path.display().to_string(),
+        "--json".to_string(),
+    ];
+    for (i, rgb) in [[250u8, 0, 0], [0, 250, 0], [0, 0, 250]].iter().enumerate() {
+        let image = dir.join(format!("colour-{i}.png"));
+        image::RgbImage::from_pixel(28, 28, image::Rgb(*rgb))
+            .save(&image)
+            .unwrap();
+        args.push(image.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = student(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let classes: Vec<u64> = stdout(&o)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(classes, [0, 1, 2]);
+}
