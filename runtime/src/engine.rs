@@ -139,43 +139,6 @@ impl Engine {
         })
     }
 
-    pub(crate) fn batch(&self) -> usize {
-        self.batch
-    }
-
-    /// Whether this batched plan answers each sample of a probe batch as `single` answers
-    /// it alone. A graph that reads its batch size or mixes samples (a mean over the batch)
-    /// does not, and its answers would change with what it is batched with: `eval` would
-    /// report other figures than `run` gives one image at a time. The probe is a fixed
-    /// spread of values in [-2, 2), another per sample; the first two samples and the last
-    /// are checked, to 1e-3 of the logits' size. A run that fails says "no" too: the
-    /// caller then runs one sample at a time, which is right either way.
-    pub(crate) fn answers_as(&self, single: &Engine) -> bool {
-        let per: usize = self.sample_dims.iter().product();
-        let probe: Vec<f32> = (0..self.batch * per)
-            .map(|i| {
-                let hash = (i as u32).wrapping_mul(2_654_435_761) >> 8;
-                hash as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
-            })
-            .collect();
-        let Ok(together) = self.run(&probe) else {
-            return false;
-        };
-        let mut checked: Vec<usize> = vec![0, 1, self.batch - 1];
-        checked.retain(|&s| s < self.batch);
-        checked.dedup();
-        checked.into_iter().all(|s| {
-            let Ok(alone) = single.run(&probe[s * per..(s + 1) * per]) else {
-                return false;
-            };
-            let beside = &together[s * self.classes..(s + 1) * self.classes];
-            alone.iter().zip(beside).all(|(&a, &b)| {
-                let close = (a - b).abs() <= 1e-3 * (1.0 + a.abs().max(b.abs()));
-                close || (a.is_nan() && b.is_nan())
-            })
-        })
-    }
-
     /// Runs exactly one batch: `input` holds `batch` samples, the result `batch * classes`
     /// logits.
     pub(crate) fn run(&self, input: &[f32]) -> Result<Vec<f32>, Error> {

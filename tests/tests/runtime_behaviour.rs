@@ -504,8 +504,8 @@ fn shape_annotations_with_their_own_batch_symbol_do_not_stop_a_fixed_batch() {
 #[test]
 fn a_graph_that_mixes_the_batch_answers_each_sample_as_alone() {
     // The shipped student with the batch mean of its logits added: alone, a sample's
-    // logits double; in a batch, they would move with the samples beside them. The
-    // batched plan is dropped at open, so a batch answers as its samples do one by one.
+    // logits double; in a batch, they would move with the samples beside them. An ONNX
+    // file runs a batch sample by sample, so it answers as its samples do one by one.
     use prost::Message;
     use tract_onnx::pb;
     let bytes = std::fs::read(models_dir().join("student.onnx")).unwrap();
