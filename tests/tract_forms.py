@@ -306,15 +306,22 @@ def run_student(path, imgs, student, flags):
     return None, [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
+def probabilities(lines, shape):
+    """student's probabilities from its JSON lines (`--top-k` every class), one row per
+    image."""
+    ours = np.zeros(shape)
+    for i, line in enumerate(lines):
+        for ranked in line["top_k"]:
+            ours[i, ranked["index"]] = ranked["probability"]
+    return ours
+
+
 def compare(case, lines, expected):
     """agree or disagree: student's JSON lines against onnxruntime's probabilities, one
     row per image."""
     if len(lines) != len(expected):
         return Outcome("disagree", f"{len(lines)} results for {len(expected)} images")
-    ours = np.zeros_like(expected)
-    for i, line in enumerate(lines):
-        for ranked in line["top_k"]:
-            ours[i, ranked["index"]] = ranked["probability"]
+    ours = probabilities(lines, expected.shape)
     top1 = sum(int(line["index"] != int(np.argmax(e))) for line, e in zip(lines, expected))
     worst = float(np.abs(ours - expected).max())
     detail = f"top-1 differs on {top1}/{len(expected)} images, max |dp| {worst:.2e}"
