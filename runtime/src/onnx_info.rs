@@ -74,7 +74,14 @@ impl GraphInfo {
             .into_iter()
             .enumerate()
             .map(|(axis, d)| match (axis, d) {
-                (0, _) => Ok(1),
+                // Samples run one at a time: a graph made for a fixed batch of 2 ran with
+                // the image in both places and answered for that pair.
+                (0, None | Some(1)) => Ok(1),
+                (0, Some(d)) => Err(unsupported(format!(
+                    "input `{}` fixes its batch size at {d}; samples run one at a time, so \
+                     the batch axis must be 1 or symbolic: export the model so",
+                    input.name
+                ))),
                 (_, Some(d)) if d > 0 => Ok(d as usize),
                 (axis, d) => Err(unsupported(format!(
                     "input `{}` axis {axis} must have a fixed positive size, found {}",
@@ -255,6 +262,34 @@ fn check_nodes(
                         attribute.ints.clone()
                     }
                 )));
+            }
+        }
+        // A BatchNormalization in training mode normalizes by the batch's own statistics;
+        // tract and the compiler use the running ones given (the compiled answer was
+        // another class on 8 of 8 images; onnxruntime refuses the one-output form). Before
+        // opset 7 `is_test` says it, and its default 0 means training.
+        if node.op_type == "BatchNormalization" && node.domain.is_empty() {
+            let version = opset_version(imports, "").unwrap_or(1);
+            let training = if version < 7 {
+                attr_i(node, "is_test").is_none_or(|v| v == 0)
+            } else {
+                attr_i(node, "training_mode").is_some_and(|v| v != 0)
+            };
+            if training {
+                return Err(Error::Unsupported {
+                    origin: origin.to_string(),
+                    reason: format!(
+                        "{} is in training mode ({}), which normalizes by the batch's own \
+                         statistics; only inference (the running mean and variance) is run: \
+                         export the model for inference",
+                        named(),
+                        if version < 7 {
+                            "is_test 0"
+                        } else {
+                            "training_mode 1"
+                        }
+                    ),
+                });
             }
         }
         check_window(node, graph).map_err(|reason| malformed(format!("{}: {reason}", named())))?;

@@ -350,6 +350,9 @@ def onnx_cases(corpus, base, card):
          "input axes whose product overflows u64", "is more than 2^64 bytes, over the limit"),
         ("input-rank-1", ["batch"], "an input with only a batch axis",
          "must be [batch, ...], found rank 1"),
+        # Samples run one at a time: a fixed batch of 2 ran with the image in both places.
+        ("input-batch-2", [2, 1, 28, 28], "an input whose batch size is fixed at 2",
+         "input `input` fixes its batch size at 2; samples run one at a time"),
     ]
     for name, dims, what, message in input_dims:
         m = copy_of(base)
@@ -637,6 +640,18 @@ def onnx_cases(corpus, base, card):
     add("onnx/unchecked-attribute.onnx", serialize(m),
         "a Dropout with a seed, an attribute not checked on the tract path", "Unsupported",
         "node `dropout` (Dropout): attribute `seed` = 7 has not been checked")
+    # A BatchNormalization in training mode normalizes by the batch's statistics; the
+    # compiler used the running ones and answered another class (onnxruntime refuses the
+    # one-output form).
+    m = before_pool([helper.make_node("BatchNormalization",
+                                      ["relu", "bn.scale", "bn.bias", "bn.mean", "bn.var"],
+                                      ["mid"], name="bn", training_mode=1)],
+                    {"bn.scale": np.ones(2, np.float32), "bn.bias": np.zeros(2, np.float32),
+                     "bn.mean": np.zeros(2, np.float32), "bn.var": np.ones(2, np.float32)})
+    m.opset_import[0].version = 15
+    add("onnx/batchnorm-training-mode.onnx", serialize(m),
+        "a BatchNormalization with training_mode 1 (the compiler used the running statistics)",
+        "Unsupported", "node `bn` (BatchNormalization) is in training mode (training_mode 1)")
     # A flag counts by value: only 0 and 1, as checked, pass (tests/tract_sweep.py found
     # Trilu `upper=-1` read as true by onnxruntime and not by tract).
     m = before_pool([helper.make_node("ReduceMean", ["relu"], ["mid"], name="mean", axes=[1],
