@@ -181,13 +181,15 @@ pub fn read_images(
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
-/// An input's name in the output: the path as it is when it is UTF-8, else its escaped,
-/// quoted form (`"a\xFF.pgm"`), so that names differing only in bytes that are not UTF-8
-/// stay apart (shown lossily, both would read `a\u{FFFD}.pgm`).
+/// An input's name in the output: the path as it is, or its escaped, quoted form
+/// (`"a\xFF.pgm"`) when it is not UTF-8 or starts with a double quote. Names differing
+/// only in bytes that are not UTF-8 stay apart (shown lossily, both would read
+/// `a\u{FFFD}.pgm`), and an escaped form, which always starts with a quote, cannot be
+/// mistaken for a name shown as it is.
 fn shown_path(path: &Path) -> String {
     match path.to_str() {
-        Some(text) => text.to_string(),
-        None => format!("{:?}", path.as_os_str()),
+        Some(text) if !text.starts_with('"') => text.to_string(),
+        _ => format!("{:?}", path.as_os_str()),
     }
 }
 

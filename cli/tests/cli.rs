@@ -1478,27 +1478,35 @@ fn input_names_that_are_not_utf8_stay_apart_in_the_output() {
     use std::os::unix::ffi::OsStrExt;
     let dir = scratch("non-utf8");
     let png = std::fs::read(model("samples/test-00000-label-9.png")).unwrap();
-    let names = [b"a\xff.png".as_slice(), b"a\xfe.png".as_slice()];
-    let paths: Vec<PathBuf> = names
-        .iter()
-        .map(|n| dir.join(std::ffi::OsStr::from_bytes(n)))
-        .collect();
-    for p in &paths {
-        std::fs::write(p, &png).unwrap();
+    // Two bytes that are not UTF-8 apart, and a UTF-8 name that spells the first's
+    // escaped form: all three must be told apart.
+    let names = [
+        b"a\xff.png".as_slice(),
+        b"a\xfe.png".as_slice(),
+        b"\"a\\xFF.png\"".as_slice(),
+    ];
+    for n in names {
+        std::fs::write(dir.join(std::ffi::OsStr::from_bytes(n)), &png).unwrap();
     }
     let o = Command::new(env!("CARGO_BIN_EXE_student"))
+        .current_dir(&dir)
         .args(["run", &model("student.onnx"), "--json"])
-        .args(&paths)
+        .args(names.map(std::ffi::OsStr::from_bytes))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let inputs: Vec<String> = stdout(&o)
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["input"].to_string())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["input"].as_str().unwrap().to_string()
+        })
         .collect();
-    assert_eq!(inputs.len(), 2, "{inputs:?}");
-    assert_ne!(inputs[0], inputs[1]);
-    assert!(inputs[0].contains(r"a\\xFF.png"), "{inputs:?}");
+    assert_eq!(
+        inputs,
+        [r#""a\xFF.png""#, r#""a\xFE.png""#, r#""\"a\\xFF.png\"""#],
+        "escaped, quoted forms"
+    );
 }
 
 #[test]

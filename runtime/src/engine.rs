@@ -151,7 +151,14 @@ impl Engine {
         let outputs = catch_unwind(AssertUnwindSafe(|| {
             self.plan.run(tvec!(Tensor::from(tensor).into_tvalue()))
         }))
-        .map_err(|_| run_error("the execution engine panicked".into()))?
+        .map_err(|payload| {
+            // tract does not say which node it was on; its message is what there is.
+            let what = match crate::error::panic_line(payload.as_ref()) {
+                Some(line) => format!(" ({line})"),
+                None => String::new(),
+            };
+            run_error(format!("the execution engine panicked{what}").into())
+        })?
         .map_err(|e| run_error(e.into()))?;
         let logits = outputs
             .first()
