@@ -1,4 +1,4 @@
-//! Execution through tract: a typed, optimized plan with the batch size fixed at open.
+//! Execution through tract: a typed, optimized plan for one sample, made at open.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -11,18 +11,19 @@ use crate::error::Error;
 use crate::limits::{Check, Limit, elements};
 use crate::onnx_info::{attr_i, attr_ints, int64s};
 
-/// A runnable plan for one batch size. Shared by reference between threads: tract's plan
-/// keeps no per-run state, each `run` allocates its own.
+/// A runnable plan for one sample: a batch runs sample by sample, so that a graph that reads
+/// its batch size or mixes samples answers each as it would alone (`StudentModel::run`).
+/// Shared by reference between threads: tract's plan keeps no per-run state, each `run`
+/// allocates its own.
 pub(crate) struct Engine {
     plan: Arc<TypedRunnableModel>,
-    batch: usize,
-    /// Dimensions of one sample (the input shape without the batch axis).
-    sample_dims: Vec<usize>,
+    /// The input shape: a batch of 1, then the dimensions of one sample.
+    shape: Vec<usize>,
     classes: usize,
 }
 
 impl Engine {
-    /// Builds a plan for `proto` with the input fixed to `[batch, sample_dims...]`.
+    /// Builds a plan for `proto` with the input fixed to `[1, sample_dims...]`.
     ///
     /// tract evaluates constant parts of the graph while it plans; `check_onnx` has bounded
     /// those it can follow before this runs. Once planned, every value of the plan has a
@@ -33,7 +34,6 @@ impl Engine {
     /// `catch_unwind` and a panic becomes an [`Error::Plan`].
     pub(crate) fn plan(
         proto: &pb::ModelProto,
-        batch: usize,
         sample_dims: &[usize],
         classes: usize,
         check: &Check<'_>,
@@ -43,16 +43,11 @@ impl Engine {
             origin: origin.to_string(),
             source,
         };
-        let shape: Vec<usize> = std::iter::once(batch)
+        let shape: Vec<usize> = std::iter::once(1)
             .chain(sample_dims.iter().copied())
             .collect();
-        // tract does not say which node it was on when it panicked; its message and the
-        // stage are what there is to go on.
         let panicked = |stage: &str, payload: Box<dyn std::any::Any + Send>| {
-            let what = match crate::error::panic_line(payload.as_ref()) {
-                Some(line) => format!(" ({line})"),
-                None => String::new(),
-            };
+            let what = panic_note(payload.as_ref());
             plan_error(
                 format!("the ONNX front end panicked on this graph while {stage}{what}").into(),
             )
@@ -101,7 +96,7 @@ impl Engine {
                 };
                 check.within(Limit::Tensor, bytes, || {
                     format!(
-                        "value `{}` of the planned graph at batch {batch}, shape {:?},",
+                        "value `{}` of the planned graph at batch 1, shape {:?},",
                         node.name, fact.shape
                     )
                 })?;
@@ -118,11 +113,11 @@ impl Engine {
         let values = output
             .as_ref()
             .map(|d| d.iter().try_fold(1usize, |a, &x| a.checked_mul(x)));
-        if let Some(dims) = output.filter(|_| values != Some(batch.checked_mul(classes))) {
+        if let Some(dims) = output.filter(|_| values != Some(Some(classes))) {
             return Err(Error::Malformed {
                 origin: origin.to_string(),
                 reason: format!(
-                    "the graph's output is {dims:?} at batch {batch}, where its declaration \
+                    "the graph's output is {dims:?} at batch 1, where its declaration \
                      promises {classes} values per sample"
                 ),
             });
@@ -130,33 +125,24 @@ impl Engine {
         let plan = catch_unwind(AssertUnwindSafe(|| optimized.into_runnable()))
             .map_err(|p| panicked("making it runnable", p))?
             .map_err(|e| plan_error(e.into()))?;
-        log::debug!("planned {origin} for batch {batch}, input {shape:?}");
+        log::debug!("planned {origin} for one sample, input {shape:?}");
         Ok(Engine {
             plan,
-            batch,
-            sample_dims: sample_dims.to_vec(),
+            shape,
             classes,
         })
     }
 
-    /// Runs exactly one batch: `input` holds `batch` samples, the result `batch * classes`
-    /// logits.
+    /// Runs one sample: `input` holds its values, the result its `classes` logits.
     pub(crate) fn run(&self, input: &[f32]) -> Result<Vec<f32>, Error> {
         let run_error = |source: Box<dyn std::error::Error + Send + Sync>| Error::Run { source };
-        let shape: Vec<usize> = std::iter::once(self.batch)
-            .chain(self.sample_dims.iter().copied())
-            .collect();
-        let tensor = tract_ndarray::ArrayD::from_shape_vec(shape, input.to_vec())
+        let tensor = tract_ndarray::ArrayD::from_shape_vec(self.shape.clone(), input.to_vec())
             .map_err(|e| run_error(e.into()))?;
         let outputs = catch_unwind(AssertUnwindSafe(|| {
             self.plan.run(tvec!(Tensor::from(tensor).into_tvalue()))
         }))
         .map_err(|payload| {
-            // tract does not say which node it was on; its message is what there is.
-            let what = match crate::error::panic_line(payload.as_ref()) {
-                Some(line) => format!(" ({line})"),
-                None => String::new(),
-            };
+            let what = panic_note(payload.as_ref());
             run_error(format!("the execution engine panicked{what}").into())
         })?
         .map_err(|e| run_error(e.into()))?;
@@ -168,18 +154,26 @@ impl Engine {
             .iter()
             .copied()
             .collect::<Vec<f32>>();
-        if logits.len() != self.batch * self.classes {
+        if logits.len() != self.classes {
             return Err(run_error(
                 format!(
-                    "expected {} logits for batch {}, the model produced {}",
-                    self.batch * self.classes,
-                    self.batch,
+                    "expected {} logits for batch 1, the model produced {}",
+                    self.classes,
                     logits.len()
                 )
                 .into(),
             ));
         }
         Ok(logits)
+    }
+}
+
+/// A caught tract panic's message for an error, ` (message)`, or nothing when it has none:
+/// tract does not say which node it was on, so its message is what there is to go on.
+fn panic_note(payload: &(dyn std::any::Any + Send)) -> String {
+    match crate::error::panic_line(payload) {
+        Some(line) => format!(" ({line})"),
+        None => String::new(),
     }
 }
 

@@ -391,7 +391,7 @@ impl StudentModel {
         // entries took 3.2 s and 710 MB to open through it, 0.3 s and 250 MB without).
         proto.metadata_props.clear();
         let sample_dims = &info.input_dims[1..];
-        let single = Engine::plan(&proto, 1, sample_dims, info.classes, &check)?;
+        let single = Engine::plan(&proto, sample_dims, info.classes, &check)?;
         // One plan, for one sample: a batch runs sample by sample. An ONNX graph may read
         // its batch size or mix the samples of a batch (a mean over them, used only when one
         // of them holds a trigger value), and through a batched plan a sample's answer
