@@ -799,7 +799,8 @@ fn check_listed(
 }
 
 /// The values of an attribute as the table of checked forms names choices: a text, each
-/// text of a list, or an integer (a `Cast` target type code). `None` for other kinds.
+/// text of a list, or an integer (a `Cast` target type code, a flag). `None` for other
+/// kinds.
 fn choice_values(a: &pb::AttributeProto) -> Option<Vec<String>> {
     use pb::attribute_proto::AttributeType as T;
     let text = |s: &[u8]| String::from_utf8_lossy(s).into_owned();
@@ -895,7 +896,7 @@ fn shown_default(value: Value) -> String {
 ///   `reflect` Pad given one ran as a constant Pad. Negative pads (cropping) passed the
 ///   open and panicked in tract at the first run.
 /// - ConvTranspose: an `output_padding` not below its stride (ONNX requires it below).
-/// - QLinearConv and QLinearMatMul: a constant scale of zero, below zero or not finite.
+/// - QLinearConv and QLinearMatMul: a constant input or weight scale of zero or below.
 ///
 /// Two forms tract cannot plan are refused here too, so that they stay out of the way of
 /// the table of checked forms (which names attributes, not values): a Pad in mode `wrap`
@@ -1040,15 +1041,17 @@ fn check_meaning(node: &pb::NodeProto, graph: &pb::GraphProto) -> Result<(), Str
                 }
             }
         }
-        // A scale of zero, below zero or not finite: tract requantized such products
-        // otherwise than onnxruntime (every class changed; tests/tract_sweep.py).
+        // An input or weight scale of zero or below: tract requantized such products
+        // otherwise than onnxruntime (every class changed; tests/tract_sweep.py). The
+        // compiler computes them as ONNX does, so `check_nodes`, which both paths run
+        // first, refuses only scales that are not finite and output scales of zero or below.
         "QLinearConv" | "QLinearMatMul" => {
-            for (i, role) in [(1, "x_scale"), (4, "w_scale"), (6, "y_scale")] {
+            for (i, role) in [(1, "x_scale"), (4, "w_scale")] {
                 let tensor = node
                     .input
                     .get(i)
                     .and_then(|name| constant_tensor(graph, name));
-                let bad = tensor.and_then(|t| first_float(t, |v| !(v > 0.0 && v.is_finite())));
+                let bad = tensor.and_then(|t| first_float(t, |v| !(v > 0.0)));
                 if let Some(bad) = bad {
                     return Err(format!(
                         "{role} {bad} is not supported: quantization scales must be above 0 \
