@@ -52,12 +52,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from tract_cases.graph import AGREE, Net
-from tract_cases.table import CASES
 from onnx.reference import ReferenceEvaluator
 
+from tract_cases.graph import AGREE, Net
+from tract_cases.table import CASES
 from tract_forms import (CHOICES, ROOT, build_model, card, compare, images, inputs,
-                         ort_outputs, probabilities, run_student, softmax_rows)
+                         ort_outputs, run_student, softmax_rows)
 
 # The largest |probability difference| of a graph with integer quantized operators: a
 # product that lands next to half a step rounds one way in onnxruntime's float arithmetic
@@ -315,13 +315,8 @@ def within_precision(lines, expected, spans, case):
     logits' span, whichever is larger (a logit off by e moves a probability by at most
     e / 2). A varied bias can make logits of a thousand, where summing 676 values in
     another order moves them by 1e-3."""
-    if len(lines) != len(expected):
-        return False
-    ours = probabilities(lines, expected.shape)
-    if any(line["index"] != int(np.argmax(e)) for line, e in zip(lines, expected)):
-        return False
     allowed = np.maximum(case.tolerance, 0.5 * LOGIT_PRECISION * spans)
-    return bool((np.abs(ours - expected).max(axis=1) <= allowed).all())
+    return compare(case, lines, expected, allowed).status == "agree"
 
 
 def crashed(outcome):
