@@ -268,7 +268,7 @@ fn check_nodes(
         // tract and the compiler use the running ones given (the compiled answer was
         // another class on 8 of 8 images; onnxruntime refuses the one-output form). Before
         // opset 7 `is_test` says it, and its default 0 means training.
-        if node.op_type == "BatchNormalization" && node.domain.is_empty() {
+        if node.op_type == "BatchNormalization" && standard_domain(&node.domain).is_empty() {
             let version = opset_version(imports, "").unwrap_or(1);
             let training = if version < 7 {
                 attr_i(node, "is_test").is_none_or(|v| v == 0)

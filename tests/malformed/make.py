@@ -652,6 +652,10 @@ def onnx_cases(corpus, base, card):
     add("onnx/batchnorm-training-mode.onnx", serialize(m),
         "a BatchNormalization with training_mode 1 (the compiler used the running statistics)",
         "Unsupported", "node `bn` (BatchNormalization) is in training mode (training_mode 1)")
+    node(m, "bn").domain = "ai.onnx"
+    add("onnx/batchnorm-training-mode-ai-onnx.onnx", serialize(m),
+        "the same BatchNormalization in the domain spelled `ai.onnx`", "Unsupported",
+        "node `bn` (BatchNormalization) is in training mode (training_mode 1)")
     # A flag counts by value: only 0 and 1, as checked, pass (tests/tract_sweep.py found
     # Trilu `upper=-1` read as true by onnxruntime and not by tract).
     m = before_pool([helper.make_node("ReduceMean", ["relu"], ["mid"], name="mean", axes=[1],
